@@ -1,0 +1,89 @@
+/*
+ * Internal: the OTLP/HTTP transport. Runs only on the exporter thread.
+ * One transport keeps one libcurl easy handle, so connections are reused.
+ */
+#ifndef PDTI_TRANSPORT_H
+#define PDTI_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config.h"
+#include "buf.h"
+
+typedef struct pdti_transport pdti_transport;
+
+typedef enum pdti_outcome {
+    PDTI_DELIVERED = 0, /* 2xx; rejected_spans may be > 0 (partial success) */
+    PDTI_FAILED = 1,    /* non-retryable status, or retries exhausted */
+    PDTI_ABORTED = 2    /* *abort became nonzero, or the deadline passed */
+} pdti_outcome;
+
+typedef struct pdti_export_result {
+    int outcome;            /* pdti_outcome */
+    long http_status;       /* last HTTP status, 0 if none */
+    int64_t rejected_spans; /* from ExportTraceServiceResponse.partial_success */
+    unsigned attempts;      /* HTTP requests made (1 + retries) */
+    uint64_t bytes_sent;    /* request bytes on the wire, all attempts */
+    char message[256];      /* last error or partial-success message */
+} pdti_export_result;
+
+/*
+ * Creates a transport for cfg->endpoint, cfg->headers, cfg->compression,
+ * cfg->timeout_ms and the TLS files. cfg must outlive the transport.
+ * Returns PDT_OK, PDT_ENOMEM or PDT_EINTERNAL (libcurl init).
+ */
+int pdti_transport_new(pdti_transport **out, const pdti_config *cfg);
+void pdti_transport_free(pdti_transport *t);
+
+/*
+ * POSTs one ExportTraceServiceRequest body (uncompressed protobuf),
+ * compressing it as configured, with retries: only 429, 502, 503, 504 and
+ * connection failures are retried, with exponential backoff (100 ms doubling,
+ * capped at 5 s) and random jitter, honouring Retry-After
+ * (capped at 30 s). Everything stays before `deadline_ns` (pdt_now_ns
+ * clock) and stops promptly (within about 10 ms) once *abort != 0
+ * (read with __atomic_load_n). A 2xx response body is decoded for
+ * partial_success; at most 4 MiB of any response is read.
+ * Returns PDT_OK and fills *res in every case but misuse (PDT_EINVAL).
+ */
+int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
+                          uint64_t deadline_ns, const int *abort_flag,
+                          pdti_export_result *res);
+
+/* Pieces exposed for unit tests and fuzzing. */
+
+/*
+ * Parses a Retry-After value: delta-seconds or an HTTP-date (IMF-fixdate,
+ * RFC 850 and asctime forms). Returns the delay in ms (>= 0, a date in
+ * the past gives 0), or -1 if the value is malformed. `now` is the
+ * current wall-clock time.
+ */
+int64_t pdti_parse_retry_after(const char *value, time_t now);
+
+/* 1 if an HTTP status is retryable per OTLP (429, 502, 503, 504). */
+int pdti_status_retryable(long http_status);
+
+/*
+ * Backoff before retry number `attempt` (1-based), in ms: 100 * 2^(a-1)
+ * capped at 5000, with jitter uniformly in [50%, 100%] drawn from *rng.
+ */
+int64_t pdti_backoff_ms(unsigned attempt, uint64_t *rng);
+
+/*
+ * Decodes an ExportTraceServiceResponse (protobuf) with the nanopb
+ * descriptors. Writes rejected spans (0 if absent) and the error message
+ * (truncated, NUL-terminated; "" if absent). Returns PDT_OK or PDT_EPARSE.
+ */
+int pdti_decode_export_response(const uint8_t *data, size_t len,
+                                int64_t *rejected, char *msg, size_t msgcap);
+
+/*
+ * Compresses in[0..n) into out (appended) with PDT_COMPRESSION_GZIP
+ * (gzip format, level 1) or PDT_COMPRESSION_ZSTD (level 1).
+ * Returns PDT_OK, PDT_ENOMEM or PDT_EINVAL (unknown kind).
+ */
+int pdti_compress(int kind, const uint8_t *in, size_t n, pdti_buf *out);
+
+#endif
