@@ -1,0 +1,1307 @@
+/*
+ * The resolved tracer configuration: options set in code win over the
+ * OTEL_* (and PDTRACE_*) environment, which wins over the defaults of
+ * CONTRACT section 5.
+ *
+ * Two kinds of bad input are treated differently. A bad environment value
+ * is the operator's mistake discovered at run time: it is reported once at
+ * WARN through the logger and ignored. A bad option is the programmer's
+ * mistake: it fails pdti_config_resolve() with a status and a last-error
+ * message. The text parsers themselves never touch the last error, so that
+ * an ignored environment value leaves no trace there.
+ *
+ * Header values may carry credentials: they never appear in a log message
+ * or an error message, and neither do endpoint URLs (user:password@host).
+ *
+ * Memory: malloc and free only; every function frees what it allocated
+ * before returning an error.
+ */
+#include <errno.h>
+#include <locale.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+
+/* Ranges accepted for numbers, from the options or the environment. */
+#define PDTI_MS_MIN 1
+#define PDTI_MS_MAX 3600000
+#define PDTI_QUEUE_MAX 1048576
+#define PDTI_COUNT_LIMIT_MAX 65536
+#define PDTI_TAIL_TTFT_MAX_MS 86400000.0
+#define PDTI_SPOOL_DEFAULT_BYTES ((int64_t)256 * 1024 * 1024)
+
+/* Longest number pdti_parse_double() accepts, in characters. */
+#define PDTI_DOUBLE_TEXT_MAX 255
+
+/* ---------------------------------------------------------------------
+ * Small text helpers (ASCII only: the result must not depend on the
+ * process locale).
+ */
+
+static int is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' ||
+           c == '\f';
+}
+
+static int to_lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
+}
+
+/* Narrows [*s, *s + *len) to exclude leading and trailing whitespace. */
+static void trim(const char **s, size_t *len)
+{
+    while (*len > 0 && is_space((*s)[0])) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && is_space((*s)[*len - 1]))
+        (*len)--;
+}
+
+/* 1 if s[0..len) equals the NUL-terminated word, ignoring ASCII case. */
+static int eq_nocase(const char *s, size_t len, const char *word)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (word[i] == '\0' || to_lower((unsigned char)s[i]) !=
+                                   to_lower((unsigned char)word[i]))
+            return 0;
+    }
+    return word[len] == '\0';
+}
+
+/* 1 if s[0..len) starts with the NUL-terminated prefix, ignoring case. */
+static int starts_nocase(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return len >= n && eq_nocase(s, n, prefix);
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *p;
+
+    if (n == SIZE_MAX)
+        return NULL;
+    p = malloc(n + 1);
+    if (p == NULL)
+        return NULL;
+    if (n > 0)
+        memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static char *dup_str(const char *s)
+{
+    return dup_n(s, strlen(s));
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* ---------------------------------------------------------------------
+ * Parsers.
+ */
+
+int pdti_percent_decode(const char *src, size_t len, char **out)
+{
+    char *dst;
+    size_t i, n = 0;
+    int hi, lo;
+
+    if (out == NULL)
+        return PDT_EINVAL;
+    *out = NULL;
+    if (src == NULL && len != 0)
+        return PDT_EINVAL;
+    if (len == SIZE_MAX)
+        return PDT_ENOMEM;
+    dst = malloc(len + 1);
+    if (dst == NULL)
+        return PDT_ENOMEM;
+    for (i = 0; i < len; i++) {
+        char c = src[i];
+
+        if (c == '%') {
+            if (len - i < 3)
+                goto bad;
+            hi = hex_value(src[i + 1]);
+            lo = hex_value(src[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                goto bad;
+            c = (char)(unsigned char)(hi * 16 + lo);
+            i += 2;
+        } else if (c == '\0') {
+            goto bad;
+        }
+        dst[n++] = c;
+    }
+    dst[n] = '\0';
+    *out = dst;
+    return PDT_OK;
+
+bad:
+    free(dst);
+    return PDT_EPARSE;
+}
+
+int pdti_parse_bool(const char *text, int *out)
+{
+    const char *s = text;
+    size_t len;
+
+    if (text == NULL || out == NULL)
+        return PDT_EPARSE;
+    len = strlen(text);
+    trim(&s, &len);
+    if (eq_nocase(s, len, "true")) {
+        *out = 1;
+        return PDT_OK;
+    }
+    if (eq_nocase(s, len, "false")) {
+        *out = 0;
+        return PDT_OK;
+    }
+    return PDT_EPARSE;
+}
+
+int pdti_parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
+{
+    const char *s = text;
+    size_t len, i = 0;
+    uint64_t mag = 0, limit;
+    int neg = 0, overflow = 0;
+    int64_t v;
+
+    if (text == NULL || out == NULL)
+        return PDT_EPARSE;
+    len = strlen(text);
+    trim(&s, &len);
+    if (len == 0)
+        return PDT_EPARSE;
+    if (s[0] == '+' || s[0] == '-') {
+        neg = s[0] == '-';
+        i = 1;
+    }
+    if (i == len)
+        return PDT_EPARSE;
+    limit = neg ? (uint64_t)INT64_MAX + 1u : (uint64_t)INT64_MAX;
+    /* Junk anywhere makes the text malformed, even after an overflow. */
+    for (; i < len; i++) {
+        unsigned d;
+
+        if (s[i] < '0' || s[i] > '9')
+            return PDT_EPARSE;
+        d = (unsigned)(s[i] - '0');
+        if (!overflow) {
+            if (mag > (limit - d) / 10u)
+                overflow = 1;
+            else
+                mag = mag * 10u + d;
+        }
+    }
+    if (overflow)
+        return PDT_ERANGE;
+    if (!neg)
+        v = (int64_t)mag;
+    else if (mag == (uint64_t)INT64_MAX + 1u)
+        v = INT64_MIN;
+    else
+        v = -(int64_t)mag;
+    if (v < min || v > max)
+        return PDT_ERANGE;
+    *out = v;
+    return PDT_OK;
+}
+
+/*
+ * Accepts [+-] digits [. digits] [(e|E) [+-] digits], with at least one
+ * digit before the exponent; nothing else (no nan, inf or hex floats).
+ */
+static int double_syntax_ok(const char *s, size_t len)
+{
+    size_t i = 0, mant = 0, exp = 0;
+
+    if (i < len && (s[i] == '+' || s[i] == '-'))
+        i++;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        i++;
+        mant++;
+    }
+    if (i < len && s[i] == '.') {
+        i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            i++;
+            mant++;
+        }
+    }
+    if (mant == 0)
+        return 0;
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9') {
+            i++;
+            exp++;
+        }
+        if (exp == 0)
+            return 0;
+    }
+    return i == len;
+}
+
+int pdti_parse_double(const char *text, double min, double max, double *out)
+{
+    char buf[PDTI_DOUBLE_TEXT_MAX * 4 + 1];
+    const char *s = text, *point;
+    char *end;
+    size_t len, i, n = 0, plen;
+    double v;
+
+    if (text == NULL || out == NULL)
+        return PDT_EPARSE;
+    len = strlen(text);
+    trim(&s, &len);
+    if (len == 0 || len > PDTI_DOUBLE_TEXT_MAX || !double_syntax_ok(s, len))
+        return PDT_EPARSE;
+
+    /*
+     * strtod() follows the process locale's decimal point; the syntax is
+     * already checked, so translate '.' to whatever the locale expects.
+     */
+    point = localeconv()->decimal_point;
+    if (point == NULL || point[0] == '\0')
+        point = ".";
+    plen = strlen(point);
+    if (plen > 4)
+        return PDT_EPARSE;
+    for (i = 0; i < len; i++) {
+        if (s[i] == '.') {
+            memcpy(buf + n, point, plen);
+            n += plen;
+        } else {
+            buf[n++] = s[i];
+        }
+    }
+    buf[n] = '\0';
+
+    errno = 0;
+    v = strtod(buf, &end);
+    if (end != buf + n)
+        return PDT_EPARSE;
+    if (!isfinite(v))
+        return PDT_ERANGE;
+    /* An underflow to zero or a subnormal is a fine value; keep it. */
+    if (!(v >= min && v <= max))
+        return PDT_ERANGE;
+    *out = v;
+    return PDT_OK;
+}
+
+/* ---------------------------------------------------------------------
+ * k=v lists.
+ */
+
+/*
+ * Adds or replaces key, taking ownership of key and value in every case
+ * (both are freed on failure). A replaced entry keeps its position.
+ */
+static int kvlist_put(pdti_kvlist *l, char *key, char *value)
+{
+    pdti_kv *items;
+    size_t i;
+
+    for (i = 0; i < l->count; i++) {
+        if (strcmp(l->items[i].key, key) == 0) {
+            free(l->items[i].value);
+            l->items[i].value = value;
+            free(key);
+            return PDT_OK;
+        }
+    }
+    if (l->count >= SIZE_MAX / sizeof(*items) - 1)
+        goto oom;
+    items = malloc((l->count + 1) * sizeof(*items));
+    if (items == NULL)
+        goto oom;
+    if (l->count > 0)
+        memcpy(items, l->items, l->count * sizeof(*items));
+    free(l->items);
+    l->items = items;
+    l->items[l->count].key = key;
+    l->items[l->count].value = value;
+    l->count++;
+    return PDT_OK;
+
+oom:
+    free(key);
+    free(value);
+    return PDT_ENOMEM;
+}
+
+int pdti_kvlist_set(pdti_kvlist *l, const char *key, const char *value)
+{
+    char *k, *v;
+
+    if (l == NULL || key == NULL || value == NULL)
+        return PDT_EINVAL;
+    k = dup_str(key);
+    v = dup_str(value);
+    if (k == NULL || v == NULL) {
+        free(k);
+        free(v);
+        return PDT_ENOMEM;
+    }
+    return kvlist_put(l, k, v);
+}
+
+const char *pdti_kvlist_get(const pdti_kvlist *l, const char *key)
+{
+    size_t i;
+
+    if (l == NULL || key == NULL)
+        return NULL;
+    for (i = 0; i < l->count; i++) {
+        if (strcmp(l->items[i].key, key) == 0)
+            return l->items[i].value;
+    }
+    return NULL;
+}
+
+void pdti_kvlist_free(pdti_kvlist *l)
+{
+    size_t i;
+
+    if (l == NULL)
+        return;
+    for (i = 0; i < l->count; i++) {
+        free(l->items[i].key);
+        free(l->items[i].value);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+/* Parses one trimmed, non-empty "k=v" entry into list. */
+static int kvlist_parse_entry(pdti_kvlist *list, const char *e, size_t elen)
+{
+    const char *eq = memchr(e, '=', elen);
+    const char *k = e, *v;
+    size_t klen, vlen;
+    char *key = NULL, *value = NULL;
+    int st;
+
+    if (eq == NULL)
+        return PDT_EPARSE;
+    klen = (size_t)(eq - e);
+    v = eq + 1;
+    vlen = elen - klen - 1;
+    trim(&k, &klen);
+    trim(&v, &vlen);
+    if (klen == 0)
+        return PDT_EPARSE;
+    st = pdti_percent_decode(k, klen, &key);
+    if (st != PDT_OK)
+        return st;
+    st = pdti_percent_decode(v, vlen, &value);
+    if (st != PDT_OK) {
+        free(key);
+        return st;
+    }
+    return kvlist_put(list, key, value);
+}
+
+int pdti_kvlist_parse(const char *text, size_t len, pdti_kvlist *out)
+{
+    pdti_kvlist list = { NULL, 0 };
+    size_t pos = 0;
+    int st;
+
+    if (out == NULL)
+        return PDT_EINVAL;
+    out->items = NULL;
+    out->count = 0;
+    if (text == NULL)
+        return len == 0 ? PDT_OK : PDT_EINVAL;
+    while (pos < len) {
+        const char *e = text + pos;
+        const char *comma = memchr(e, ',', len - pos);
+        size_t elen = comma != NULL ? (size_t)(comma - e) : len - pos;
+
+        pos += elen + 1;
+        trim(&e, &elen);
+        if (elen == 0)
+            continue;
+        st = kvlist_parse_entry(&list, e, elen);
+        if (st != PDT_OK) {
+            pdti_kvlist_free(&list);
+            return st;
+        }
+    }
+    *out = list;
+    return PDT_OK;
+}
+
+/* ---------------------------------------------------------------------
+ * Validation of URLs and HTTP headers.
+ */
+
+/*
+ * An absolute http or https URL with a non-empty authority and no spaces
+ * or control characters. Returns the length of the scheme and "://", or 0.
+ */
+static size_t url_check(const char *s, size_t len)
+{
+    size_t i, skip;
+
+    if (starts_nocase(s, len, "http://"))
+        skip = 7;
+    else if (starts_nocase(s, len, "https://"))
+        skip = 8;
+    else
+        return 0;
+    if (len == skip || s[skip] == '/' || s[skip] == '?' || s[skip] == '#')
+        return 0;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c <= 0x20 || c == 0x7f)
+            return 0;
+    }
+    return skip;
+}
+
+/* An HTTP token character (RFC 9110 tchar). */
+static int is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/*
+ * Header names must be tokens and values free of control characters
+ * (a decoded CR or LF would let one header inject another).
+ */
+static int headers_ok(const pdti_kvlist *l)
+{
+    size_t i;
+    const unsigned char *p;
+
+    for (i = 0; i < l->count; i++) {
+        for (p = (const unsigned char *)l->items[i].key; *p; p++) {
+            if (!is_tchar(*p))
+                return 0;
+        }
+        for (p = (const unsigned char *)l->items[i].value; *p; p++) {
+            if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* pdti_kvlist_parse() plus header checks; PDT_EPARSE for either. */
+static int headers_parse(const char *text, pdti_kvlist *out)
+{
+    int st = pdti_kvlist_parse(text, strlen(text), out);
+
+    if (st == PDT_OK && !headers_ok(out)) {
+        pdti_kvlist_free(out);
+        st = PDT_EPARSE;
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------------------
+ * Reading the environment.
+ */
+
+typedef struct resolver {
+    const pdt_tracer_options *o; /* NULL: no options */
+    int use_env;                 /* 0: ignore_environment */
+    int has_spool_dir;           /* o->size covers spool_dir */
+    int has_spool_max;           /* o->size covers spool_max_bytes */
+    pdti_logger *lg;
+} resolver;
+
+typedef struct name_value {
+    const char *name;
+    int value;
+} name_value;
+
+static const name_value exporter_names[] = {
+    { "otlp", PDT_EXPORTER_OTLP },
+    { "console", PDT_EXPORTER_CONSOLE },
+    { "none", PDT_EXPORTER_NONE },
+    { NULL, 0 }
+};
+
+static const name_value compression_names[] = {
+    { "none", PDT_COMPRESSION_NONE },
+    { "gzip", PDT_COMPRESSION_GZIP },
+    { "zstd", PDT_COMPRESSION_ZSTD },
+    { NULL, 0 }
+};
+
+static const name_value sampler_names[] = {
+    { "always_on", PDT_SAMPLER_ALWAYS_ON },
+    { "always_off", PDT_SAMPLER_ALWAYS_OFF },
+    { "traceidratio", PDT_SAMPLER_TRACEIDRATIO },
+    { "parentbased_always_on", PDT_SAMPLER_PARENTBASED_ALWAYS_ON },
+    { "parentbased_always_off", PDT_SAMPLER_PARENTBASED_ALWAYS_OFF },
+    { "parentbased_traceidratio", PDT_SAMPLER_PARENTBASED_TRACEIDRATIO },
+    { NULL, 0 }
+};
+
+/* The variable's value, or NULL when unset, empty or only whitespace. */
+static const char *env_get(const resolver *r, const char *name)
+{
+    const char *v, *p;
+
+    if (!r->use_env || name == NULL)
+        return NULL;
+    v = getenv(name);
+    if (v == NULL)
+        return NULL;
+    for (p = v; *p != '\0'; p++) {
+        if (!is_space(*p))
+            return v;
+    }
+    return NULL;
+}
+
+/* Finds s[0..len) in table (ignoring case); 1 and *out if found. */
+static int lookup_name(const name_value *table, const char *s, size_t len,
+                       int *out)
+{
+    for (; table->name != NULL; table++) {
+        if (eq_nocase(s, len, table->name)) {
+            *out = table->value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An enum variable: 1 and *out if set and valid, 0 otherwise. */
+static int env_enum(const resolver *r, const char *name,
+                    const name_value *table, int *out)
+{
+    const char *v = env_get(r, name), *s = v;
+    size_t len;
+
+    if (v == NULL)
+        return 0;
+    len = strlen(v);
+    trim(&s, &len);
+    if (lookup_name(table, s, len, out))
+        return 1;
+    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": unknown value",
+             name, v);
+    return 0;
+}
+
+/* An integer variable in [min, max]: 1 and *out if set and valid. */
+static int env_int(const resolver *r, const char *name, int64_t min,
+                   int64_t max, int64_t *out)
+{
+    const char *v = env_get(r, name);
+
+    if (v == NULL)
+        return 0;
+    if (pdti_parse_int(v, min, max, out) == PDT_OK)
+        return 1;
+    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": expected a whole "
+             "number from %lld to %lld", name, v, (long long)min,
+             (long long)max);
+    return 0;
+}
+
+/* A number variable in [min, max]: 1 and *out if set and valid. */
+static int env_double(const resolver *r, const char *name, double min,
+                      double max, double *out)
+{
+    const char *v = env_get(r, name);
+
+    if (v == NULL)
+        return 0;
+    if (pdti_parse_double(v, min, max, out) == PDT_OK)
+        return 1;
+    pdti_log(r->lg, PDT_LOG_WARN,
+             "ignoring %s=\"%.64s\": expected a number from %g to %g",
+             name, v, min, max);
+    return 0;
+}
+
+/*
+ * A string variable, trimmed and copied into *out. Returns PDT_OK (with
+ * *out NULL when unset) or PDT_ENOMEM.
+ */
+static int env_string(const resolver *r, const char *name, char **out)
+{
+    const char *v = env_get(r, name);
+    size_t len;
+
+    *out = NULL;
+    if (v == NULL)
+        return PDT_OK;
+    len = strlen(v);
+    trim(&v, &len);
+    *out = dup_n(v, len);
+    return *out != NULL ? PDT_OK : PDT_ENOMEM;
+}
+
+/* ---------------------------------------------------------------------
+ * Resolving each setting.
+ */
+
+static int oom(void)
+{
+    return pdti_err(PDT_ENOMEM, "out of memory while resolving the tracer "
+                                "configuration");
+}
+
+/* A copied option string, which must not be empty when set. */
+static int opt_string(const char *value, const char *field, char **out)
+{
+    *out = NULL;
+    if (value == NULL)
+        return PDT_OK;
+    if (value[0] == '\0')
+        return pdti_err(PDT_EINVAL, "pdt_tracer_options.%s is empty; use "
+                                    "NULL for the default", field);
+    *out = dup_str(value);
+    return *out != NULL ? PDT_OK : oom();
+}
+
+/*
+ * A string setting: the option if set, else the signal-specific variable,
+ * else the generic one, else NULL.
+ */
+static int resolve_string(const resolver *r, const char *opt,
+                          const char *field, const char *env_traces,
+                          const char *env_generic, char **out)
+{
+    int st;
+
+    if (opt != NULL)
+        return opt_string(opt, field, out);
+    st = env_string(r, env_traces, out);
+    if (st == PDT_OK && *out == NULL)
+        st = env_string(r, env_generic, out);
+    return st == PDT_OK ? PDT_OK : oom();
+}
+
+typedef struct int_setting {
+    const char *field;       /* option name, for error messages */
+    const char *env_traces;  /* signal-specific variable, or NULL */
+    const char *env_generic; /* variable, or NULL */
+    int64_t min, max, def;
+} int_setting;
+
+/* Where a resolved value came from. */
+enum { FROM_DEFAULT = 0, FROM_ENV = 1, FROM_OPTION = 2 };
+
+/*
+ * opt 0 means unset; a set option outside [min, max] is an error. *from,
+ * if not NULL, receives FROM_DEFAULT, FROM_ENV or FROM_OPTION.
+ */
+static int resolve_int(const resolver *r, const int_setting *s, int64_t opt,
+                       int64_t *out, int *from)
+{
+    int src = FROM_DEFAULT;
+
+    if (opt != 0) {
+        if (opt < s->min || opt > s->max)
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.%s must be from "
+                            "%lld to %lld (got %lld)", s->field,
+                            (long long)s->min, (long long)s->max,
+                            (long long)opt);
+        *out = opt;
+        src = FROM_OPTION;
+    } else if (env_int(r, s->env_traces, s->min, s->max, out) ||
+               env_int(r, s->env_generic, s->min, s->max, out)) {
+        src = FROM_ENV;
+    } else {
+        *out = s->def;
+    }
+    if (from != NULL)
+        *from = src;
+    return PDT_OK;
+}
+
+/* An enum option: 0 means unset, first..last valid, anything else bad. */
+static int resolve_enum(const resolver *r, int opt, const char *field,
+                        int last, const char *env_traces,
+                        const char *env_generic, const name_value *table,
+                        int def, int *out)
+{
+    if (opt != 0) {
+        if (opt < 1 || opt > last)
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.%s has an "
+                            "unknown value %d", field, opt);
+        *out = opt;
+        return PDT_OK;
+    }
+    if (env_enum(r, env_traces, table, out) ||
+        env_enum(r, env_generic, table, out))
+        return PDT_OK;
+    *out = def;
+    return PDT_OK;
+}
+
+static int resolve_disabled(const resolver *r, pdti_config *cfg)
+{
+    const pdt_tracer_options *o = r->o;
+    const char *v;
+    int b;
+
+    if (o != NULL && o->disabled != 0) {
+        if (o->disabled != 1 && o->disabled != -1)
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.disabled must "
+                            "be 1, -1 or 0 (got %d)", o->disabled);
+        cfg->disabled = o->disabled == 1;
+        return PDT_OK;
+    }
+    cfg->disabled = 0;
+    v = env_get(r, "OTEL_SDK_DISABLED");
+    if (v == NULL)
+        return PDT_OK;
+    if (pdti_parse_bool(v, &b) == PDT_OK)
+        cfg->disabled = b;
+    else
+        pdti_log(r->lg, PDT_LOG_WARN, "ignoring OTEL_SDK_DISABLED=\"%.64s\": "
+                 "expected true or false", v);
+    return PDT_OK;
+}
+
+/*
+ * OTEL_TRACES_EXPORTER may name a list; only one exporter is supported, so
+ * the first entry is used and the rest reported.
+ */
+static int resolve_exporter(const resolver *r, pdti_config *cfg)
+{
+    static const char name[] = "OTEL_TRACES_EXPORTER";
+    int opt = r->o != NULL ? r->o->exporter : 0;
+    const char *v, *s, *comma;
+    size_t len;
+
+    if (opt != 0)
+        return resolve_enum(r, opt, "exporter", PDT_EXPORTER_NONE, NULL,
+                            NULL, exporter_names, PDT_EXPORTER_OTLP,
+                            &cfg->exporter);
+    cfg->exporter = PDT_EXPORTER_OTLP;
+    v = env_get(r, name);
+    if (v == NULL)
+        return PDT_OK;
+    s = v;
+    comma = strchr(v, ',');
+    len = comma != NULL ? (size_t)(comma - v) : strlen(v);
+    trim(&s, &len);
+    if (!lookup_name(exporter_names, s, len, &cfg->exporter)) {
+        pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": unknown "
+                 "exporter; using otlp", name, v);
+        return PDT_OK;
+    }
+    if (comma != NULL)
+        pdti_log(r->lg, PDT_LOG_WARN, "%s=\"%.64s\": only one exporter is "
+                 "supported; using the first", name, v);
+    return PDT_OK;
+}
+
+/* base + "/v1/traces", without doubling a trailing slash. */
+static char *join_traces_path(const char *base, size_t len)
+{
+    static const char path[] = "/v1/traces";
+    char *url;
+
+    while (len > 0 && base[len - 1] == '/')
+        len--;
+    if (len > SIZE_MAX - sizeof(path))
+        return NULL;
+    url = malloc(len + sizeof(path));
+    if (url == NULL)
+        return NULL;
+    memcpy(url, base, len);
+    memcpy(url + len, path, sizeof(path));
+    return url;
+}
+
+/*
+ * One endpoint variable: returns PDT_OK with *out set (valid), PDT_OK with
+ * *out NULL (unset or ignored), or PDT_ENOMEM. The URL is never logged: it
+ * may carry credentials.
+ */
+static int env_endpoint(const resolver *r, const char *name, int join,
+                        char **out)
+{
+    const char *v = env_get(r, name);
+    size_t len;
+
+    *out = NULL;
+    if (v == NULL)
+        return PDT_OK;
+    len = strlen(v);
+    trim(&v, &len);
+    if (url_check(v, len) == 0) {
+        pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s: not an absolute http:// "
+                 "or https:// URL (value not shown)", name);
+        return PDT_OK;
+    }
+    *out = join ? join_traces_path(v, len) : dup_n(v, len);
+    return *out != NULL ? PDT_OK : PDT_ENOMEM;
+}
+
+static int resolve_endpoint(const resolver *r, pdti_config *cfg)
+{
+    const char *opt = r->o != NULL ? r->o->endpoint : NULL;
+    int st;
+
+    if (opt != NULL) {
+        if (url_check(opt, strlen(opt)) == 0)
+            return pdti_err(PDT_EPARSE, "pdt_tracer_options.endpoint is not "
+                            "an absolute http:// or https:// URL");
+        cfg->endpoint = dup_str(opt);
+        return cfg->endpoint != NULL ? PDT_OK : oom();
+    }
+    st = env_endpoint(r, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", 0,
+                      &cfg->endpoint);
+    if (st == PDT_OK && cfg->endpoint == NULL)
+        st = env_endpoint(r, "OTEL_EXPORTER_OTLP_ENDPOINT", 1,
+                          &cfg->endpoint);
+    if (st == PDT_OK && cfg->endpoint == NULL) {
+        cfg->endpoint = dup_str(PDTI_DEFAULT_ENDPOINT);
+        if (cfg->endpoint == NULL)
+            st = PDT_ENOMEM;
+    }
+    return st == PDT_OK ? PDT_OK : oom();
+}
+
+/* One header variable: 1 if set and valid (list filled), 0, or -1 (OOM). */
+static int env_headers(const resolver *r, const char *name, pdti_kvlist *out)
+{
+    const char *v = env_get(r, name);
+    int st;
+
+    if (v == NULL)
+        return 0;
+    st = headers_parse(v, out);
+    if (st == PDT_OK)
+        return 1;
+    if (st == PDT_ENOMEM)
+        return -1;
+    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s: malformed header list "
+             "(value not shown)", name);
+    return 0;
+}
+
+static int resolve_headers(const resolver *r, pdti_config *cfg)
+{
+    const char *opt = r->o != NULL ? r->o->headers : NULL;
+    int st, found;
+
+    if (opt != NULL) {
+        st = headers_parse(opt, &cfg->headers);
+        if (st == PDT_EPARSE)
+            return pdti_err(PDT_EPARSE, "pdt_tracer_options.headers is "
+                            "malformed: expected k=v,k=v with percent-encoded "
+                            "values, token names and no control characters");
+        return st == PDT_OK ? PDT_OK : oom();
+    }
+    found = env_headers(r, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", &cfg->headers);
+    if (found == 0)
+        found = env_headers(r, "OTEL_EXPORTER_OTLP_HEADERS", &cfg->headers);
+    return found >= 0 ? PDT_OK : oom();
+}
+
+static int resolve_sampler(const resolver *r, pdti_config *cfg)
+{
+    const pdt_tracer_options *o = r->o;
+    int st;
+
+    st = resolve_enum(r, o != NULL ? o->sampler : 0, "sampler",
+                      PDT_SAMPLER_PARENTBASED_TRACEIDRATIO, NULL,
+                      "OTEL_TRACES_SAMPLER", sampler_names,
+                      PDT_SAMPLER_PARENTBASED_ALWAYS_ON, &cfg->sampler);
+    if (st != PDT_OK)
+        return st;
+    cfg->sampler_ratio = 1.0;
+    if (o != NULL && o->sampler_ratio_set) {
+        if (!(o->sampler_ratio >= 0.0 && o->sampler_ratio <= 1.0))
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.sampler_ratio "
+                            "must be from 0 to 1 (got %g)", o->sampler_ratio);
+        cfg->sampler_ratio = o->sampler_ratio;
+        return PDT_OK;
+    }
+    /* The argument means something only to the ratio samplers. */
+    if (cfg->sampler == PDT_SAMPLER_TRACEIDRATIO ||
+        cfg->sampler == PDT_SAMPLER_PARENTBASED_TRACEIDRATIO)
+        env_double(r, "OTEL_TRACES_SAMPLER_ARG", 0.0, 1.0,
+                   &cfg->sampler_ratio);
+    return PDT_OK;
+}
+
+static int resolve_batching(const resolver *r, pdti_config *cfg)
+{
+    static const int_setting delay = { "schedule_delay_ms", NULL,
+        "OTEL_BSP_SCHEDULE_DELAY", PDTI_MS_MIN, PDTI_MS_MAX, 5000 };
+    static const int_setting export_timeout = { "export_timeout_ms", NULL,
+        "OTEL_BSP_EXPORT_TIMEOUT", PDTI_MS_MIN, PDTI_MS_MAX, 30000 };
+    static const int_setting queue = { "max_queue_size", NULL,
+        "OTEL_BSP_MAX_QUEUE_SIZE", 1, PDTI_QUEUE_MAX, 2048 };
+    static const int_setting batch = { "max_export_batch_size", NULL,
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, PDTI_QUEUE_MAX, 512 };
+    const pdt_tracer_options *o = r->o;
+    int st, queue_from = FROM_DEFAULT, batch_from = FROM_DEFAULT;
+
+    st = resolve_int(r, &delay, o != NULL ? o->schedule_delay_ms : 0,
+                     &cfg->schedule_delay_ms, NULL);
+    if (st == PDT_OK)
+        st = resolve_int(r, &export_timeout,
+                         o != NULL ? o->export_timeout_ms : 0,
+                         &cfg->export_timeout_ms, NULL);
+    if (st == PDT_OK)
+        st = resolve_int(r, &queue, o != NULL ? o->max_queue_size : 0,
+                         &cfg->max_queue_size, &queue_from);
+    if (st == PDT_OK)
+        st = resolve_int(r, &batch, o != NULL ? o->max_export_batch_size : 0,
+                         &cfg->max_export_batch_size, &batch_from);
+    if (st != PDT_OK)
+        return st;
+    if (cfg->max_export_batch_size <= cfg->max_queue_size)
+        return PDT_OK;
+    if (queue_from == FROM_OPTION && batch_from == FROM_OPTION)
+        return pdti_err(PDT_EINVAL, "pdt_tracer_options.max_export_batch_size "
+                        "(%lld) exceeds max_queue_size (%lld)",
+                        (long long)cfg->max_export_batch_size,
+                        (long long)cfg->max_queue_size);
+    /* The default batch size follows a small queue silently. */
+    if (batch_from != FROM_DEFAULT)
+        pdti_log(r->lg, PDT_LOG_WARN, "max export batch size %lld exceeds "
+                 "the max queue size %lld; using %lld",
+                 (long long)cfg->max_export_batch_size,
+                 (long long)cfg->max_queue_size,
+                 (long long)cfg->max_queue_size);
+    cfg->max_export_batch_size = cfg->max_queue_size;
+    return PDT_OK;
+}
+
+static int resolve_limits(const resolver *r, pdti_config *cfg)
+{
+    static const int_setting count = { "attribute_count_limit", NULL,
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 0, PDTI_COUNT_LIMIT_MAX, 128 };
+    static const int_setting length = { "attribute_value_length_limit", NULL,
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 0, INT64_MAX, -1 };
+    const pdt_tracer_options *o = r->o;
+    int64_t len_opt = 0;
+    int st;
+
+    st = resolve_int(r, &count, o != NULL ? o->attribute_count_limit : 0,
+                     &cfg->attr_count_limit, NULL);
+    if (st != PDT_OK)
+        return st;
+    /* For the length limit, a negative option also means "unset". */
+    if (o != NULL && o->attribute_value_length_limit > 0)
+        len_opt = o->attribute_value_length_limit;
+    return resolve_int(r, &length, len_opt, &cfg->attr_value_len_limit, NULL);
+}
+
+static int resolve_tail(const resolver *r, pdti_config *cfg)
+{
+    const pdt_tracer_options *o = r->o;
+    double t = o != NULL ? o->tail_ttft_threshold_ms : 0.0;
+    int keep = o != NULL ? o->tail_keep_errors : 0;
+
+    if (!(t >= 0.0 && t <= PDTI_TAIL_TTFT_MAX_MS))
+        return pdti_err(PDT_EINVAL, "pdt_tracer_options.tail_ttft_threshold_ms"
+                        " must be from 0 to %.0f (got %g)",
+                        PDTI_TAIL_TTFT_MAX_MS, t);
+    cfg->tail_ttft_threshold_ms = 0.0;
+    if (t > 0.0)
+        cfg->tail_ttft_threshold_ms = t;
+    else
+        env_double(r, "PDTRACE_TAIL_TTFT_MS", 0.0, PDTI_TAIL_TTFT_MAX_MS,
+                   &cfg->tail_ttft_threshold_ms);
+    if (keep != 0 && keep != 1 && keep != -1)
+        return pdti_err(PDT_EINVAL, "pdt_tracer_options.tail_keep_errors "
+                        "must be 1, -1 or 0 (got %d)", keep);
+    cfg->tail_keep_errors = keep != -1;
+    return PDT_OK;
+}
+
+static int resolve_console_and_spool(const resolver *r, pdti_config *cfg)
+{
+    static const int_setting spool_max = { "spool_max_bytes", NULL,
+        "PDTRACE_SPOOL_MAX_BYTES", 1, INT64_MAX, PDTI_SPOOL_DEFAULT_BYTES };
+    const pdt_tracer_options *o = r->o;
+    int st;
+
+    st = resolve_string(r, o != NULL ? o->console_path : NULL, "console_path",
+                        NULL, "PDTRACE_CONSOLE_PATH", &cfg->console_path);
+    if (st != PDT_OK)
+        return st;
+    if (cfg->console_path != NULL && strcmp(cfg->console_path, "-") == 0) {
+        free(cfg->console_path);
+        cfg->console_path = NULL;
+    }
+    st = resolve_string(r, r->has_spool_dir ? o->spool_dir : NULL,
+                        "spool_dir", NULL, "PDTRACE_SPOOL_DIR",
+                        &cfg->spool_dir);
+    if (st != PDT_OK)
+        return st;
+    return resolve_int(r, &spool_max,
+                       r->has_spool_max ? o->spool_max_bytes : 0,
+                       &cfg->spool_max_bytes, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Resource.
+ */
+
+static const char *non_empty(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+/* Sets key only if the list does not have it yet. */
+static int set_default(pdti_kvlist *l, const char *key, const char *value)
+{
+    if (pdti_kvlist_get(l, key) != NULL)
+        return PDT_OK;
+    return pdti_kvlist_set(l, key, value);
+}
+
+/*
+ * service.name: options->service_name, else service.name in
+ * options->resource_attributes, else OTEL_SERVICE_NAME, else service.name
+ * in OTEL_RESOURCE_ATTRIBUTES, else the default. The resource list keeps
+ * the order in which keys first appeared (environment first), then the
+ * attributes the library adds.
+ */
+static int resolve_resource(const resolver *r, pdti_config *cfg)
+{
+    const pdt_tracer_options *o = r->o;
+    pdti_kvlist env_res = { NULL, 0 }, opt_res = { NULL, 0 };
+    char *env_name = NULL;
+    const char *name, *v;
+    char pid[32];
+    char host[256];
+    size_t i;
+    int st;
+
+    if (o != NULL && o->service_name != NULL && o->service_name[0] == '\0')
+        return pdti_err(PDT_EINVAL, "pdt_tracer_options.service_name is "
+                        "empty; use NULL for the default");
+    if (o != NULL && o->resource_attributes != NULL) {
+        st = pdti_kvlist_parse(o->resource_attributes,
+                               strlen(o->resource_attributes), &opt_res);
+        if (st == PDT_EPARSE)
+            return pdti_err(PDT_EPARSE, "pdt_tracer_options."
+                            "resource_attributes is malformed: expected "
+                            "k=v,k=v with percent-encoded values");
+        if (st != PDT_OK)
+            return oom();
+    }
+    v = env_get(r, "OTEL_RESOURCE_ATTRIBUTES");
+    if (v != NULL) {
+        st = pdti_kvlist_parse(v, strlen(v), &env_res);
+        if (st == PDT_EPARSE)
+            pdti_log(r->lg, PDT_LOG_WARN, "ignoring OTEL_RESOURCE_ATTRIBUTES: "
+                     "malformed k=v list or percent escape; the whole "
+                     "variable is discarded");
+        else if (st != PDT_OK)
+            goto nomem;
+    }
+    if (env_string(r, "OTEL_SERVICE_NAME", &env_name) != PDT_OK)
+        goto nomem;
+
+    name = o != NULL ? o->service_name : NULL;
+    if (name == NULL)
+        name = non_empty(pdti_kvlist_get(&opt_res, "service.name"));
+    if (name == NULL)
+        name = env_name;
+    if (name == NULL)
+        name = non_empty(pdti_kvlist_get(&env_res, "service.name"));
+    if (name == NULL)
+        name = PDTI_DEFAULT_SERVICE_NAME;
+    cfg->service_name = dup_str(name);
+    if (cfg->service_name == NULL)
+        goto nomem;
+
+    /* Options over environment; the merged list becomes the resource. */
+    cfg->resource = env_res;
+    env_res.items = NULL;
+    env_res.count = 0;
+    for (i = 0; i < opt_res.count; i++) {
+        if (kvlist_put(&cfg->resource, opt_res.items[i].key,
+                       opt_res.items[i].value) != PDT_OK) {
+            opt_res.items[i].key = NULL;
+            opt_res.items[i].value = NULL;
+            goto nomem_after;
+        }
+        opt_res.items[i].key = NULL;
+        opt_res.items[i].value = NULL;
+    }
+
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    host[0] = '\0';
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        host[0] = '\0';
+    host[sizeof(host) - 1] = '\0';
+
+    if (pdti_kvlist_set(&cfg->resource, "service.name", cfg->service_name) ||
+        set_default(&cfg->resource, "telemetry.sdk.name", "libpdtrace") ||
+        set_default(&cfg->resource, "telemetry.sdk.language", "c") ||
+        set_default(&cfg->resource, "telemetry.sdk.version",
+                    PDT_VERSION_STRING) ||
+        set_default(&cfg->resource, "process.pid", pid) ||
+        (host[0] != '\0' &&
+         set_default(&cfg->resource, "host.name", host)))
+        goto nomem_after;
+    for (i = 0; i < opt_res.count; i++) {
+        free(opt_res.items[i].key);
+        free(opt_res.items[i].value);
+    }
+    free(opt_res.items);
+    free(env_name);
+    return PDT_OK;
+
+nomem_after:
+    /* Entries already moved into the resource were nulled above. */
+    for (i = 0; i < opt_res.count; i++) {
+        free(opt_res.items[i].key);
+        free(opt_res.items[i].value);
+    }
+    free(opt_res.items);
+    free(env_name);
+    return oom();
+
+nomem:
+    pdti_kvlist_free(&opt_res);
+    pdti_kvlist_free(&env_res);
+    free(env_name);
+    return oom();
+}
+
+/* ---------------------------------------------------------------------
+ * Entry points.
+ */
+
+int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
+                        pdti_logger *lg)
+{
+    static const int_setting timeout = { "timeout_ms",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT",
+        PDTI_MS_MIN, PDTI_MS_MAX, 10000 };
+    resolver r;
+    int st;
+
+    if (cfg == NULL)
+        return pdti_err(PDT_EINVAL, "pdti_config_resolve: cfg is NULL");
+    memset(cfg, 0, sizeof(*cfg));
+    if (opts != NULL &&
+        opts->size < offsetof(pdt_tracer_options, spool_dir))
+        return pdti_err(PDT_EINVAL, "pdt_tracer_options.size is %lu; at "
+                        "least %lu expected (initialise the options with "
+                        "PDT_TRACER_OPTIONS_INIT)",
+                        (unsigned long)opts->size,
+                        (unsigned long)offsetof(pdt_tracer_options,
+                                                spool_dir));
+    r.o = opts;
+    r.use_env = opts == NULL || !opts->ignore_environment;
+    r.has_spool_dir = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, spool_dir) +
+                      sizeof(opts->spool_dir);
+    r.has_spool_max = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, spool_max_bytes) +
+                      sizeof(opts->spool_max_bytes);
+    r.lg = lg;
+
+    st = resolve_disabled(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_exporter(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_endpoint(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_headers(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_enum(&r, opts != NULL ? opts->compression : 0,
+                          "compression", PDT_COMPRESSION_ZSTD,
+                          "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                          "OTEL_EXPORTER_OTLP_COMPRESSION", compression_names,
+                          PDT_COMPRESSION_NONE, &cfg->compression);
+    if (st == PDT_OK)
+        st = resolve_int(&r, &timeout, opts != NULL ? opts->timeout_ms : 0,
+                         &cfg->timeout_ms, NULL);
+    if (st == PDT_OK)
+        st = resolve_string(&r, opts != NULL ? opts->ca_file : NULL,
+                            "ca_file",
+                            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                            "OTEL_EXPORTER_OTLP_CERTIFICATE", &cfg->ca_file);
+    if (st == PDT_OK)
+        st = resolve_string(&r, opts != NULL ? opts->client_cert : NULL,
+                            "client_cert",
+                            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                            &cfg->client_cert);
+    if (st == PDT_OK)
+        st = resolve_string(&r, opts != NULL ? opts->client_key : NULL,
+                            "client_key",
+                            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                            &cfg->client_key);
+    if (st == PDT_OK)
+        st = resolve_batching(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_limits(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_sampler(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_tail(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_console_and_spool(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_resource(&r, cfg);
+    if (st != PDT_OK)
+        pdti_config_free(cfg);
+    return st;
+}
+
+void pdti_config_free(pdti_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->endpoint);
+    pdti_kvlist_free(&cfg->headers);
+    free(cfg->console_path);
+    free(cfg->ca_file);
+    free(cfg->client_cert);
+    free(cfg->client_key);
+    free(cfg->service_name);
+    pdti_kvlist_free(&cfg->resource);
+    free(cfg->spool_dir);
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,205 @@
+/*
+ * Internal: the tracer, span record and span handle structures shared by
+ * span.c, request.c, tracer.c, exporter.c and encode.c.
+ */
+#ifndef PDTI_CORE_H
+#define PDTI_CORE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pdtrace/tracer.h"
+#include "pdtrace/span.h"
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+
+/* Maximum events a span keeps; more are counted as dropped. */
+#define PDTI_MAX_EVENTS 128
+/* Tracestate kept per span (W3C asks to propagate at least 512 chars). */
+#define PDTI_TRACESTATE_MAX 512
+/* A span whose encoding would exceed this is dropped (the Collector's
+ * request limit is 20 MiB). */
+#define PDTI_MAX_SPAN_BYTES (8u << 20)
+/* Encoded request size at which a batch is cut. */
+#define PDTI_MAX_REQUEST_BYTES (4u << 20)
+
+/*
+ * A frozen (or being-filled) span: everything the encoder needs, with the
+ * attributes and events already in their protobuf form. Recycled through
+ * the tracer's free list, so its buffers keep their capacity.
+ */
+typedef struct pdti_rec {
+    struct pdti_rec *next;
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t parent_id[8];
+    int has_parent;
+    int parent_remote;
+    uint8_t trace_flags;
+    int kind;
+    uint64_t start_unix_ns;
+    uint64_t end_unix_ns;
+    int status_code;
+    pdti_buf name;        /* UTF-8, not framed */
+    pdti_buf tracestate;  /* not framed */
+    pdti_buf status_msg;  /* not framed */
+    pdti_buf attrs;       /* framed Span.attributes fields (tag 9) */
+    pdti_buf events;      /* framed Span.events fields (tag 11) */
+    pdti_buf ev_cur;      /* body of the event still open for attributes */
+    int ev_open;
+    uint32_t nattrs;
+    uint32_t dropped_attrs;
+    uint32_t ev_nattrs;
+    uint32_t ev_dropped_attrs;
+    uint32_t nevents;
+    uint32_t dropped_events;
+} pdti_rec;
+
+typedef struct pdti_stats_counters {
+    uint64_t spans_started, spans_ended, spans_not_sampled, spans_exported,
+        spans_rejected, dropped_queue_full, dropped_export_failed,
+        dropped_shutdown, dropped_disabled, export_requests, export_retries,
+        export_failures, bytes_sent, attributes_dropped, values_truncated,
+        strings_sanitized, requests_completed, spans_spooled, spans_replayed,
+        spool_dropped, spool_corrupt;
+} pdti_stats_counters;
+
+#define PDTI_COUNT(t, field, n) \
+    __atomic_add_fetch(&(t)->counters.field, (uint64_t)(n), __ATOMIC_RELAXED)
+
+struct pdt_tracer {
+    pdti_config cfg;
+    pdti_logger log;
+    int64_t wall_offset_ns;  /* unix time = monotonic + wall_offset_ns */
+    int export_enabled;      /* 0: disabled or exporter none */
+    uint64_t ratio_bound;    /* trace-id ratio threshold */
+    pdti_buf preamble;       /* framed Resource, then framed
+                                InstrumentationScope at scope_off */
+    size_t scope_off;
+
+    pthread_mutex_t mu;      /* guards everything below */
+    pthread_cond_t cv_work;  /* exporter: work or stop */
+    pthread_cond_t cv_done;  /* flushers and close: progress */
+    pdti_rec *q_head, *q_tail;
+    uint64_t q_len;
+    pdti_rec *free_recs;
+    uint64_t free_len;
+    uint64_t enqueued_total;  /* recs ever enqueued */
+    uint64_t processed_total; /* recs taken off the queue and finished */
+    uint64_t flush_target;    /* exporter exports without delay up to this */
+    int stopping;
+    int exited;
+    int abort_flag;           /* read by the transport, atomically */
+    int thread_started;
+    unsigned fork_gen;        /* fork generation the thread belongs to */
+    int fork_claim;           /* serialises the restart after a fork */
+    pthread_t thread;
+
+    void *free_reqs;          /* recycled pdt_request objects */
+    uint64_t free_reqs_len;
+
+    pdti_stats_counters counters;
+    void *exporter_state;     /* exporter.c private */
+};
+
+/* Span handle. For requests, the handles live inside pdt_request. */
+struct pdt_span {
+    pdt_tracer *tracer;
+    pdti_rec *rec;            /* NULL when not recorded or ended */
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t trace_flags;
+    int sampled;
+    int ended;
+    int in_request;           /* owned by a pdt_request: no end/free */
+    uint64_t start_ns;        /* monotonic */
+    char tracestate[PDTI_TRACESTATE_MAX + 1];
+};
+
+/* Records. */
+pdti_rec *pdti_rec_acquire(pdt_tracer *t);
+void pdti_rec_release(pdt_tracer *t, pdti_rec *r);
+/* Hands finished records (linked by ->next) to the exporter, or drops and
+ * counts them if the queue is full. Never blocks on the exporter. */
+void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n);
+
+/* Monotonic to unix nanoseconds. */
+uint64_t pdti_unix_ns(const pdt_tracer *t, uint64_t mono_ns);
+
+/* Sampling decision for a new root (no parent): 1 = sample. */
+int pdti_sample_root(const pdt_tracer *t, const uint8_t trace_id[16]);
+/* Decision with a parent whose sampled flag is given. */
+int pdti_sample_with_parent(const pdt_tracer *t, const uint8_t trace_id[16],
+                            int parent_sampled, int parent_remote);
+
+/* Span internals shared with request.c. */
+int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name, int kind,
+                   const pdt_span *parent, const char *traceparent,
+                   const char *tracestate, uint64_t start_ns, int record);
+/* Freezes the span at end_ns: returns the record (caller enqueues). */
+pdti_rec *pdti_span_finish(pdt_span *s, uint64_t end_ns);
+
+/* Attribute encoding into a record (tag 9 for spans, 3 for events). */
+int pdti_attr_str(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
+                  const char *value, size_t vlen);
+int pdti_attr_int(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
+                  int64_t v);
+int pdti_attr_double(pdt_tracer *t, pdti_buf *b, uint8_t tag,
+                     const char *key, double v);
+int pdti_attr_bool(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
+                   int v);
+/* Appends validated UTF-8 (sanitized, optionally truncated) as a framed
+ * string field `tag` to b. limit < 0: no truncation. */
+int pdti_put_string_field(pdt_tracer *t, pdti_buf *b, uint8_t tag,
+                          const char *s, size_t n, int64_t limit);
+/* Copies UTF-8-sanitized s[0..n) into b (unframed). */
+int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n);
+
+/* Span-level checks before adding an attribute: 0 = go ahead. */
+int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r);
+
+/* Varint helpers. */
+static inline size_t pdti_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline uint8_t *pdti_put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Encoding (encode.c). */
+int pdti_encode_preamble(pdt_tracer *t);
+/* Encoded size of one Span message body. */
+size_t pdti_span_body_size(const pdti_rec *r);
+/* Encodes an ExportTraceServiceRequest holding recs[0..n) into out
+ * (reset first), with the pre-encoded resource and scope fields. A pure
+ * function of the frozen records: it reads them and writes only out. */
+int pdti_encode_request(const uint8_t *resource, size_t resource_len,
+                        const uint8_t *scope, size_t scope_len,
+                        pdti_rec *const *recs, size_t n, pdti_buf *out);
+
+/* Exporter (exporter.c). */
+int pdti_exporter_start(pdt_tracer *t);
+/* Stops the thread within the deadline (monotonic ns); returns the number
+ * of spans dropped because time ran out. */
+uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline_ns);
+void pdti_exporter_free(pdt_tracer *t);
+/* Makes sure the exporter thread runs in this process (after fork). */
+int pdti_exporter_ensure(pdt_tracer *t);
+
+#endif

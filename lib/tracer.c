@@ -1,0 +1,398 @@
+/*
+ * The tracer: open, flush, close, stats; the record pool and the bounded
+ * queue between callers and the exporter thread; sampling; clocks.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pdtrace/tracer.h"
+#include "core.h"
+#include "error.h"
+#include "ids.h"
+
+void pdti_request_pool_free(pdt_tracer *t);
+
+/* ---- clocks ------------------------------------------------------------- */
+
+static int64_t wall_offset(void)
+{
+    struct timespec rt;
+    uint64_t mono = pdt_now_ns();
+
+    clock_gettime(CLOCK_REALTIME, &rt);
+    return (int64_t)((uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec)
+           - (int64_t)mono;
+}
+
+uint64_t pdti_unix_ns(const pdt_tracer *t, uint64_t mono_ns)
+{
+    return (uint64_t)((int64_t)mono_ns + t->wall_offset_ns);
+}
+
+/* ---- sampling ----------------------------------------------------------- */
+
+/* The ratio rule of the OpenTelemetry Go SDK: the low 8 bytes of the trace
+ * id, big-endian, shifted right by one, compared with ratio * 2^63. */
+static int ratio_sampled(const pdt_tracer *t, const uint8_t id[16])
+{
+    uint64_t x = 0;
+    int i;
+
+    for (i = 8; i < 16; i++)
+        x = (x << 8) | id[i];
+    return (x >> 1) < t->ratio_bound;
+}
+
+int pdti_sample_root(const pdt_tracer *t, const uint8_t trace_id[16])
+{
+    switch (t->cfg.sampler) {
+    case PDT_SAMPLER_ALWAYS_OFF:
+    case PDT_SAMPLER_PARENTBASED_ALWAYS_OFF:
+        return 0;
+    case PDT_SAMPLER_TRACEIDRATIO:
+    case PDT_SAMPLER_PARENTBASED_TRACEIDRATIO:
+        return ratio_sampled(t, trace_id);
+    default:
+        return 1;
+    }
+}
+
+int pdti_sample_with_parent(const pdt_tracer *t, const uint8_t trace_id[16],
+                            int parent_sampled, int parent_remote)
+{
+    (void)parent_remote;
+    switch (t->cfg.sampler) {
+    case PDT_SAMPLER_ALWAYS_ON:
+        return 1;
+    case PDT_SAMPLER_ALWAYS_OFF:
+        return 0;
+    case PDT_SAMPLER_TRACEIDRATIO:
+        return ratio_sampled(t, trace_id);
+    default: /* the parent-based samplers follow the parent */
+        return parent_sampled;
+    }
+}
+
+static uint64_t ratio_bound(double ratio)
+{
+    if (!(ratio > 0))
+        return 0;
+    if (ratio >= 1)
+        return UINT64_MAX;
+    return (uint64_t)(ratio * 9223372036854775808.0);
+}
+
+/* ---- records and the queue ---------------------------------------------- */
+
+pdti_rec *pdti_rec_acquire(pdt_tracer *t)
+{
+    pdti_rec *r;
+
+    pthread_mutex_lock(&t->mu);
+    r = t->free_recs;
+    if (r != NULL) {
+        t->free_recs = r->next;
+        t->free_len--;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return NULL;
+    }
+    r->next = NULL;
+    r->has_parent = 0;
+    r->parent_remote = 0;
+    r->status_code = 0;
+    r->ev_open = 0;
+    r->nattrs = r->dropped_attrs = r->ev_nattrs = r->ev_dropped_attrs = 0;
+    r->nevents = r->dropped_events = 0;
+    pdti_buf_reset(&r->name);
+    pdti_buf_reset(&r->tracestate);
+    pdti_buf_reset(&r->status_msg);
+    pdti_buf_reset(&r->attrs);
+    pdti_buf_reset(&r->events);
+    pdti_buf_reset(&r->ev_cur);
+    return r;
+}
+
+static void rec_destroy(pdti_rec *r)
+{
+    pdti_buf_free(&r->name);
+    pdti_buf_free(&r->tracestate);
+    pdti_buf_free(&r->status_msg);
+    pdti_buf_free(&r->attrs);
+    pdti_buf_free(&r->events);
+    pdti_buf_free(&r->ev_cur);
+    free(r);
+}
+
+/* Records with buffers grown past this are freed instead of pooled. */
+#define PDTI_POOL_REC_MAX_BYTES (64u << 10)
+
+void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
+{
+    size_t big = r->attrs.cap + r->events.cap + r->ev_cur.cap +
+                 r->status_msg.cap + r->name.cap + r->tracestate.cap;
+
+    pthread_mutex_lock(&t->mu);
+    if (big <= PDTI_POOL_REC_MAX_BYTES &&
+        t->free_len < (uint64_t)t->cfg.max_queue_size + 64) {
+        r->next = t->free_recs;
+        t->free_recs = r;
+        t->free_len++;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (r != NULL)
+        rec_destroy(r);
+}
+
+void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
+{
+    pdti_rec *tail = list;
+    int wake;
+
+    if (n == 0)
+        return;
+    if (!t->export_enabled) {
+        while (list != NULL) {
+            pdti_rec *next = list->next;
+            pdti_rec_release(t, list);
+            list = next;
+        }
+        PDTI_COUNT(t, dropped_disabled, n);
+        return;
+    }
+    while (tail->next != NULL)
+        tail = tail->next;
+    pdti_exporter_ensure(t);
+    pthread_mutex_lock(&t->mu);
+    if (t->q_len + n > (uint64_t)t->cfg.max_queue_size || t->stopping) {
+        int stopping = t->stopping;
+        pthread_mutex_unlock(&t->mu);
+        while (list != NULL) {
+            pdti_rec *next = list->next;
+            pdti_rec_release(t, list);
+            list = next;
+        }
+        if (stopping)
+            PDTI_COUNT(t, dropped_shutdown, n);
+        else
+            PDTI_COUNT(t, dropped_queue_full, n);
+        pdti_log(&t->log, PDT_LOG_WARN,
+                 "export queue full (%lld spans): %llu spans dropped",
+                 (long long)t->cfg.max_queue_size, (unsigned long long)n);
+        return;
+    }
+    if (t->q_tail != NULL)
+        t->q_tail->next = list;
+    else
+        t->q_head = list;
+    t->q_tail = tail;
+    wake = t->q_len < (uint64_t)t->cfg.max_export_batch_size &&
+           t->q_len + n >= (uint64_t)t->cfg.max_export_batch_size;
+    t->q_len += n;
+    t->enqueued_total += n;
+    if (wake)
+        pthread_cond_signal(&t->cv_work);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+void pdt_tracer_options_init(pdt_tracer_options *opts)
+{
+    pdt_tracer_options init = PDT_TRACER_OPTIONS_INIT;
+
+    if (opts != NULL)
+        *opts = init;
+}
+
+int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
+{
+    pdt_tracer *t;
+    int rc;
+
+    if (out == NULL)
+        return pdti_err(PDT_EINVAL, "out is NULL");
+    *out = NULL;
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return pdti_err(PDT_ENOMEM, "out of memory for the tracer");
+    pdti_logger_init(&t->log, opts != NULL ? opts->log_fn : NULL,
+                     opts != NULL ? opts->log_userdata : NULL);
+    rc = pdti_config_resolve(&t->cfg, opts, &t->log);
+    if (rc != PDT_OK) {
+        pdti_logger_destroy(&t->log);
+        free(t);
+        return rc;
+    }
+    t->wall_offset_ns = wall_offset();
+    t->ratio_bound = ratio_bound(t->cfg.sampler_ratio);
+    t->export_enabled = !t->cfg.disabled &&
+                        t->cfg.exporter != PDT_EXPORTER_NONE;
+    pthread_mutex_init(&t->mu, NULL);
+    {
+        /* Timed waits use the monotonic clock (see abs_time()). */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t->cv_work, &ca);
+        pthread_cond_init(&t->cv_done, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    rc = pdti_encode_preamble(t);
+    if (rc == PDT_OK && t->export_enabled)
+        rc = pdti_exporter_start(t);
+    if (rc != PDT_OK) {
+        pdti_exporter_free(t);
+        pdti_buf_free(&t->preamble);
+        pthread_cond_destroy(&t->cv_done);
+        pthread_cond_destroy(&t->cv_work);
+        pthread_mutex_destroy(&t->mu);
+        pdti_config_free(&t->cfg);
+        pdti_logger_destroy(&t->log);
+        free(t);
+        return rc;
+    }
+    *out = t;
+    return PDT_OK;
+}
+
+static uint64_t deadline_after(pdt_tracer *t, int64_t timeout_ms)
+{
+    if (timeout_ms < 0)
+        timeout_ms = t->cfg.export_timeout_ms;
+    return pdt_now_ns() + (uint64_t)timeout_ms * 1000000u;
+}
+
+static void abs_time(uint64_t mono_deadline, struct timespec *ts)
+{
+    /* The condition variables wait on CLOCK_MONOTONIC (see exporter.c). */
+    ts->tv_sec = (time_t)(mono_deadline / 1000000000u);
+    ts->tv_nsec = (long)(mono_deadline % 1000000000u);
+}
+
+int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
+{
+    uint64_t deadline, target;
+    struct timespec ts;
+    int rc = PDT_OK;
+
+    if (pending_out != NULL)
+        *pending_out = 0;
+    if (t == NULL)
+        return pdti_err(PDT_EINVAL, "tracer is NULL");
+    if (__atomic_load_n(&t->stopping, __ATOMIC_ACQUIRE))
+        return pdti_err(PDT_ECLOSED, "tracer is closing");
+    if (!t->export_enabled)
+        return PDT_OK;
+    pdti_exporter_ensure(t);
+    deadline = deadline_after(t, timeout_ms);
+    abs_time(deadline, &ts);
+    pthread_mutex_lock(&t->mu);
+    target = t->enqueued_total;
+    if (t->flush_target < target)
+        t->flush_target = target;
+    pthread_cond_signal(&t->cv_work);
+    while (t->processed_total < target && !t->exited) {
+        if (pthread_cond_timedwait(&t->cv_done, &t->mu, &ts) != 0 &&
+            pdt_now_ns() >= deadline)
+            break;
+    }
+    if (t->processed_total < target) {
+        if (pending_out != NULL)
+            *pending_out = target - t->processed_total;
+        rc = PDT_ETIMEOUT;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (rc != PDT_OK)
+        return pdti_err(rc, "flush timed out with spans still pending");
+    return PDT_OK;
+}
+
+int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
+{
+    uint64_t dropped = 0;
+    pdti_rec *r;
+
+    if (dropped_out != NULL)
+        *dropped_out = 0;
+    if (t == NULL)
+        return PDT_OK;
+    if (t->export_enabled)
+        dropped = pdti_exporter_stop(t, deadline_after(t, timeout_ms));
+    else
+        __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
+    pdti_exporter_free(t);
+    while ((r = t->q_head) != NULL) { /* only if the thread never ran */
+        t->q_head = r->next;
+        rec_destroy(r);
+        dropped++;
+    }
+    while ((r = t->free_recs) != NULL) {
+        t->free_recs = r->next;
+        rec_destroy(r);
+    }
+    pdti_request_pool_free(t);
+    pdti_buf_free(&t->preamble);
+    pthread_cond_destroy(&t->cv_done);
+    pthread_cond_destroy(&t->cv_work);
+    pthread_mutex_destroy(&t->mu);
+    pdti_config_free(&t->cfg);
+    pdti_logger_destroy(&t->log);
+    free(t);
+    if (dropped_out != NULL)
+        *dropped_out = dropped;
+    if (dropped != 0)
+        return pdti_err(PDT_ETIMEOUT, "close timed out; %llu spans dropped",
+                        (unsigned long long)dropped);
+    return PDT_OK;
+}
+
+int pdt_tracer_stats(pdt_tracer *t, pdt_stats *out)
+{
+    pdt_stats s;
+    const pdti_stats_counters *c;
+    size_t size;
+
+    if (t == NULL || out == NULL)
+        return pdti_err(PDT_EINVAL, "tracer or out is NULL");
+    size = out->size;
+    if (size < offsetof(pdt_stats, spans_started) + sizeof(uint64_t))
+        return pdti_err(PDT_EINVAL, "out->size is too small");
+    c = &t->counters;
+#define LOAD(f) __atomic_load_n(&c->f, __ATOMIC_RELAXED)
+    s.size = size;
+    s.spans_started = LOAD(spans_started);
+    s.spans_ended = LOAD(spans_ended);
+    s.spans_not_sampled = LOAD(spans_not_sampled);
+    s.spans_exported = LOAD(spans_exported);
+    s.spans_rejected = LOAD(spans_rejected);
+    s.dropped_queue_full = LOAD(dropped_queue_full);
+    s.dropped_export_failed = LOAD(dropped_export_failed);
+    s.dropped_shutdown = LOAD(dropped_shutdown);
+    s.dropped_disabled = LOAD(dropped_disabled);
+    s.export_requests = LOAD(export_requests);
+    s.export_retries = LOAD(export_retries);
+    s.export_failures = LOAD(export_failures);
+    s.bytes_sent = LOAD(bytes_sent);
+    s.attributes_dropped = LOAD(attributes_dropped);
+    s.values_truncated = LOAD(values_truncated);
+    s.strings_sanitized = LOAD(strings_sanitized);
+    s.requests_completed = LOAD(requests_completed);
+    s.spans_spooled = LOAD(spans_spooled);
+    s.spans_replayed = LOAD(spans_replayed);
+    s.spool_dropped = LOAD(spool_dropped);
+    s.spool_corrupt = LOAD(spool_corrupt);
+#undef LOAD
+    pthread_mutex_lock(&t->mu);
+    s.queue_depth = t->q_len;
+    pthread_mutex_unlock(&t->mu);
+    memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
+    return PDT_OK;
+}
