@@ -23,7 +23,7 @@ int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n)
     const uint8_t *src = (const uint8_t *)s;
     size_t len;
 
-    if (pdti_utf8_valid(src, n) == n) {
+    if (pdti_ascii(src, n) || pdti_utf8_valid(src, n) == n) {
         if (pdti_buf_append(b, s, n) != 0)
             return pdti_err(PDT_ENOMEM, "out of memory");
         return PDT_OK;
@@ -54,7 +54,7 @@ int pdti_put_string_field(pdt_tracer *t, pdti_buf *b, uint8_t tag,
     uint8_t *p;
     int cut;
 
-    if (pdti_utf8_valid(src, n) == n) {
+    if (pdti_ascii(src, n) || pdti_utf8_valid(src, n) == n) {
         len = trunc_len(src, n, limit, &cut);
         if (pdti_buf_reserve(b, 1 + 10 + len) != 0)
             return pdti_err(PDT_ENOMEM, "out of memory");
@@ -114,7 +114,7 @@ static int kv_begin(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
     uint8_t *p;
 
     klen = strlen(key);
-    if (pdti_utf8_valid(k, klen) != klen) {
+    if (!pdti_ascii(k, klen) && pdti_utf8_valid(k, klen) != klen) {
         /* Keys with bad UTF-8: go through the generic string path. */
         pdti_buf kb = PDTI_BUF_INIT;
         int rc = pdti_put_string_field(t, &kb, TAG_KV_KEY, key, klen, -1);
@@ -164,7 +164,7 @@ int pdti_attr_str(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
     uint8_t *p;
     int rc;
 
-    if (pdti_utf8_valid(v, vlen) == vlen) {
+    if (pdti_ascii(v, vlen) || pdti_utf8_valid(v, vlen) == vlen) {
         len = trunc_len(v, vlen, limit, &cut);
     } else {
         /* Repair into a temporary, then encode the clean bytes. */
@@ -237,5 +237,98 @@ int pdti_attr_bool(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
     *p++ = TAG_AV_BOOL;
     *p++ = v ? 1 : 0;
     b->len = (size_t)(p - b->data);
+    return PDT_OK;
+}
+
+/* ---- the library's own keys ---------------------------------------------- */
+
+/* Framed KeyValue header for a known-valid key; returns the value area. */
+static uint8_t *kv_begin_lit(pdti_buf *b, uint8_t tag, const char *key,
+                             size_t klen, size_t av_len)
+{
+    size_t kv_len = 1 + pdti_varint_len(klen) + klen + 1 +
+                    pdti_varint_len(av_len) + av_len;
+    uint8_t *p;
+
+    if (pdti_buf_reserve(b, 1 + pdti_varint_len(kv_len) + kv_len) != 0)
+        return NULL;
+    p = b->data + b->len;
+    *p++ = tag;
+    p = pdti_put_varint(p, kv_len);
+    *p++ = TAG_KV_KEY;
+    p = pdti_put_varint(p, klen);
+    memcpy(p, key, klen);
+    p += klen;
+    *p++ = TAG_KV_VALUE;
+    return pdti_put_varint(p, av_len);
+}
+
+int pdti_attr_double_lit(pdti_buf *b, uint8_t tag, const char *key,
+                         size_t klen, double v)
+{
+    uint64_t bits;
+    uint8_t *p = kv_begin_lit(b, tag, key, klen, 9);
+    int i;
+
+    if (p == NULL)
+        return pdti_err(PDT_ENOMEM, "out of memory");
+    memcpy(&bits, &v, sizeof(bits));
+    *p++ = TAG_AV_DOUBLE;
+    for (i = 0; i < 8; i++) {
+        *p++ = (uint8_t)bits;
+        bits >>= 8;
+    }
+    b->len = (size_t)(p - b->data);
+    return PDT_OK;
+}
+
+int pdti_attr_int_lit(pdti_buf *b, uint8_t tag, const char *key, size_t klen,
+                      int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    uint8_t *p = kv_begin_lit(b, tag, key, klen, 1 + pdti_varint_len(u));
+
+    if (p == NULL)
+        return pdti_err(PDT_ENOMEM, "out of memory");
+    *p++ = TAG_AV_INT;
+    p = pdti_put_varint(p, u);
+    b->len = (size_t)(p - b->data);
+    return PDT_OK;
+}
+
+int pdti_attr_bool_lit(pdti_buf *b, uint8_t tag, const char *key,
+                       size_t klen, int v)
+{
+    uint8_t *p = kv_begin_lit(b, tag, key, klen, 2);
+
+    if (p == NULL)
+        return pdti_err(PDT_ENOMEM, "out of memory");
+    *p++ = TAG_AV_BOOL;
+    *p++ = v ? 1 : 0;
+    b->len = (size_t)(p - b->data);
+    return PDT_OK;
+}
+
+int pdti_attr_str_lit(pdt_tracer *t, pdti_buf *b, uint8_t tag,
+                      const char *key, size_t klen, const char *value,
+                      size_t vlen)
+{
+    const uint8_t *v = (const uint8_t *)value;
+    int64_t limit = t->cfg.attr_value_len_limit;
+    uint8_t *p;
+    int cut;
+
+    if (!pdti_ascii(v, vlen) && pdti_utf8_valid(v, vlen) != vlen)
+        return pdti_attr_str(t, b, tag, key, value, vlen);
+    vlen = trunc_len(v, vlen, limit, &cut);
+    p = kv_begin_lit(b, tag, key, klen, 1 + pdti_varint_len(vlen) + vlen);
+    if (p == NULL)
+        return pdti_err(PDT_ENOMEM, "out of memory");
+    *p++ = TAG_AV_STRING;
+    p = pdti_put_varint(p, vlen);
+    memcpy(p, v, vlen);
+    b->len = (size_t)(p + vlen - b->data);
+    if (cut)
+        PDTI_COUNT(t, values_truncated, 1);
     return PDT_OK;
 }

@@ -4,7 +4,7 @@
 
 #include "buf.h"
 
-int pdti_buf_reserve(pdti_buf *b, size_t extra)
+int pdti_buf_grow(pdti_buf *b, size_t extra)
 {
     size_t need, cap;
     uint8_t *p;

@@ -10,6 +10,8 @@
 #include "pdtrace/common.h"
 #include "error.h"
 
+uint64_t pdti_coarse_now_ns(void);
+
 #define PDTI_ERRMSG_MAX 512
 
 typedef struct pdti_errstate {
@@ -118,4 +120,16 @@ uint64_t pdt_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     return ns != 0 ? ns : 1;
+}
+
+uint64_t pdti_coarse_now_ns(void)
+{
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#else
+    return pdt_now_ns();
+#endif
 }

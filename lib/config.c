@@ -16,7 +16,6 @@
  * Memory: malloc and free only; every function frees what it allocated
  * before returning an error.
  */
-#include <errno.h>
 #include <locale.h>
 #include <math.h>
 #include <stddef.h>
@@ -305,13 +304,12 @@ int pdti_parse_double(const char *text, double min, double max, double *out)
     }
     buf[n] = '\0';
 
-    errno = 0;
+    /* An underflow (ERANGE with a tiny or zero result) is a fine value. */
     v = strtod(buf, &end);
     if (end != buf + n)
         return PDT_EPARSE;
     if (!isfinite(v))
         return PDT_ERANGE;
-    /* An underflow to zero or a subnormal is a fine value; keep it. */
     if (!(v >= min && v <= max))
         return PDT_ERANGE;
     *out = v;
@@ -650,9 +648,8 @@ static int env_double(const resolver *r, const char *name, double min,
         return 0;
     if (pdti_parse_double(v, min, max, out) == PDT_OK)
         return 1;
-    pdti_log(r->lg, PDT_LOG_WARN,
-             "ignoring %s=\"%.64s\": expected a number from %g to %g",
-             name, v, min, max);
+    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": expected a number "
+             "from %.10g to %.10g", name, v, min, max);
     return 0;
 }
 

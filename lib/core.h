@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "pdtrace/tracer.h"
@@ -151,6 +152,18 @@ int pdti_attr_double(pdt_tracer *t, pdti_buf *b, uint8_t tag,
                      const char *key, double v);
 int pdti_attr_bool(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
                    int v);
+/* The same for keys known to be valid ASCII of length klen (the library's
+ * own attribute names): no scan, no strlen. */
+int pdti_attr_double_lit(pdti_buf *b, uint8_t tag, const char *key,
+                         size_t klen, double v);
+int pdti_attr_int_lit(pdti_buf *b, uint8_t tag, const char *key, size_t klen,
+                      int64_t v);
+int pdti_attr_bool_lit(pdti_buf *b, uint8_t tag, const char *key,
+                       size_t klen, int v);
+int pdti_attr_str_lit(pdt_tracer *t, pdti_buf *b, uint8_t tag,
+                      const char *key, size_t klen, const char *value,
+                      size_t vlen);
+#define PDTI_LIT(s) (s), (sizeof(s) - 1)
 /* Appends validated UTF-8 (sanitized, optionally truncated) as a framed
  * string field `tag` to b. limit < 0: no truncation. */
 int pdti_put_string_field(pdt_tracer *t, pdti_buf *b, uint8_t tag,
@@ -160,6 +173,27 @@ int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n);
 
 /* Span-level checks before adding an attribute: 0 = go ahead. */
 int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r);
+
+/*
+ * 1 if s[0..n) is plain ASCII (hence valid UTF-8): the fast path in front
+ * of pdti_utf8_valid() for the short keys and values of the hot path.
+ */
+static inline int pdti_ascii(const uint8_t *s, size_t n)
+{
+    uint64_t acc = 0, w;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= s[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
+/* Monotonic time, coarse (a few ms) but cheap: for sanity checks only. */
+uint64_t pdti_coarse_now_ns(void);
 
 /* Varint helpers. */
 static inline size_t pdti_varint_len(uint64_t v)

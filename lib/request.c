@@ -109,12 +109,13 @@ void pdti_request_pool_free(pdt_tracer *t)
 
 static int resolve_ts(uint64_t *ts)
 {
-    uint64_t now = pdt_now_ns();
+    uint64_t now;
 
     if (*ts == 0) {
-        *ts = now;
+        *ts = pdt_now_ns();
         return PDT_OK;
     }
+    now = pdti_coarse_now_ns();
     if (*ts > now + PDTI_FUTURE_SLACK_NS)
         return pdti_err(PDT_ERANGE, "timestamp is %.3f s in the future; "
                                     "use pdt_now_ns() nanoseconds",
@@ -177,6 +178,32 @@ static void prefill_retire(pdt_request *req, uint64_t end)
             PDTI_COUNT(req->tracer, spans_not_sampled, 1);
         }
     }
+}
+
+/* The library's own attributes: known-valid keys, count limit honoured. */
+static void put_str(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
+                    const char *v)
+{
+    if (pdti_rec_attr_room(t, r) == PDT_OK &&
+        pdti_attr_str_lit(t, &r->attrs, TAG_SPAN_ATTR, key, klen, v,
+                          strlen(v)) == PDT_OK)
+        r->nattrs++;
+}
+
+static void put_int(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
+                    int64_t v)
+{
+    if (pdti_rec_attr_room(t, r) == PDT_OK &&
+        pdti_attr_int_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
+        r->nattrs++;
+}
+
+static void put_bool(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
+                     int v)
+{
+    if (pdti_rec_attr_room(t, r) == PDT_OK &&
+        pdti_attr_bool_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
+        r->nattrs++;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -526,23 +553,15 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
             char host[256];
             long port;
             parse_target(target, host, sizeof(host), &port);
-            if (host[0] != '\0' &&
-                pdti_attr_str(t, &r->attrs, TAG_SPAN_ATTR, "server.address",
-                              host, strlen(host)) == PDT_OK)
-                r->nattrs++;
-            if (port >= 0 &&
-                pdti_attr_int(t, &r->attrs, TAG_SPAN_ATTR, "server.port",
-                              port) == PDT_OK)
-                r->nattrs++;
+            if (host[0] != '\0')
+                put_str(t, r, PDTI_LIT("server.address"), host);
+            if (port >= 0)
+                put_int(t, r, PDTI_LIT("server.port"), port);
         }
-        if (http_status > 0 &&
-            pdti_attr_int(t, &r->attrs, TAG_SPAN_ATTR,
-                          "http.response.status_code", http_status) == PDT_OK)
-            r->nattrs++;
-        if (error_type != NULL &&
-            pdti_attr_str(t, &r->attrs, TAG_SPAN_ATTR, "error.type",
-                          error_type, strlen(error_type)) == PDT_OK)
-            r->nattrs++;
+        if (http_status > 0)
+            put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
+        if (error_type != NULL)
+            put_str(t, r, PDTI_LIT("error.type"), error_type);
         if (failed)
             pdt_span_set_status(s, PDT_SPAN_STATUS_ERROR,
                                 error_type != NULL ? error_type
@@ -550,17 +569,16 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     }
     if (req->root.rec != NULL) {
         pdti_rec *r = req->root.rec;
-        const char *tkey = leg == PDT_LEG_PREFILL ? PFX "prefill_target"
-                                                  : PFX "decode_target";
-        const char *skey = leg == PDT_LEG_PREFILL ? PFX "prefill.status_code"
-                                                  : PFX "decode.status_code";
-        if (target != NULL && target[0] != '\0' &&
-            pdti_attr_str(t, &r->attrs, TAG_SPAN_ATTR, tkey, target,
-                          strlen(target)) == PDT_OK)
-            r->nattrs++;
-        if (pdti_attr_int(t, &r->attrs, TAG_SPAN_ATTR, skey, http_status)
-            == PDT_OK)
-            r->nattrs++;
+        if (target != NULL && target[0] != '\0') {
+            if (leg == PDT_LEG_PREFILL)
+                put_str(t, r, PDTI_LIT(PFX "prefill_target"), target);
+            else
+                put_str(t, r, PDTI_LIT(PFX "decode_target"), target);
+        }
+        if (leg == PDT_LEG_PREFILL)
+            put_int(t, r, PDTI_LIT(PFX "prefill.status_code"), http_status);
+        else
+            put_int(t, r, PDTI_LIT(PFX "decode.status_code"), http_status);
     }
     return PDT_OK;
 }
@@ -586,14 +604,10 @@ int pdt_request_set_response(pdt_request *req, int http_status,
     t = req->tracer;
     if (r == NULL)
         return PDT_OK;
-    if (http_status > 0 &&
-        pdti_attr_int(t, &r->attrs, TAG_SPAN_ATTR, "http.response.status_code",
-                      http_status) == PDT_OK)
-        r->nattrs++;
-    if (error_type != NULL &&
-        pdti_attr_str(t, &r->attrs, TAG_SPAN_ATTR, "error.type", error_type,
-                      strlen(error_type)) == PDT_OK)
-        r->nattrs++;
+    if (http_status > 0)
+        put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
+    if (error_type != NULL)
+        put_str(t, r, PDTI_LIT("error.type"), error_type);
     return PDT_OK;
 }
 
@@ -671,9 +685,9 @@ int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
 
 /* Appends one double attribute to the summary scratch buffer. */
 static void summary_double(pdt_request *req, unsigned *n, const char *key,
-                           double v)
+                           size_t klen, double v)
 {
-    if (pdti_attr_double(req->tracer, &req->summary, TAG_SPAN_ATTR, key, v)
+    if (pdti_attr_double_lit(&req->summary, TAG_SPAN_ATTR, key, klen, v)
         == PDT_OK)
         (*n)++;
 }
@@ -690,33 +704,6 @@ static void add_summary(pdt_request *req, pdti_rec *r, unsigned n)
     }
     if (pdti_buf_append(&r->attrs, req->summary.data, req->summary.len) == 0)
         r->nattrs += n;
-}
-
-static void add_attr_str(pdt_request *req, pdti_rec *r, const char *key,
-                         const char *v)
-{
-    if (pdti_rec_attr_room(req->tracer, r) == PDT_OK &&
-        pdti_attr_str(req->tracer, &r->attrs, TAG_SPAN_ATTR, key, v,
-                      strlen(v)) == PDT_OK)
-        r->nattrs++;
-}
-
-static void add_attr_int(pdt_request *req, pdti_rec *r, const char *key,
-                         int64_t v)
-{
-    if (pdti_rec_attr_room(req->tracer, r) == PDT_OK &&
-        pdti_attr_int(req->tracer, &r->attrs, TAG_SPAN_ATTR, key, v)
-            == PDT_OK)
-        r->nattrs++;
-}
-
-static void add_attr_bool(pdt_request *req, pdti_rec *r, const char *key,
-                          int v)
-{
-    if (pdti_rec_attr_room(req->tracer, r) == PDT_OK &&
-        pdti_attr_bool(req->tracer, &r->attrs, TAG_SPAN_ATTR, key, v)
-            == PDT_OK)
-        r->nattrs++;
 }
 
 static void compute(const pdt_request *req, pdt_breakdown *bd)
@@ -772,42 +759,42 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
 
     pdti_buf_reset(&req->summary);
     if (bd->present & PDT_BD_QUEUE)
-        summary_double(req, &n, PFX "queue_ms", bd->queue_ms);
+        summary_double(req, &n, PDTI_LIT(PFX "queue_ms"), bd->queue_ms);
     if (bd->present & PDT_BD_PREFILL)
-        summary_double(req, &n, PFX "prefill_duration_ms", bd->prefill_ms);
+        summary_double(req, &n, PDTI_LIT(PFX "prefill_duration_ms"), bd->prefill_ms);
     if (bd->present & PDT_BD_KV_TRANSFER)
-        summary_double(req, &n, PFX "kv_transfer_overhead_ms",
+        summary_double(req, &n, PDTI_LIT(PFX "kv_transfer_overhead_ms"),
                        bd->kv_transfer_overhead_ms);
     if (bd->present & PDT_BD_DECODE_TTFT)
-        summary_double(req, &n, PFX "decode_ttft_ms", bd->decode_ttft_ms);
+        summary_double(req, &n, PDTI_LIT(PFX "decode_ttft_ms"), bd->decode_ttft_ms);
     if (bd->present & PDT_BD_TRUE_TTFT)
-        summary_double(req, &n, PFX "true_ttft_ms", bd->true_ttft_ms);
+        summary_double(req, &n, PDTI_LIT(PFX "true_ttft_ms"), bd->true_ttft_ms);
     if (bd->present & PDT_BD_DECODE_DURATION)
-        summary_double(req, &n, PFX "decode_duration_ms",
+        summary_double(req, &n, PDTI_LIT(PFX "decode_duration_ms"),
                        bd->decode_duration_ms);
-    summary_double(req, &n, PFX "total_duration_ms", bd->total_ms);
+    summary_double(req, &n, PDTI_LIT(PFX "total_duration_ms"), bd->total_ms);
     if (bd->present & PDT_BD_TPOT)
-        summary_double(req, &n, PFX "tpot_ms", bd->tpot_ms);
+        summary_double(req, &n, PDTI_LIT(PFX "tpot_ms"), bd->tpot_ms);
 
     if (root != NULL) {
         add_summary(req, root, n);
-        add_attr_str(req, root, PFX "request_id", req->request_id);
+        put_str(req->tracer, root, PDTI_LIT(PFX "request_id"), req->request_id);
         if (req->connector[0] != '\0')
-            add_attr_str(req, root, PFX "connector", req->connector);
-        add_attr_bool(req, root, PFX "disaggregation_enabled",
+            put_str(req->tracer, root, PDTI_LIT(PFX "connector"), req->connector);
+        put_bool(req->tracer, root, PDTI_LIT(PFX "disaggregation_enabled"),
                       req->mode != PDT_MODE_DECODE_ONLY);
-        add_attr_bool(req, root, PFX "concurrent_pd",
+        put_bool(req->tracer, root, PDTI_LIT(PFX "concurrent_pd"),
                       req->mode == PDT_MODE_CONCURRENT);
         if (req->reason[0] != '\0')
-            add_attr_str(req, root, PFX "reason", req->reason);
+            put_str(req->tracer, root, PDTI_LIT(PFX "reason"), req->reason);
         if (req->usage_in >= 0)
-            add_attr_int(req, root, "gen_ai.usage.input_tokens",
+            put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.input_tokens"),
                          req->usage_in);
         if (bd->output_tokens >= 0)
-            add_attr_int(req, root, "gen_ai.usage.output_tokens",
+            put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.output_tokens"),
                          bd->output_tokens);
         if (req->usage_cached >= 0)
-            add_attr_int(req, root, "gen_ai.usage.cache_read.input_tokens",
+            put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.cache_read.input_tokens"),
                          req->usage_cached);
         if (req->error) {
             if (root->status_code != PDT_SPAN_STATUS_ERROR)
@@ -817,9 +804,9 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
     }
     if (dec != NULL) {
         add_summary(req, dec, n);
-        add_attr_str(req, dec, PFX "request_id", req->request_id);
+        put_str(req->tracer, dec, PDTI_LIT(PFX "request_id"), req->request_id);
         if (bd->output_tokens >= 0)
-            add_attr_int(req, dec, "gen_ai.usage.output_tokens",
+            put_int(req->tracer, dec, PDTI_LIT("gen_ai.usage.output_tokens"),
                          bd->output_tokens);
     }
 }
@@ -838,12 +825,11 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     if (out != NULL && out->size < sizeof(pdt_breakdown))
         return pdti_err(PDT_EINVAL, "out->size is too small");
     t = req->tracer;
-    now = pdt_now_ns();
     if (end_ns == 0) {
-        end_ns = now;
-    } else if (end_ns > now + PDTI_FUTURE_SLACK_NS) {
+        end_ns = pdt_now_ns();
+    } else if (end_ns > (now = pdti_coarse_now_ns()) + PDTI_FUTURE_SLACK_NS) {
         rc = pdti_err(PDT_ERANGE, "end time in the future; using now");
-        end_ns = now;
+        end_ns = pdt_now_ns();
     }
     latest = req->a;
     if (req->ps_cur > latest) latest = req->ps_cur;

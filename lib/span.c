@@ -18,12 +18,13 @@
 
 static int check_time(uint64_t *ts, const char *what)
 {
-    uint64_t now = pdt_now_ns();
+    uint64_t now;
 
     if (*ts == 0) {
-        *ts = now;
+        *ts = pdt_now_ns();
         return PDT_OK;
     }
+    now = pdti_coarse_now_ns();
     if (*ts > now + PDTI_FUTURE_SLACK_NS)
         return pdti_err(PDT_ERANGE,
                         "%s is %.3f s in the future; timestamps are "

@@ -486,17 +486,26 @@ static int64_t retry_after_ms(const pdti_transport *t)
     return ms > RETRY_AFTER_CAP_MS ? RETRY_AFTER_CAP_MS : ms;
 }
 
+/*
+ * Request bytes of the last attempt. libcurl's request size counts the
+ * headers, plus the body when it went out together with them (small
+ * bodies); a large body is counted only by the upload size.
+ */
 static void add_bytes_sent(pdti_transport *t, pdti_export_result *res)
 {
     long head = 0;
     curl_off_t up = 0;
 
-    if (curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &head) == CURLE_OK &&
-        head > 0)
+    if (curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &head) !=
+            CURLE_OK || head < 0)
+        head = 0;
+    if (curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &up) !=
+            CURLE_OK || up < 0)
+        up = 0;
+    if ((curl_off_t)head >= up)
         res->bytes_sent += (uint64_t)head;
-    if (curl_easy_getinfo(t->easy, CURLINFO_SIZE_UPLOAD_T, &up) == CURLE_OK &&
-        up > 0)
-        res->bytes_sent += (uint64_t)up;
+    else
+        res->bytes_sent += (uint64_t)head + (uint64_t)up;
 }
 
 static const char *curl_text(const pdti_transport *t, CURLcode rc)
@@ -510,8 +519,8 @@ static void delivered(pdti_transport *t, pdti_export_result *res)
     res->outcome = PDTI_DELIVERED;
     if (t->resp_over) {
         msgf(res->message, sizeof(res->message),
-                 "HTTP %ld: response body over %zu bytes, not decoded",
-                 res->http_status, RESP_MAX_BYTES);
+             "HTTP %ld: response body over %zu bytes, not decoded",
+             res->http_status, RESP_MAX_BYTES);
         return;
     }
     if (pdti_decode_export_response(t->resp.data, t->resp.len,
@@ -519,9 +528,9 @@ static void delivered(pdti_transport *t, pdti_export_result *res)
                                     sizeof(res->message)) != PDT_OK) {
         res->rejected_spans = 0;
         msgf(res->message, sizeof(res->message),
-                 "HTTP %ld: response body is not an "
-                 "ExportTraceServiceResponse (%zu bytes), ignored",
-                 res->http_status, t->resp.len);
+             "HTTP %ld: response body is not an "
+             "ExportTraceServiceResponse (%zu bytes), ignored",
+             res->http_status, t->resp.len);
     }
 }
 
@@ -548,7 +557,7 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
         if (pdti_compress(t->cfg->compression, body, len, &t->zbody) !=
             PDT_OK) {
             msgf(res->message, sizeof(res->message),
-                     "compressing %zu bytes failed (out of memory)", len);
+                 "compressing %zu bytes failed (out of memory)", len);
             return PDT_OK;
         }
         payload = t->zbody.data;
@@ -559,13 +568,14 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
         uint64_t now = pdt_now_ns();
         int64_t left_ms, wait_ms, ra_ms;
         long tmo;
+        int by_deadline; /* the request timeout is the time left */
         attempt_end end;
         CURLcode rc;
 
         if (aborted(abort_flag)) {
             res->outcome = PDTI_ABORTED;
             msgf(res->message, sizeof(res->message),
-                     "export aborted before attempt %u", res->attempts + 1);
+                 "export aborted before attempt %u", res->attempts + 1);
             break;
         }
         left_ms = now < deadline_ns
@@ -573,13 +583,16 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
         if (left_ms < 1) {
             res->outcome = PDTI_ABORTED;
             msgf(res->message, sizeof(res->message),
-                     "deadline passed before attempt %u",
-                     res->attempts + 1);
+                 "deadline passed before attempt %u",
+                 res->attempts + 1);
             break;
         }
         tmo = (long)(left_ms < LONG_MAX ? left_ms : LONG_MAX);
-        if (t->cfg->timeout_ms > 0 && t->cfg->timeout_ms < tmo)
+        by_deadline = 1;
+        if (t->cfg->timeout_ms > 0 && t->cfg->timeout_ms < tmo) {
             tmo = (long)t->cfg->timeout_ms;
+            by_deadline = 0;
+        }
 
         end = perform(t, payload, plen, tmo, &rc);
         res->attempts++;
@@ -588,14 +601,15 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
         if (end == END_ABORTED) {
             res->outcome = PDTI_ABORTED;
             msgf(res->message, sizeof(res->message),
-                     "export aborted during attempt %u", res->attempts);
+                 "export aborted during attempt %u", res->attempts);
             break;
         }
         if (end == END_DEADLINE ||
-            (rc == CURLE_OPERATION_TIMEDOUT && pdt_now_ns() >= deadline_ns)) {
+            (rc == CURLE_OPERATION_TIMEDOUT &&
+             (by_deadline || pdt_now_ns() >= deadline_ns))) {
             res->outcome = PDTI_ABORTED;
             msgf(res->message, sizeof(res->message),
-                     "deadline reached during attempt %u", res->attempts);
+                 "deadline reached during attempt %u", res->attempts);
             break;
         }
 
@@ -610,8 +624,8 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
             if (!pdti_status_retryable(status)) {
                 res->outcome = PDTI_FAILED;
                 msgf(res->message, sizeof(res->message),
-                         "HTTP %ld from the collector, not retryable",
-                         status);
+                     "HTTP %ld from the collector, not retryable",
+                     status);
                 break;
             }
             wait_ms = pdti_backoff_ms(res->attempts, &t->rng);
@@ -625,7 +639,7 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
         } else {
             res->outcome = PDTI_FAILED;
             msgf(res->message, sizeof(res->message), "%s",
-                     curl_text(t, rc));
+                 curl_text(t, rc));
             break;
         }
 
@@ -635,15 +649,15 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
         if (wait_ms >= left_ms) {
             res->outcome = PDTI_FAILED;
             msgf(res->message, sizeof(res->message),
-                     "gave up after %u attempts (next retry in %lld ms "
-                     "would pass the deadline): %s",
-                     res->attempts, (long long)wait_ms, why);
+                 "gave up after %u attempts (next retry in %lld ms "
+                 "would pass the deadline): %s",
+                 res->attempts, (long long)wait_ms, why);
             break;
         }
         if (sleep_sliced(wait_ms, abort_flag) != 0) {
             res->outcome = PDTI_ABORTED;
             msgf(res->message, sizeof(res->message),
-                     "export aborted while waiting to retry (%s)", why);
+                 "export aborted while waiting to retry (%s)", why);
             break;
         }
     }

@@ -20,6 +20,28 @@
 
 #include "config.h"
 
+#ifdef PDTI_TEST_WRAP_MALLOC
+/*
+ * With -Wl,--wrap=malloc every malloc() call in the linked objects comes
+ * here. fail_countdown > 0 makes the fail_countdown-th call from now fail;
+ * 0 disables injection.
+ */
+void *__real_malloc(size_t n);
+void *__wrap_malloc(size_t n);
+
+static long fail_countdown;
+static long failures_injected;
+
+void *__wrap_malloc(size_t n)
+{
+    if (fail_countdown > 0 && --fail_countdown == 0) {
+        failures_injected++;
+        return NULL;
+    }
+    return __real_malloc(n);
+}
+#endif
+
 /* Every variable config.c reads. */
 static const char *const all_vars[] = {
     "OTEL_SDK_DISABLED",
@@ -1639,6 +1661,95 @@ static void test_config_free(void **state)
     pdti_config_free(&cfg); /* twice: harmless */
 }
 
+#ifdef PDTI_TEST_WRAP_MALLOC
+/*
+ * Fails the 1st, 2nd, ... allocation of a resolution that uses every
+ * source, until one succeeds: each attempt must return PDT_ENOMEM with
+ * the configuration freed (valgrind and ASan check nothing leaks), or
+ * PDT_OK with the same result as without injection.
+ */
+static void test_out_of_memory(void **state)
+{
+    fixture *f = *state;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+    long n;
+    int st;
+
+    set("OTEL_RESOURCE_ATTRIBUTES", "a=1,b=x%20y,service.name=r");
+    set("OTEL_SERVICE_NAME", "svc");
+    set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/");
+    set("OTEL_EXPORTER_OTLP_HEADERS", "k=v,k2=v%2C2");
+    set("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca");
+    set("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/key");
+    set("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/cert");
+    set("PDTRACE_CONSOLE_PATH", "/tmp/x");
+    set("PDTRACE_SPOOL_DIR", "/tmp/spool");
+    o.resource_attributes = "b=2,c=3";
+    for (n = 1; n < 10000; n++) {
+        pdti_config_free(&f->cfg);
+        failures_injected = 0;
+        fail_countdown = n;
+        st = pdti_config_resolve(&f->cfg, &o, &f->lg);
+        fail_countdown = 0;
+        if (failures_injected == 0) {
+            assert_int_equal(st, PDT_OK);
+            break;
+        }
+        if (st != PDT_ENOMEM)
+            fail_msg("allocation %ld failed: status %d", n, st);
+        assert_int_equal(pdt_last_error_code(), PDT_ENOMEM);
+        assert_null(f->cfg.endpoint);
+        assert_null(f->cfg.resource.items);
+    }
+    assert_true(n > 10); /* the injection did reach config.c */
+    assert_string_equal(f->cfg.service_name, "svc");
+    assert_string_equal(pdti_kvlist_get(&f->cfg.resource, "b"), "2");
+    assert_string_equal(f->cfg.endpoint, "http://c:4318/v1/traces");
+    assert_string_equal(pdti_kvlist_get(&f->cfg.headers, "k2"), "v,2");
+}
+
+/* The same for the parsers used on their own. */
+static void test_out_of_memory_parsers(void **state)
+{
+    pdti_kvlist l = { NULL, 0 };
+    char *s = NULL;
+    long n;
+    int st;
+
+    (void)state;
+    for (n = 1; n < 1000; n++) {
+        failures_injected = 0;
+        fail_countdown = n;
+        st = pdti_kvlist_parse("a=1,b=%20,a=3,c=4", 17, &l);
+        fail_countdown = 0;
+        if (failures_injected == 0) {
+            assert_int_equal(st, PDT_OK);
+            break;
+        }
+        assert_int_equal(st, PDT_ENOMEM);
+        assert_null(l.items);
+        assert_int_equal(l.count, 0);
+    }
+    assert_int_equal(l.count, 3);
+    for (n = 1; n < 10; n++) {
+        failures_injected = 0;
+        fail_countdown = n;
+        st = pdti_kvlist_set(&l, "new", "value");
+        fail_countdown = 0;
+        if (failures_injected == 0)
+            break;
+        assert_int_equal(st, PDT_ENOMEM);
+        assert_int_equal(l.count, 3); /* unchanged */
+    }
+    assert_int_equal(l.count, 4);
+    pdti_kvlist_free(&l);
+    fail_countdown = 1;
+    assert_int_equal(pdti_percent_decode("abc", 3, &s), PDT_ENOMEM);
+    fail_countdown = 0;
+    assert_null(s);
+}
+#endif
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1695,6 +1806,10 @@ int main(void)
         T(test_bad_option_numbers),
         T(test_bad_option_strings),
         T(test_config_free),
+#ifdef PDTI_TEST_WRAP_MALLOC
+        T(test_out_of_memory),
+        T(test_out_of_memory_parsers),
+#endif
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -253,6 +253,14 @@ def check_structure(r, traceparent=None, mode=None):
     elif mode in ("sequential", "concurrent"):
         assert r.prefills, "%s: %s request has no prefill span" % (lab, mode)
 
+    # Span.flags bits 8-9 (CONTEXT_HAS_IS_REMOTE, CONTEXT_IS_REMOTE): when
+    # present, the parent is remote only for the request span with an
+    # inbound traceparent.
+    for s, remote in [(req, bool(traceparent))] + [(c, False) for c in r.prefills + r.decodes]:
+        if s["flags"] & 0x100 and (s is not req or traceparent is not None):
+            assert bool(s["flags"] & 0x200) == remote, "%s: flags 0x%x, parent is%s remote" % (
+                span_label(s), s["flags"], "" if remote else " not")
+
     # Children lie within the request span.
     for c in r.prefills + r.decodes:
         assert c["start_time_unix_nano"] >= req["start_time_unix_nano"], "%s starts before its request span" % span_label(c)

@@ -316,7 +316,8 @@ class Handler(BaseHTTPRequestHandler):
             "content_encoding": self.headers.get("Content-Encoding"),
             "user_agent": self.headers.get("User-Agent"),
         }
-        status = 200
+        # Both output files are written before the answer goes out, so a
+        # client that got its answer finds its spans and its record there.
         try:
             if self.path.split("?")[0] != "/v1/traces":
                 raise BadRequest(404, "unknown path %s" % self.path)
@@ -330,21 +331,20 @@ class Handler(BaseHTTPRequestHandler):
             record["spans"] = len(spans)
             sink.write_spans(seq, spans)
             if ctype == "application/json":
-                self._answer(200, b"{}", "application/json")
+                answer = (200, b"{}", "application/json")
             else:
-                self._answer(200, ExportTraceServiceResponse().SerializeToString())
+                answer = (200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
         except BadRequest as e:
-            status = e.status
             record["error"] = e.message
-            self._answer(e.status, e.message.encode() + b"\n", "text/plain")
-            self.close_connection = True
+            answer = (e.status, e.message.encode() + b"\n", "text/plain")
         except ValueError as e:
-            status = 400
             record["error"] = str(e)
-            self._answer(400, b"bad request\n", "text/plain")
-            self.close_connection = True
-        record["status"] = status
+            answer = (400, b"bad request\n", "text/plain")
+        record["status"] = answer[0]
         sink.log_request(record)
+        if answer[0] != 200:
+            self.close_connection = True
+        self._answer(*answer)
 
 
 class Server(ThreadingHTTPServer):

@@ -21,7 +21,8 @@ SCRIPT.json: {"responses": [RESPONSE, ...]} where RESPONSE has
 LOG.jsonl gets one flat JSON object per line and request, flushed at once:
   n, t (wall-clock time.time() on arrival), method, path, client_port,
   h_<lowercased header name> for every request header, raw_len (bytes on
-  the wire), body_len and sha256 (of the decompressed body), decode_error,
+  the wire), body_len, sha256 and (up to 1 MiB) body_hex of the
+  decompressed body, decode_error,
   and for the answer: status, retry_after_epoch (when retry_after_in set).
 """
 
@@ -33,6 +34,7 @@ import hashlib
 import http.server
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -97,6 +99,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             err = str(exc)
         entry["body_len"] = len(body)
         entry["sha256"] = hashlib.sha256(body).hexdigest()
+        if len(body) <= (1 << 20):
+            entry["body_hex"] = body.hex()
         entry["decode_error"] = err
 
         with LOCK:
@@ -155,8 +159,18 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # a hanging handler never blocks exit
 
 
+def watchdog(parent, limit):
+    """Exits when the test that started us is gone, or after `limit` s."""
+    start = time.time()
+    while os.getppid() == parent and time.time() - start < limit:
+        time.sleep(0.2)
+    os._exit(0)
+
+
 def main():
     global SCRIPT, LOG
+    threading.Thread(target=watchdog, args=(os.getppid(), 120),
+                     daemon=True).start()
     with open(sys.argv[1]) as f:
         SCRIPT = json.load(f)
     LOG = open(sys.argv[2], "a")

@@ -180,7 +180,7 @@ static void test_garbage(void **state)
         "<html><body>502 Bad Gateway</body></html>",
         "{\"partialSuccess\":{}}",
         "\x0a\x10\x08\x01",             /* length past the end */
-        "\x0a\x03\x12\x05" "ab",          /* inner length past the outer */
+        "\x0a\x03\x12\x05\x61\x62",        /* inner length past the outer */
         "\x0f",                         /* wire type 7 */
     };
     size_t i;

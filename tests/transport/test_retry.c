@@ -49,8 +49,8 @@ static void test_garbage(void **state)
         "Fri, 29 Feb 2023 00:00:00 GMT",   /* not a leap year */
         "Thu, 29 Feb 1900 00:00:00 GMT",   /* century, not leap */
         "Sun, 06 Nov 0000 08:49:37 GMT",   /* year 0 */
-        "Sun, 06 Nov 1994 08:49:37 GMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMT"
-        "GMTGMTGMT",                        /* over the length limit */
+        /* over the length limit */
+        "Sun, 06 Nov 1994 08:49:37 GMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMTGMT",
     };
     size_t i;
 

@@ -1,0 +1,3 @@
+module github.com/pdtrace/libpdtrace/bindings/go
+
+go 1.24

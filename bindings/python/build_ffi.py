@@ -1,0 +1,239 @@
+"""cffi builder for the pdtrace extension (API, out-of-line mode).
+
+The declarations below mirror include/pdtrace/*.h. Struct layouts and
+constant values are taken from the installed headers by the C compiler
+(the "..." markers), so the binding cannot drift from the library it is
+compiled against. libpdtrace is found with pkg-config (name "libpdtrace");
+set PKG_CONFIG_PATH if it is installed under a non-standard prefix.
+"""
+import shutil
+import subprocess
+
+from cffi import FFI
+
+MIN_VERSION = (0, 1, 0)
+
+CDEF = r"""
+typedef enum pdt_status {
+    PDT_OK, PDT_EINVAL, PDT_ENOMEM, PDT_ESTATE, PDT_ERANGE, PDT_EPARSE,
+    PDT_ETIMEOUT, PDT_ELIMIT, PDT_EBUFSIZE, PDT_EIO, PDT_ECLOSED,
+    PDT_ENOTSUP, PDT_EINTERNAL, ...
+} pdt_status;
+
+const char *pdt_status_str(int status);
+const char *pdt_last_error(void);
+int pdt_last_error_code(void);
+void pdt_clear_error(void);
+const char *pdt_version(void);
+unsigned pdt_version_number(void);
+uint64_t pdt_now_ns(void);
+
+#define PDT_VERSION_NUMBER ...
+
+/* tracer.h */
+typedef struct pdt_tracer pdt_tracer;
+typedef void (*pdt_log_fn)(void *userdata, int level, const char *message);
+
+typedef struct pdt_tracer_options {
+    size_t size;
+    const char *service_name;
+    const char *resource_attributes;
+    int exporter;
+    const char *endpoint;
+    const char *headers;
+    int compression;
+    int64_t timeout_ms;
+    const char *console_path;
+    const char *ca_file;
+    const char *client_cert;
+    const char *client_key;
+    int64_t schedule_delay_ms;
+    int64_t export_timeout_ms;
+    int64_t max_queue_size;
+    int64_t max_export_batch_size;
+    int64_t attribute_count_limit;
+    int64_t attribute_value_length_limit;
+    int sampler;
+    double sampler_ratio;
+    int sampler_ratio_set;
+    double tail_ttft_threshold_ms;
+    int tail_keep_errors;
+    int disabled;
+    int ignore_environment;
+    pdt_log_fn log_fn;
+    void *log_userdata;
+    const char *spool_dir;
+    int64_t spool_max_bytes;
+    ...;
+} pdt_tracer_options;
+
+void pdt_tracer_options_init(pdt_tracer_options *opts);
+int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts);
+int pdt_tracer_flush(pdt_tracer *tracer, int64_t timeout_ms,
+                     uint64_t *pending_out);
+int pdt_tracer_close(pdt_tracer *tracer, int64_t timeout_ms,
+                     uint64_t *dropped_out);
+
+typedef struct pdt_stats {
+    size_t size;
+    uint64_t spans_started;
+    uint64_t spans_ended;
+    uint64_t spans_not_sampled;
+    uint64_t spans_exported;
+    uint64_t spans_rejected;
+    uint64_t dropped_queue_full;
+    uint64_t dropped_export_failed;
+    uint64_t dropped_shutdown;
+    uint64_t dropped_disabled;
+    uint64_t export_requests;
+    uint64_t export_retries;
+    uint64_t export_failures;
+    uint64_t bytes_sent;
+    uint64_t queue_depth;
+    uint64_t attributes_dropped;
+    uint64_t values_truncated;
+    uint64_t strings_sanitized;
+    uint64_t requests_completed;
+    uint64_t spans_spooled;
+    uint64_t spans_replayed;
+    uint64_t spool_dropped;
+    uint64_t spool_corrupt;
+    ...;
+} pdt_stats;
+
+int pdt_tracer_stats(pdt_tracer *tracer, pdt_stats *out);
+
+/* span.h */
+typedef struct pdt_span pdt_span;
+
+#define PDT_TRACEPARENT_SIZE ...
+
+typedef struct pdt_propagation {
+    size_t size;
+    char traceparent[...];
+    const char *tracestate;
+    const char *request_id;
+    ...;
+} pdt_propagation;
+
+int pdt_span_start(pdt_span **out, pdt_tracer *tracer, const char *name,
+                   int kind, const pdt_span *parent, const char *traceparent,
+                   const char *tracestate, uint64_t start_ns);
+int pdt_span_set_str(pdt_span *span, const char *key, const char *value);
+int pdt_span_set_strn(pdt_span *span, const char *key, const char *value,
+                      size_t len);
+int pdt_span_set_int(pdt_span *span, const char *key, int64_t value);
+int pdt_span_set_double(pdt_span *span, const char *key, double value);
+int pdt_span_set_bool(pdt_span *span, const char *key, int value);
+int pdt_span_add_event(pdt_span *span, const char *name, uint64_t time_ns);
+int pdt_span_event_set_str(pdt_span *span, const char *key,
+                           const char *value);
+int pdt_span_event_set_int(pdt_span *span, const char *key, int64_t value);
+int pdt_span_event_set_double(pdt_span *span, const char *key, double value);
+int pdt_span_event_set_bool(pdt_span *span, const char *key, int value);
+int pdt_span_set_status(pdt_span *span, int code, const char *message);
+int pdt_span_inject(const pdt_span *span, pdt_propagation *out);
+int pdt_span_ids(const pdt_span *span, char *trace_buf, char *span_buf);
+int pdt_span_is_sampled(const pdt_span *span);
+int pdt_span_end(pdt_span *span, uint64_t end_ns);
+void pdt_span_free(pdt_span *span);
+int pdt_traceparent_parse(const char *value, uint8_t trace_id[16],
+                          uint8_t span_id[8], uint8_t *flags);
+
+/* request.h */
+typedef struct pdt_request pdt_request;
+
+int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
+                      const char *traceparent, const char *tracestate,
+                      uint64_t arrival_ns);
+int pdt_request_set_id(pdt_request *req, const char *request_id);
+const char *pdt_request_id(const pdt_request *req);
+int pdt_request_set_mode(pdt_request *req, int mode, const char *reason);
+int pdt_request_set_connector(pdt_request *req, const char *connector);
+int pdt_request_mark(pdt_request *req, int mark, uint64_t ts_ns);
+int pdt_request_tokens(pdt_request *req, uint64_t ts_ns, uint32_t count);
+int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
+                          int64_t output_tokens, int64_t cached_input_tokens);
+int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
+                        int http_status, const char *error_type);
+int pdt_request_set_response(pdt_request *req, int http_status,
+                             const char *error_type);
+int pdt_request_set_str(pdt_request *req, const char *key, const char *value);
+int pdt_request_set_int(pdt_request *req, const char *key, int64_t value);
+int pdt_request_set_double(pdt_request *req, const char *key, double value);
+int pdt_request_set_bool(pdt_request *req, const char *key, int value);
+pdt_span *pdt_request_span(pdt_request *req, int leg);
+int pdt_request_inject(const pdt_request *req, int leg,
+                       pdt_propagation *out);
+
+#define PDT_BD_QUEUE ...
+#define PDT_BD_PREFILL ...
+#define PDT_BD_KV_TRANSFER ...
+#define PDT_BD_DECODE_TTFT ...
+#define PDT_BD_TRUE_TTFT ...
+#define PDT_BD_DECODE_DURATION ...
+#define PDT_BD_TOTAL ...
+#define PDT_BD_TPOT ...
+
+typedef struct pdt_breakdown {
+    size_t size;
+    uint32_t present;
+    double queue_ms;
+    double prefill_ms;
+    double kv_transfer_overhead_ms;
+    double decode_ttft_ms;
+    double true_ttft_ms;
+    double decode_duration_ms;
+    double total_ms;
+    double tpot_ms;
+    int64_t output_tokens;
+    int mode;
+    int error;
+    int sampled;
+    ...;
+} pdt_breakdown;
+
+int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out);
+void pdt_request_free(pdt_request *req);
+
+/* The background log callback, implemented in Python. */
+extern "Python" void _pdtrace_log_cb(void *userdata, int level,
+                                     const char *message);
+"""
+
+SOURCE = r"""
+#include <pdtrace.h>
+#if PDT_VERSION_NUMBER < ((%d << 16) | (%d << 8) | %d)
+#error "libpdtrace is too old for this binding"
+#endif
+""" % MIN_VERSION
+
+
+def _pkgconfig_version():
+    if shutil.which("pkg-config") is None:
+        raise RuntimeError("pkg-config is required to find libpdtrace")
+    try:
+        out = subprocess.run(["pkg-config", "--modversion", "libpdtrace"],
+                             check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(
+            "libpdtrace not found by pkg-config (install the library or set "
+            "PKG_CONFIG_PATH): " + exc.stderr.strip()) from None
+    return tuple(int(x) for x in out.stdout.strip().split(".")[:3])
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+if _pkgconfig_version() < MIN_VERSION:
+    raise RuntimeError("libpdtrace >= %d.%d.%d is required" % MIN_VERSION)
+# The library directory is also recorded as the extension's run path, so a
+# libpdtrace under a prefix the dynamic linker does not search still loads.
+_libdir = subprocess.run(["pkg-config", "--variable=libdir", "libpdtrace"],
+                         check=True, capture_output=True,
+                         text=True).stdout.strip()
+ffibuilder.set_source_pkgconfig(
+    "pdtrace._pdtrace_cffi", ["libpdtrace"], SOURCE,
+    runtime_library_dirs=[_libdir] if _libdir else [])
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
