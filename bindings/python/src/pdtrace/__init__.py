@@ -1,0 +1,71 @@
+"""pdtrace: Python binding of libpdtrace.
+
+True end-to-end latency tracing for prefill/decode disaggregated LLM
+serving, exported as OTLP. A thin mapping of the C API (see
+include/pdtrace/*.h); the library does the work::
+
+    import pdtrace
+
+    with pdtrace.Tracer(service_name="my-proxy") as tracer:
+        with tracer.request(inbound_traceparent) as req:
+            req.set_connector("nixlv2")
+            req.prefill_sent()
+            hdrs = req.headers(pdtrace.Leg.PREFILL)   # send with the prefill
+            ...
+            req.prefill_done()
+            req.decode_sent()
+            req.tokens(1)                             # first token (F)
+            ...
+            bd = req.end()
+            print(bd.true_ttft_ms)
+"""
+from ._core import (
+    AttributeValue,
+    Breakdown,
+    Compression,
+    Exporter,
+    Leg,
+    LogLevel,
+    Mark,
+    Mode,
+    Request,
+    Sampler,
+    Span,
+    SpanKind,
+    Stats,
+    StatusCode,
+    Tracer,
+    now_ns,
+    parse_traceparent,
+    status_str,
+    version,
+    version_number,
+)
+from .errors import (
+    BufferSizeError,
+    ClosedError,
+    FileIOError,
+    InternalError,
+    InvalidArgumentError,
+    LimitError,
+    NotSupportedError,
+    OutOfMemoryError,
+    ParseError,
+    PdtraceError,
+    RangeError,
+    StateError,
+    TimedOutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttributeValue", "Breakdown", "Compression", "Exporter", "Leg",
+    "LogLevel", "Mark", "Mode", "Request", "Sampler", "Span", "SpanKind",
+    "Stats", "StatusCode", "Tracer", "now_ns", "parse_traceparent",
+    "status_str", "version", "version_number",
+    "BufferSizeError", "ClosedError", "FileIOError", "InternalError",
+    "InvalidArgumentError", "LimitError", "NotSupportedError",
+    "OutOfMemoryError", "ParseError", "PdtraceError", "RangeError",
+    "StateError", "TimedOutError",
+]
