@@ -246,10 +246,27 @@ int pdti_attr_bool(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
 static uint8_t *kv_begin_lit(pdti_buf *b, uint8_t tag, const char *key,
                              size_t klen, size_t av_len)
 {
-    size_t kv_len = 1 + pdti_varint_len(klen) + klen + 1 +
-                    pdti_varint_len(av_len) + av_len;
+    size_t kv_len;
     uint8_t *p;
 
+    if (klen < 120 && av_len < 120 && klen + av_len + 4 < 128) {
+        /* Every length fits one varint byte: the common case. */
+        kv_len = klen + av_len + 4;
+        if (pdti_buf_reserve(b, kv_len + 2) != 0)
+            return NULL;
+        p = b->data + b->len;
+        p[0] = tag;
+        p[1] = (uint8_t)kv_len;
+        p[2] = TAG_KV_KEY;
+        p[3] = (uint8_t)klen;
+        memcpy(p + 4, key, klen);
+        p += 4 + klen;
+        p[0] = TAG_KV_VALUE;
+        p[1] = (uint8_t)av_len;
+        return p + 2;
+    }
+    kv_len = 1 + pdti_varint_len(klen) + klen + 1 + pdti_varint_len(av_len) +
+             av_len;
     if (pdti_buf_reserve(b, 1 + pdti_varint_len(kv_len) + kv_len) != 0)
         return NULL;
     p = b->data + b->len;

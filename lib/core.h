@@ -123,6 +123,8 @@ struct pdt_span {
 /* Records. */
 pdti_rec *pdti_rec_acquire(pdt_tracer *t);
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r);
+/* Releases n records under one lock (the exporter's batches). */
+void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n);
 /* Hands finished records (linked by ->next) to the exporter, or drops and
  * counts them if the queue is full. Never blocks on the exporter. */
 void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n);

@@ -35,9 +35,7 @@ static void ts_at(uint64_t mono_ns, struct timespec *ts)
 
 static void release_all(pdt_tracer *t, pdti_rec **recs, size_t n)
 {
-    size_t i;
-    for (i = 0; i < n; i++)
-        pdti_rec_release(t, recs[i]);
+    pdti_rec_release_many(t, recs, n);
 }
 
 /* Delivers one batch; counts the outcome. Runs without the lock. */

@@ -3,6 +3,7 @@
  * marks, and the true-TTFT breakdown (CONTRACT section 2).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,7 @@ struct pdt_request {
     int ended;
     int error;
     int response_set;
+    int response_error_type; /* error.type recorded on the root */
     uint64_t a, ps, pe, ps_cur, ds, f, l, e; /* marks, 0 = unset */
     int64_t tokens_counted;
     int tokens_seen;
@@ -560,8 +562,14 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
         }
         if (http_status > 0)
             put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
-        if (error_type != NULL)
+        if (error_type != NULL) {
             put_str(t, r, PDTI_LIT("error.type"), error_type);
+        } else if (failed) {
+            /* OpenTelemetry: without a better type, the status code. */
+            char code[16];
+            snprintf(code, sizeof(code), "%d", http_status);
+            put_str(t, r, PDTI_LIT("error.type"), code);
+        }
         if (failed)
             pdt_span_set_status(s, PDT_SPAN_STATUS_ERROR,
                                 error_type != NULL ? error_type
@@ -598,6 +606,7 @@ int pdt_request_set_response(pdt_request *req, int http_status,
     if (req->response_set)
         return pdti_err(PDT_ESTATE, "response already set");
     req->response_set = 1;
+    req->response_error_type = error_type != NULL;
     if (http_status >= 500 || error_type != NULL)
         req->error = 1;
     r = req->root.rec;
@@ -899,6 +908,9 @@ void pdt_request_free(pdt_request *req)
     if (!req->ended) {
         if (!req->response_set)
             pdt_request_set_response(req, 0, "abandoned");
+        else if (!req->response_error_type && req->root.rec != NULL)
+            put_str(req->tracer, req->root.rec, PDTI_LIT("error.type"),
+                    "abandoned");
         req->error = 1;
         pdt_request_end(req, 0, NULL);
     }

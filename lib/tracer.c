@@ -151,6 +151,42 @@ void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
         rec_destroy(r);
 }
 
+void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
+{
+    pdti_rec *head = NULL, *tail = NULL;
+    size_t i, kept = 0;
+    uint64_t room;
+
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&t->mu);
+    room = (uint64_t)t->cfg.max_queue_size + 64 > t->free_len
+               ? (uint64_t)t->cfg.max_queue_size + 64 - t->free_len : 0;
+    pthread_mutex_unlock(&t->mu);
+    /* Chain the ones worth keeping outside the lock, free the rest. */
+    for (i = 0; i < n; i++) {
+        pdti_rec *r = recs[i];
+        size_t big = r->attrs.cap + r->events.cap + r->ev_cur.cap +
+                     r->status_msg.cap + r->name.cap + r->tracestate.cap;
+        if (big > PDTI_POOL_REC_MAX_BYTES || kept >= room) {
+            rec_destroy(r);
+            continue;
+        }
+        r->next = head;
+        head = r;
+        if (tail == NULL)
+            tail = r;
+        kept++;
+    }
+    if (head == NULL)
+        return;
+    pthread_mutex_lock(&t->mu);
+    tail->next = t->free_recs;
+    t->free_recs = head;
+    t->free_len += kept;
+    pthread_mutex_unlock(&t->mu);
+}
+
 void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
 {
     pdti_rec *tail = list;

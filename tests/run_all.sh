@@ -203,13 +203,13 @@ go_binding() {
 }
 
 stage deps none deps || { echo "summary: 0 passed, 1 failed"; exit 1; }
-stage build meson build_main
-stage clang meson build_clang
+stage build count_meson build_main
+stage clang count_meson build_clang
 stage install none install_lib
 stage collector count_pytest collector
-stage asan meson asan
-stage tsan meson tsan
-stage valgrind meson valgrind_run
+stage asan count_meson asan
+stage tsan count_meson tsan
+stage valgrind count_meson valgrind_run
 stage fuzz count_go fuzz
 stage python count_pytest python_binding
 stage go count_go go_binding

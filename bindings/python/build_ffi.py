@@ -196,16 +196,67 @@ typedef struct pdt_breakdown {
 int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out);
 void pdt_request_free(pdt_request *req);
 
+/* open, flush and close that release the GIL while they run. */
+int pdtpy_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts);
+int pdtpy_tracer_flush(pdt_tracer *tracer, int64_t timeout_ms,
+                       uint64_t *pending_out);
+int pdtpy_tracer_close(pdt_tracer *tracer, int64_t timeout_ms,
+                       uint64_t *dropped_out);
+
 /* The background log callback, implemented in Python. */
 extern "Python" void _pdtrace_log_cb(void *userdata, int level,
                                      const char *message);
 """
 
+# Calls keep the GIL. Every libpdtrace call except open, flush and close
+# returns without waiting (the library's thread rule), so releasing and
+# re-taking the GIL around each of them (cffi's default, with errno saved
+# and restored) would only cost time: about two thirds of a call's price.
+# The three calls that may wait release the GIL through the pdtpy_*
+# wrappers below, so other threads, and the exporter thread's log
+# callback, run meanwhile.
 SOURCE = r"""
 #include <pdtrace.h>
 #if PDT_VERSION_NUMBER < ((%d << 16) | (%d << 8) | %d)
 #error "libpdtrace is too old for this binding"
 #endif
+
+static int pdtpy_tracer_open(pdt_tracer **out, const pdt_tracer_options *o)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pdt_tracer_open(out, o);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+static int pdtpy_tracer_flush(pdt_tracer *t, int64_t ms, uint64_t *pending)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pdt_tracer_flush(t, ms, pending);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+static int pdtpy_tracer_close(pdt_tracer *t, int64_t ms, uint64_t *dropped)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pdt_tracer_close(t, ms, dropped);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+/* From here on, the call wrappers cffi generates keep the GIL. */
+#undef Py_BEGIN_ALLOW_THREADS
+#undef Py_END_ALLOW_THREADS
+#define Py_BEGIN_ALLOW_THREADS {
+#define Py_END_ALLOW_THREADS }
+#undef _cffi_restore_errno
+#undef _cffi_save_errno
+#define _cffi_restore_errno() ((void)0)
+#define _cffi_save_errno() ((void)0)
 """ % MIN_VERSION
 
 

@@ -635,7 +635,7 @@ func cVersion() (string, uint32) {
 
 func cStatusString(s Status) string { return C.GoString(C.pdt_status_str(C.int(s))) }
 
-func cbool(b bool) C.int64_t {
+func cbool(b bool) int64 {
 	if b {
 		return 1
 	}
@@ -809,6 +809,8 @@ func cReqSetResponse(h reqHandle, status int, errType string) error {
 	return check("pdt_request_set_response", C.pdtg_request_set_response(h, C.int(status), errType))
 }
 
+type attrKind = C.int
+
 const (
 	kindStr    = C.PDTG_STR
 	kindInt    = C.PDTG_INT
@@ -816,7 +818,7 @@ const (
 	kindBool   = C.PDTG_BOOL
 )
 
-func cReqAttr(h reqHandle, leg Leg, key string, kind C.int, sv string, iv int64, dv float64) error {
+func cReqAttr(h reqHandle, leg Leg, key string, kind attrKind, sv string, iv int64, dv float64) error {
 	return check("pdt_request_set_attribute", C.pdtg_request_attr(h, C.int(leg), key, kind, sv, C.int64_t(iv), C.double(dv)))
 }
 
@@ -901,7 +903,7 @@ func cSpanStart(t *C.pdt_tracer, name string, kind SpanKind, parent spanHandle, 
 	return r.span, resultErr("pdt_span_start", r.rc, r.msg)
 }
 
-func cSpanAttr(h spanHandle, event bool, key string, kind C.int, sv string, iv int64, dv float64) error {
+func cSpanAttr(h spanHandle, event bool, key string, kind attrKind, sv string, iv int64, dv float64) error {
 	op := "pdt_span_set_attribute"
 	ev := C.int(0)
 	if event {

@@ -15,6 +15,7 @@ requires that), after which their methods raise InvalidArgumentError.
 from __future__ import annotations
 
 import enum
+import struct
 import weakref
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Union
@@ -123,10 +124,14 @@ class LogLevel(enum.IntEnum):
 # ---- plain results ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class Breakdown:
     """pdt_breakdown: milliseconds; None where the library left the field
     out (its marks are missing), never zero-filled."""
+    __slots__ = ("queue_ms", "prefill_ms", "kv_transfer_overhead_ms",
+                 "decode_ttft_ms", "true_ttft_ms", "decode_duration_ms",
+                 "total_ms", "tpot_ms", "output_tokens", "mode", "error",
+                 "sampled")
     queue_ms: Optional[float]
     prefill_ms: Optional[float]
     kv_transfer_overhead_ms: Optional[float]
@@ -183,21 +188,45 @@ _BD_TOTAL = lib.PDT_BD_TOTAL
 _BD_TPOT = lib.PDT_BD_TPOT
 
 
+def _breakdown_layout() -> "struct.Struct":
+    """A struct.Struct reading a pdt_breakdown in one call, built from the
+    offsets the C compiler gave cffi (and checked against them)."""
+    names = ("present", "queue_ms", "prefill_ms", "kv_transfer_overhead_ms",
+             "decode_ttft_ms", "true_ttft_ms", "decode_duration_ms",
+             "total_ms", "tpot_ms", "output_tokens", "mode", "error",
+             "sampled")
+    codes = "I" + "d" * 8 + "q" + "iii"
+    fmt, pos = "=", 0
+    for name, code in zip(names, codes):
+        off = ffi.offsetof("pdt_breakdown", name)
+        fmt += "%dx%s" % (off - pos, code) if off > pos else code
+        pos = off + struct.calcsize("=" + code)
+    layout = struct.Struct(fmt)
+    assert layout.size <= _BD_SIZE
+    return layout
+
+
+_BD_UNPACK = _breakdown_layout().unpack_from
+_MODES = tuple(Mode)
+_buffer = ffi.buffer
+
+
 def _breakdown(bd: Any) -> Breakdown:
-    p = bd.present
+    (p, q, pf, kv, dt, tt, dd, to, tp, ot, mode, err,
+     sampled) = _BD_UNPACK(_buffer(bd))
     return Breakdown(
-        bd.queue_ms if p & _BD_QUEUE else None,
-        bd.prefill_ms if p & _BD_PREFILL else None,
-        bd.kv_transfer_overhead_ms if p & _BD_KV else None,
-        bd.decode_ttft_ms if p & _BD_DTTFT else None,
-        bd.true_ttft_ms if p & _BD_TTFT else None,
-        bd.decode_duration_ms if p & _BD_DDUR else None,
-        bd.total_ms if p & _BD_TOTAL else None,
-        bd.tpot_ms if p & _BD_TPOT else None,
-        bd.output_tokens if bd.output_tokens >= 0 else None,
-        Mode(bd.mode),
-        bool(bd.error),
-        bool(bd.sampled),
+        q if p & _BD_QUEUE else None,
+        pf if p & _BD_PREFILL else None,
+        kv if p & _BD_KV else None,
+        dt if p & _BD_DTTFT else None,
+        tt if p & _BD_TTFT else None,
+        dd if p & _BD_DDUR else None,
+        to if p & _BD_TOTAL else None,
+        tp if p & _BD_TPOT else None,
+        ot if ot >= 0 else None,
+        _MODES[mode] if 0 <= mode < len(_MODES) else mode,
+        err != 0,
+        sampled != 0,
     )
 
 
@@ -282,7 +311,7 @@ def _gc_tracer(handle: Any, keep: Any) -> Any:
     """Owns a pdt_tracer. Garbage collection of an unclosed tracer closes it
     without waiting: whatever is still queued is dropped (and counted).
     `keep` (the log callback handle) lives until then."""
-    close = lib.pdt_tracer_close
+    close = lib.pdtpy_tracer_close
     return _gc(handle, lambda h, _k=keep: close(h, 0, _NULL))
 
 
@@ -383,7 +412,7 @@ class Tracer:
             opts.log_fn = lib._pdtrace_log_cb
             opts.log_userdata = self._log_handle
         out = _new("pdt_tracer **")
-        rc = lib.pdt_tracer_open(out, opts)
+        rc = lib.pdtpy_tracer_open(out, opts)
         if rc:
             raise error_for_status(rc)
         self._h = _gc_tracer(out[0], self._log_handle)
@@ -428,7 +457,7 @@ class Tracer:
         still pending (0). Raises TimedOutError (with .pending) when the
         time ran out first; those spans go out later."""
         pending = _new("uint64_t *")
-        rc = lib.pdt_tracer_flush(self._h, _ms(timeout), pending)
+        rc = lib.pdtpy_tracer_flush(self._h, _ms(timeout), pending)
         if rc:
             err = error_for_status(rc)
             if isinstance(err, TimedOutError):
@@ -449,7 +478,7 @@ class Tracer:
         h, self._h = self._h, _NULL_TRACER
         dropped = _new("uint64_t *")
         _gc(h, None)  # detach the GC close: this is the close
-        rc = lib.pdt_tracer_close(h, _ms(timeout), dropped)
+        rc = lib.pdtpy_tracer_close(h, _ms(timeout), dropped)
         self._log_handle = None
         if rc:
             err = error_for_status(rc)
