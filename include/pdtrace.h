@@ -12,5 +12,6 @@
 #include "pdtrace/tracer.h"
 #include "pdtrace/span.h"
 #include "pdtrace/request.h"
+#include "pdtrace/metrics.h"
 
 #endif /* PDTRACE_H */

@@ -13,6 +13,7 @@
 
 #include "pdtrace/tracer.h"
 #include "pdtrace/span.h"
+#include "pdtrace/request.h"
 #include "buf.h"
 #include "config.h"
 #include "log.h"
@@ -96,14 +97,18 @@ struct pdt_tracer {
     int abort_flag;           /* read by the transport, atomically */
     int thread_started;
     unsigned fork_gen;        /* fork generation the thread belongs to */
+    long pid;                 /* process the resource's process.pid names */
     int fork_claim;           /* serialises the restart after a fork */
     pthread_t thread;
 
+    uint64_t refs;            /* 1 for the tracer + 1 per live request or
+                                 span handle; the last release frees it */
     void *free_reqs;          /* recycled pdt_request objects */
     uint64_t free_reqs_len;
 
     pdti_stats_counters counters;
     void *exporter_state;     /* exporter.c private */
+    struct pdti_metrics *metrics; /* metrics.c: Prometheus histograms */
 };
 
 /* Span handle. For requests, the handles live inside pdt_request. */
@@ -119,6 +124,19 @@ struct pdt_span {
     uint64_t start_ns;        /* monotonic */
     char tracestate[PDTI_TRACESTATE_MAX + 1];
 };
+
+/* The sizes of the caller-filled structs as of 0.1.0: the smallest the
+ * library accepts. Fields added later are written only when out->size
+ * covers them. */
+#define PDTI_PROPAGATION_V0_1_SIZE \
+    (offsetof(pdt_propagation, request_id) + sizeof(const char *))
+#define PDTI_BREAKDOWN_V0_1_SIZE \
+    (offsetof(pdt_breakdown, sampled) + sizeof(int))
+
+/* Handle references: taken by pdt_request_begin / pdt_span_start, dropped
+ * by the matching free; the tracer is destroyed at the last release. */
+void pdti_tracer_ref(pdt_tracer *t);
+void pdti_tracer_unref(pdt_tracer *t);
 
 /* Records. */
 pdti_rec *pdti_rec_acquire(pdt_tracer *t);
@@ -237,5 +255,19 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline_ns);
 void pdti_exporter_free(pdt_tracer *t);
 /* Makes sure the exporter thread runs in this process (after fork). */
 int pdti_exporter_ensure(pdt_tracer *t);
+/*
+ * Call before taking t->mu on an entry path: in a forked child, the
+ * exporter thread may have held t->mu at the fork; pdti_exporter_ensure()
+ * re-creates the lock (and the thread) before anyone waits on it.
+ */
+static inline void pdti_fork_check(pdt_tracer *t)
+{
+    if (t->export_enabled)
+        pdti_exporter_ensure(t);
+}
+/* The queue is nearly full: with a spool, an export that has been running
+ * for a while is cut short and its batch spooled. Only an atomic store;
+ * callable with t->mu held. */
+void pdti_exporter_pressure(pdt_tracer *t);
 
 #endif

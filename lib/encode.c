@@ -188,7 +188,10 @@ int pdti_encode_preamble(pdt_tracer *t)
     int rc = PDT_OK;
     uint8_t *p;
     static const char scope_name[] = "libpdtrace";
+    /* The span attribute limits do not apply to the resource. */
+    int64_t span_value_limit = t->cfg.attr_value_len_limit;
 
+    t->cfg.attr_value_len_limit = -1;
     for (i = 0; i < res->count && rc == PDT_OK; i++) {
         const char *k = res->items[i].key, *v = res->items[i].value;
         if (strcmp(k, "process.pid") == 0) {
@@ -201,6 +204,7 @@ int pdti_encode_preamble(pdt_tracer *t)
         }
         rc = pdti_attr_str(t, &attrs, 0x0a, k, v, strlen(v));
     }
+    t->cfg.attr_value_len_limit = span_value_limit;
     if (rc != PDT_OK) {
         pdti_buf_free(&attrs);
         return rc;

@@ -2,6 +2,11 @@
  * The exporter thread: takes batches off the queue by size or delay,
  * encodes them and delivers them (OTLP/HTTP or OTLP JSON lines), counts
  * every outcome, and stops within the deadline it is given.
+ *
+ * With a spool (cfg.spool_dir), a batch that cannot be delivered is written
+ * to it instead of being dropped, and spooled batches are replayed oldest
+ * first whenever the collector answers; see the "spool" section below and
+ * docs/spool.md.
  */
 #include <errno.h>
 #include <sched.h>
@@ -10,11 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "error.h"
 #include "ids.h"
 #include "json.h"
+#include "spool.h"
 #include "transport.h"
 
 typedef struct exporter {
@@ -25,6 +32,20 @@ typedef struct exporter {
     pdti_buf json;
     pdti_rec **batch;
     size_t batch_cap;
+
+    /* Spool state; see the "spool" section. Touched by the exporter thread
+     * only, except where noted. */
+    pdti_spool *spool;         /* NULL: no spool */
+    int spool_wanted;          /* open the spool when the thread starts */
+    int has_spool;             /* spool configured (read by callers) */
+    pdti_buf replay;           /* a frame read back from the spool */
+    int down;                  /* the collector failed: spool, then probe */
+    uint64_t next_probe_ns;    /* no replay before this */
+    uint64_t probe_ms;         /* current probe backoff */
+    uint64_t busy_since_ns;    /* an export is in progress since (atomic) */
+    uint64_t close_deadline;   /* spooling at close stops here (atomic) */
+    int yield;                 /* the transport's abort flag (atomic): set
+                                  at close and under queue pressure */
 } exporter;
 
 static void ts_at(uint64_t mono_ns, struct timespec *ts)
@@ -38,6 +59,267 @@ static void release_all(pdt_tracer *t, pdti_rec **recs, size_t n)
     pdti_rec_release_many(t, recs, n);
 }
 
+/* ---- spool -------------------------------------------------------------
+ *
+ * A batch goes to the spool when its export fails in a way a later attempt
+ * may fix (connection failures, retryable statuses, retries exhausted, the
+ * deadline) or is cut short at close or under queue pressure. After such a
+ * failure the exporter is "down": fresh batches go straight to the spool,
+ * and the oldest spooled frame is sent as a probe after a backoff (1 s
+ * doubling to 15 s). Once a probe or any batch is delivered, up to
+ * SPOOL_REPLAY_PER_ROUND frames are replayed per round of the loop, so
+ * fresh spans are never starved. The caller's thread never touches the
+ * spool: it only raises the yield flag when the queue is 3/4 full.
+ */
+
+#define SPOOL_REPLAY_PER_ROUND 4
+#define SPOOL_PROBE_MIN_MS 1000u
+#define SPOOL_PROBE_MAX_MS 15000u
+/* Queue pressure aborts an export only after it has run this long. */
+#define SPOOL_YIELD_AFTER_NS 250000000ull
+/* Share of the close timeout kept for spooling what is left (at most 1 s). */
+#define SPOOL_CLOSE_RESERVE_DIV 4
+#define SPOOL_CLOSE_RESERVE_MAX_NS 1000000000ull
+
+static void spool_counts(pdt_tracer *t, exporter *x)
+{
+    pdti_spool_counts c;
+
+    pdti_spool_take_counts(x->spool, &c);
+    if (c.dropped_spans != 0)
+        PDTI_COUNT(t, spool_dropped, c.dropped_spans);
+    if (c.corrupt_frames != 0)
+        PDTI_COUNT(t, spool_corrupt, c.corrupt_frames);
+}
+
+static void spool_backoff(exporter *x)
+{
+    x->next_probe_ns = pdt_now_ns() + (uint64_t)x->probe_ms * 1000000u;
+    x->probe_ms = x->probe_ms * 2 > SPOOL_PROBE_MAX_MS ? SPOOL_PROBE_MAX_MS
+                                                       : x->probe_ms * 2;
+}
+
+static void spool_mark_down(exporter *x)
+{
+    if (x->spool == NULL)
+        return;
+    x->down = 1;
+    spool_backoff(x);
+}
+
+static void spool_mark_up(exporter *x)
+{
+    x->down = 0;
+    x->probe_ms = SPOOL_PROBE_MIN_MS;
+    x->next_probe_ns = 0;
+}
+
+/* 1 if a failed export is worth keeping: a later attempt may succeed. */
+static int spool_worthy(const pdti_export_result *res)
+{
+    return res->outcome == PDTI_ABORTED || res->http_status == 0 ||
+           pdti_status_retryable(res->http_status);
+}
+
+/* Writes x->body (n spans) to the spool, or counts them as dropped
+ * (dropped_shutdown if `shutdown`, else dropped_export_failed). At close,
+ * nothing is written after the close deadline. */
+static void spool_or_drop(pdt_tracer *t, exporter *x, size_t n, int shutdown,
+                          const char *why)
+{
+    if (x->spool != NULL &&
+        (!shutdown || pdt_now_ns() < __atomic_load_n(&x->close_deadline,
+                                                     __ATOMIC_ACQUIRE))) {
+        int rc = pdti_spool_write(x->spool, x->body.data, x->body.len,
+                                  (uint32_t)n);
+        spool_counts(t, x);
+        if (rc == PDT_OK) {
+            PDTI_COUNT(t, spans_spooled, n);
+            return;
+        }
+        pdti_log(&t->log, PDT_LOG_ERROR, "%s; spooling %zu spans failed: %s",
+                 why, n, pdt_last_error());
+    }
+    if (shutdown) {
+        PDTI_COUNT(t, dropped_shutdown, n);
+        pdti_log(&t->log, PDT_LOG_WARN, "shutdown deadline: %zu spans "
+                 "dropped", n);
+    } else {
+        PDTI_COUNT(t, dropped_export_failed, n);
+        pdti_log(&t->log, PDT_LOG_ERROR, "%s: %zu spans dropped", why, n);
+    }
+}
+
+/* The flag the transport watches: with a spool, x->yield (close or queue
+ * pressure), re-armed for each export; else the tracer's abort flag. */
+static const int *export_abort_flag(pdt_tracer *t, exporter *x)
+{
+    if (x->spool == NULL)
+        return &t->abort_flag;
+    __atomic_store_n(&x->yield, 0, __ATOMIC_SEQ_CST);
+    /* pdti_exporter_stop() sets abort_flag, then yield: whatever the
+     * interleaving, a close is never missed. */
+    if (__atomic_load_n(&t->abort_flag, __ATOMIC_SEQ_CST))
+        __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
+    return &x->yield;
+}
+
+static void export_counts(pdt_tracer *t, const pdti_export_result *res)
+{
+    PDTI_COUNT(t, export_requests, res->attempts);
+    if (res->attempts > 1)
+        PDTI_COUNT(t, export_retries, res->attempts - 1);
+    PDTI_COUNT(t, bytes_sent, res->bytes_sent);
+}
+
+/* One export through the transport, marked busy for queue pressure. */
+static void transport_export(pdt_tracer *t, exporter *x, const pdti_buf *body,
+                             uint64_t deadline, pdti_export_result *res)
+{
+    const int *flag = export_abort_flag(t, x);
+
+    memset(res, 0, sizeof(*res));
+    __atomic_store_n(&x->busy_since_ns, pdt_now_ns(), __ATOMIC_RELEASE);
+    pdti_transport_export(x->transport, body->data, body->len, deadline, flag,
+                          res);
+    __atomic_store_n(&x->busy_since_ns, 0, __ATOMIC_RELEASE);
+    export_counts(t, res);
+}
+
+/* 1 if the exporter has fresh work or is stopping (lock not held). */
+static int fresh_work(pdt_tracer *t)
+{
+    int busy;
+
+    pthread_mutex_lock(&t->mu);
+    busy = t->stopping || t->flush_target > t->processed_total ||
+           t->q_len >= (uint64_t)t->cfg.max_export_batch_size;
+    pthread_mutex_unlock(&t->mu);
+    return busy;
+}
+
+/*
+ * Replays up to SPOOL_REPLAY_PER_ROUND frames, oldest first; stops at the
+ * first failure (and backs off) or when fresh work is waiting. Runs
+ * without the lock.
+ */
+static void spool_replay(pdt_tracer *t, exporter *x)
+{
+    int i;
+
+    for (i = 0; i < SPOOL_REPLAY_PER_ROUND; i++) {
+        pdti_spool_item item;
+        pdti_export_result res;
+        uint32_t n = 0;
+        uint64_t deadline, tmo_ms;
+        int rc;
+
+        if (fresh_work(t))
+            return;
+        rc = pdti_spool_next(x->spool, &x->replay, &n, &item);
+        spool_counts(t, x);
+        if (rc != PDT_OK) {
+            pdti_log(&t->log, PDT_LOG_ERROR, "spool: reading a frame "
+                     "failed: %s", pdt_last_error());
+            spool_backoff(x);
+            return;
+        }
+        if (!item.active) {
+            /* Nothing to probe with: the next batch will tell. */
+            if (x->down)
+                spool_mark_up(x);
+            return;
+        }
+        /* A frame already failed once: one request timeout is enough. */
+        tmo_ms = (uint64_t)t->cfg.export_timeout_ms;
+        if (t->cfg.timeout_ms > 0 && (uint64_t)t->cfg.timeout_ms < tmo_ms)
+            tmo_ms = (uint64_t)t->cfg.timeout_ms;
+        deadline = pdt_now_ns() + tmo_ms * 1000000u;
+        transport_export(t, x, &x->replay, deadline, &res);
+        if (res.outcome == PDTI_DELIVERED) {
+            uint64_t rej = res.rejected_spans < 0 ? 0
+                           : (uint64_t)res.rejected_spans > n ? n
+                           : (uint64_t)res.rejected_spans;
+            pdti_spool_done(x->spool, &item, 1);
+            PDTI_COUNT(t, spans_replayed, n - rej);
+            if (rej != 0)
+                PDTI_COUNT(t, spans_rejected, rej);
+            spool_mark_up(x);
+            continue;
+        }
+        PDTI_COUNT(t, export_failures, 1);
+        if (!spool_worthy(&res)) {
+            /* The collector refuses this frame for good. */
+            pdti_spool_done(x->spool, &item, 1);
+            PDTI_COUNT(t, dropped_export_failed, n);
+            pdti_log(&t->log, PDT_LOG_ERROR, "spool: replay of %u spans "
+                     "refused (HTTP %ld), frame dropped: %s", (unsigned)n,
+                     res.http_status, res.message);
+            continue;
+        }
+        pdti_spool_done(x->spool, &item, 0);
+        spool_mark_down(x);
+        pdti_log(&t->log, PDT_LOG_INFO, "spool: replay failed (HTTP %ld), "
+                 "next try in %llu ms: %s", res.http_status,
+                 (unsigned long long)(x->next_probe_ns > pdt_now_ns()
+                     ? (x->next_probe_ns - pdt_now_ns()) / 1000000u : 0),
+                 res.message);
+        return;
+    }
+}
+
+/* 1 if replaying is due (lock held, exporter thread). */
+static int spool_replay_due(pdt_tracer *t, exporter *x, uint64_t now)
+{
+    return x->spool != NULL && !t->stopping &&
+           !__atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE) &&
+           now >= x->next_probe_ns && pdti_spool_pending(x->spool);
+}
+
+void pdti_exporter_pressure(pdt_tracer *t)
+{
+    exporter *x = t->exporter_state;
+    uint64_t since;
+
+    if (x == NULL || !x->has_spool)
+        return;
+    since = __atomic_load_n(&x->busy_since_ns, __ATOMIC_ACQUIRE);
+    if (since != 0 && pdt_now_ns() - since >= SPOOL_YIELD_AFTER_NS)
+        __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
+}
+
+/* ---- delivery ---------------------------------------------------------- */
+
+/* Encodes x->batch[0..n) into x->body. PDT_OK, or counts the spans as
+ * dropped (dropped_counter_shutdown selects the counter). */
+static int encode_batch(pdt_tracer *t, exporter *x, size_t n, int shutdown)
+{
+    int rc = pdti_encode_request(t->preamble.data, t->scope_off,
+                                 t->preamble.data + t->scope_off,
+                                 t->preamble.len - t->scope_off, x->batch, n,
+                                 &x->body);
+    if (rc != PDT_OK) {
+        if (shutdown)
+            PDTI_COUNT(t, dropped_shutdown, n);
+        else
+            PDTI_COUNT(t, dropped_export_failed, n);
+        pdti_log(&t->log, PDT_LOG_ERROR, "encoding a batch of %zu spans "
+                 "failed: %s", n, pdt_last_error());
+    }
+    return rc;
+}
+
+/* At close, out of time: the batch goes to the spool or is dropped. */
+static void deliver_shutdown(pdt_tracer *t, exporter *x, size_t n)
+{
+    if (x->spool == NULL) {
+        PDTI_COUNT(t, dropped_shutdown, n);
+        return;
+    }
+    if (encode_batch(t, x, n, 1) == PDT_OK)
+        spool_or_drop(t, x, n, 1, "shutdown deadline");
+}
+
 /* Delivers one batch; counts the outcome. Runs without the lock. */
 static void deliver(pdt_tracer *t, exporter *x, size_t n)
 {
@@ -45,21 +327,15 @@ static void deliver(pdt_tracer *t, exporter *x, size_t n)
     uint64_t deadline;
     int rc;
 
-    rc = pdti_encode_request(t->preamble.data, t->scope_off,
-                             t->preamble.data + t->scope_off,
-                             t->preamble.len - t->scope_off, x->batch, n,
-                             &x->body);
-    if (rc != PDT_OK) {
-        PDTI_COUNT(t, dropped_export_failed, n);
-        pdti_log(&t->log, PDT_LOG_ERROR, "encoding a batch of %zu spans "
-                 "failed: %s", n, pdt_last_error());
+    if (encode_batch(t, x, n, 0) != PDT_OK)
         return;
-    }
     if (x->out != NULL) {
         rc = pdti_otlp_to_json(x->body.data, x->body.len, &x->json);
+        if (rc == PDT_OK && pdti_buf_append(&x->json, "\n", 1) != 0)
+            rc = PDT_ENOMEM;
         if (rc == PDT_OK &&
             (fwrite(x->json.data, 1, x->json.len, x->out) != x->json.len ||
-             fputc('\n', x->out) == EOF || fflush(x->out) != 0))
+             fflush(x->out) != 0))
             rc = PDT_EIO;
         if (rc != PDT_OK) {
             PDTI_COUNT(t, dropped_export_failed, n);
@@ -69,19 +345,21 @@ static void deliver(pdt_tracer *t, exporter *x, size_t n)
         } else {
             PDTI_COUNT(t, spans_exported, n);
             PDTI_COUNT(t, export_requests, 1);
-            PDTI_COUNT(t, bytes_sent, x->json.len + 1);
+            PDTI_COUNT(t, bytes_sent, x->json.len);
         }
         return;
     }
 
+    if (x->spool != NULL && x->down) {
+        /* The collector is down: straight to the spool; the probe of
+         * spool_replay() finds out when it is back. */
+        spool_or_drop(t, x, n, __atomic_load_n(&t->abort_flag,
+                                               __ATOMIC_ACQUIRE),
+                      "collector unreachable");
+        return;
+    }
     deadline = pdt_now_ns() + (uint64_t)t->cfg.export_timeout_ms * 1000000u;
-    memset(&res, 0, sizeof(res));
-    pdti_transport_export(x->transport, x->body.data, x->body.len, deadline,
-                          &t->abort_flag, &res);
-    PDTI_COUNT(t, export_requests, res.attempts);
-    if (res.attempts > 1)
-        PDTI_COUNT(t, export_retries, res.attempts - 1);
-    PDTI_COUNT(t, bytes_sent, res.bytes_sent);
+    transport_export(t, x, &x->body, deadline, &res);
     if (res.outcome == PDTI_DELIVERED) {
         uint64_t rej = res.rejected_spans < 0 ? 0
                        : (uint64_t)res.rejected_spans > n ? n
@@ -92,9 +370,21 @@ static void deliver(pdt_tracer *t, exporter *x, size_t n)
             pdti_log(&t->log, PDT_LOG_WARN, "collector rejected %llu of %zu "
                      "spans: %s", (unsigned long long)rej, n, res.message);
         }
+        spool_mark_up(x);
         return;
     }
     PDTI_COUNT(t, export_failures, 1);
+    if (x->spool != NULL && spool_worthy(&res)) {
+        int shutdown = res.outcome == PDTI_ABORTED &&
+                       __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE);
+        char why[320];
+        snprintf(why, sizeof(why), "export of %zu spans failed (HTTP %ld): "
+                 "%s", n, res.http_status, res.message);
+        if (!shutdown)
+            spool_mark_down(x);
+        spool_or_drop(t, x, n, shutdown, why);
+        return;
+    }
     if (res.outcome == PDTI_ABORTED &&
         __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
         PDTI_COUNT(t, dropped_shutdown, n);
@@ -135,6 +425,18 @@ static size_t take_batch(pdt_tracer *t, exporter *x)
     return n;
 }
 
+static void spool_open_in_thread(pdt_tracer *t, exporter *x)
+{
+    int rc;
+
+    x->spool_wanted = 0;
+    rc = pdti_spool_open(&x->spool, t->cfg.spool_dir, t->cfg.spool_max_bytes,
+                         &t->log);
+    if (rc != PDT_OK)
+        pdti_log(&t->log, PDT_LOG_ERROR, "spool unusable in this process, "
+                 "failed batches will be dropped: %s", pdt_last_error());
+}
+
 static void *exporter_main(void *arg)
 {
     pdt_tracer *t = arg;
@@ -142,23 +444,30 @@ static void *exporter_main(void *arg)
     uint64_t next_due;
     struct timespec ts;
 
+    if (x->spool_wanted) /* a forked child reopens the spool here */
+        spool_open_in_thread(t, x);
     pthread_mutex_lock(&t->mu);
     next_due = pdt_now_ns() + (uint64_t)t->cfg.schedule_delay_ms * 1000000u;
     for (;;) {
         size_t n;
-        int due;
+        int due, replay;
 
         for (;;) {
-            uint64_t now = pdt_now_ns();
+            uint64_t now = pdt_now_ns(), wake;
+            replay = spool_replay_due(t, x, now);
             due = t->stopping || t->flush_target > t->processed_total ||
                   t->q_len >= (uint64_t)t->cfg.max_export_batch_size ||
-                  (now >= next_due && t->q_len > 0);
+                  (now >= next_due && t->q_len > 0) || replay;
             if (due)
                 break;
             if (now >= next_due)
                 next_due = now + (uint64_t)t->cfg.schedule_delay_ms *
                                      1000000u;
-            ts_at(next_due, &ts);
+            wake = next_due;
+            if (x->spool != NULL && x->next_probe_ns < wake &&
+                pdti_spool_pending(x->spool))
+                wake = x->next_probe_ns;
+            ts_at(wake, &ts);
             pthread_cond_timedwait(&t->cv_work, &t->mu, &ts);
         }
         if (t->q_len == 0) {
@@ -168,13 +477,21 @@ static void *exporter_main(void *arg)
             if (t->flush_target > t->processed_total)
                 t->flush_target = t->processed_total;
             pthread_cond_broadcast(&t->cv_done);
+            if (replay) {
+                /* Only spooled frames to send. */
+                pthread_mutex_unlock(&t->mu);
+                spool_replay(t, x);
+                pthread_mutex_lock(&t->mu);
+            }
             continue;
         }
         if (__atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
-            /* Out of time: drop the rest, counted. */
+            /* Out of time: spool (if there is one and time left) or drop
+             * the rest, counted. */
             n = take_batch(t, x);
             pthread_mutex_unlock(&t->mu);
-            PDTI_COUNT(t, dropped_shutdown, n);
+            if (n > 0)
+                deliver_shutdown(t, x, n);
             release_all(t, x->batch, n);
             pthread_mutex_lock(&t->mu);
             t->processed_total += n;
@@ -191,6 +508,12 @@ static void *exporter_main(void *arg)
         next_due = pdt_now_ns() + (uint64_t)t->cfg.schedule_delay_ms *
                                       1000000u;
         pthread_cond_broadcast(&t->cv_done);
+        if (spool_replay_due(t, x, pdt_now_ns())) {
+            /* After a delivery: catch up with the spool, a few frames. */
+            pthread_mutex_unlock(&t->mu);
+            spool_replay(t, x);
+            pthread_mutex_lock(&t->mu);
+        }
     }
     t->exited = 1;
     pthread_cond_broadcast(&t->cv_done);
@@ -198,7 +521,9 @@ static void *exporter_main(void *arg)
     return NULL;
 }
 
-static int state_new(pdt_tracer *t)
+/* in_child: after a fork, the spool is reopened by the new thread, and a
+ * spool that cannot be opened only disables spooling. */
+static int state_new(pdt_tracer *t, int in_child)
 {
     exporter *x = calloc(1, sizeof(*x));
     int rc = PDT_OK;
@@ -221,11 +546,32 @@ static int state_new(pdt_tracer *t)
             if (x->out == NULL)
                 rc = pdti_err(PDT_EIO, "cannot open console output '%s': %s",
                               path, strerror(errno));
+            else
+                /* One write() a line: lines from several processes (after
+                 * fork) appending to the same file never interleave. */
+                setvbuf(x->out, NULL, _IONBF, 0);
         }
     } else {
         rc = pdti_transport_new(&x->transport, &t->cfg);
     }
+    /* The spool serves the OTLP exporter only. */
+    x->probe_ms = SPOOL_PROBE_MIN_MS;
+    if (rc == PDT_OK && x->transport != NULL && t->cfg.spool_dir != NULL) {
+        x->has_spool = 1;
+        if (in_child)
+            x->spool_wanted = 1;
+        else
+            rc = pdti_spool_open(&x->spool, t->cfg.spool_dir,
+                                 t->cfg.spool_max_bytes, &t->log);
+    } else if (rc == PDT_OK && t->cfg.spool_dir != NULL) {
+        pdti_log(&t->log, PDT_LOG_WARN, "spool_dir is ignored: the spool "
+                 "serves the OTLP exporter only");
+    }
     if (rc != PDT_OK) {
+        if (x->transport != NULL)
+            pdti_transport_free(x->transport);
+        if (x->out_owned && x->out != NULL)
+            fclose(x->out);
         free(x->batch);
         free(x);
         return rc;
@@ -244,6 +590,8 @@ static void state_free(pdt_tracer *t)
         pdti_transport_free(x->transport);
     if (x->out_owned && x->out != NULL)
         fclose(x->out);
+    pdti_spool_close(x->spool); /* touches no file: safe after a fork */
+    pdti_buf_free(&x->replay);
     pdti_buf_free(&x->body);
     pdti_buf_free(&x->json);
     free(x->batch);
@@ -274,10 +622,31 @@ int pdti_exporter_start(pdt_tracer *t)
 
     pdti_fork_handler_install();
     t->fork_gen = pdti_fork_generation();
-    rc = state_new(t);
+    rc = state_new(t, 0);
     if (rc != PDT_OK)
         return rc;
     return thread_start(t);
+}
+
+/*
+ * In a forked child, process.pid must name the child: re-encode the
+ * resource if it carries the pid the library filled in (a value the user
+ * set is kept).
+ */
+static void update_pid(pdt_tracer *t)
+{
+    char was[24], now[24];
+    const char *v = pdti_kvlist_get(&t->cfg.resource, "process.pid");
+    long pid = (long)getpid();
+
+    snprintf(was, sizeof(was), "%ld", t->pid);
+    snprintf(now, sizeof(now), "%ld", pid);
+    if (v != NULL && strcmp(v, was) == 0 && pid != t->pid &&
+        pdti_kvlist_set(&t->cfg.resource, "process.pid", now) == PDT_OK &&
+        pdti_encode_preamble(t) != PDT_OK)
+        pdti_log(&t->log, PDT_LOG_WARN, "cannot update process.pid after "
+                 "fork");
+    t->pid = pid;
 }
 
 int pdti_exporter_ensure(pdt_tracer *t)
@@ -317,8 +686,9 @@ int pdti_exporter_ensure(pdt_tracer *t)
         t->enqueued_total = t->processed_total = t->flush_target = 0;
         t->exited = 0;
         t->thread_started = 0;
+        update_pid(t);
         state_free(t);
-        if (state_new(t) == PDT_OK)
+        if (state_new(t, 1) == PDT_OK)
             thread_start(t);
         __atomic_store_n(&t->fork_gen, gen, __ATOMIC_RELEASE);
         __atomic_store_n(&t->fork_claim, 0, __ATOMIC_RELEASE);
@@ -330,21 +700,37 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
 {
     uint64_t before = __atomic_load_n(&t->counters.dropped_shutdown,
                                       __ATOMIC_RELAXED);
+    uint64_t soft = deadline;
+    exporter *x;
     struct timespec ts;
 
     pdti_exporter_ensure(t);
+    x = t->exporter_state;
     pthread_mutex_lock(&t->mu);
+    if (x != NULL && x->has_spool) {
+        /* Keep part of the time for spooling what is left. */
+        uint64_t now = pdt_now_ns(), reserve;
+        if (deadline > now) {
+            reserve = (deadline - now) / SPOOL_CLOSE_RESERVE_DIV;
+            if (reserve > SPOOL_CLOSE_RESERVE_MAX_NS)
+                reserve = SPOOL_CLOSE_RESERVE_MAX_NS;
+            soft = deadline - reserve;
+        }
+        __atomic_store_n(&x->close_deadline, deadline, __ATOMIC_RELEASE);
+    }
     __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
     t->flush_target = t->enqueued_total;
     pthread_cond_signal(&t->cv_work);
     if (t->thread_started) {
-        ts_at(deadline, &ts);
-        while (!t->exited && pdt_now_ns() < deadline)
+        ts_at(soft, &ts);
+        while (!t->exited && pdt_now_ns() < soft)
             pthread_cond_timedwait(&t->cv_done, &t->mu, &ts);
         if (!t->exited) {
             /* Time is up: the transport stops within milliseconds and the
-             * thread drops what is left. */
-            __atomic_store_n(&t->abort_flag, 1, __ATOMIC_RELEASE);
+             * thread spools (until the deadline) or drops what is left. */
+            __atomic_store_n(&t->abort_flag, 1, __ATOMIC_SEQ_CST);
+            if (x != NULL)
+                __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
             pthread_cond_signal(&t->cv_work);
             while (!t->exited)
                 pthread_cond_wait(&t->cv_done, &t->mu);

@@ -10,6 +10,7 @@
 #include "pdtrace/common.h"
 #include "error.h"
 #include "json.h"
+#include "propagation.h"
 
 typedef enum ftype {
     T_MSG, T_STRING, T_HEX, T_B64, T_FIXED64_STR, T_FIXED32, T_INT32,
@@ -192,6 +193,18 @@ static int put_json_string(pdti_buf *o, const uint8_t *s, size_t n)
     size_t i;
     char esc[8];
 
+    if (pdti_utf8_valid(s, n) != n) {
+        /* JSON text is UTF-8: repair (U+FFFD) what the encoder did not
+         * write itself, e.g. bytes read back from elsewhere. */
+        pdti_buf tmp = PDTI_BUF_INIT;
+        int rc;
+        if (pdti_buf_reserve(&tmp, pdti_utf8_sanitized_len(s, n) + 1))
+            return -1;
+        tmp.len = pdti_utf8_sanitize(s, n, tmp.data);
+        rc = put_json_string(o, tmp.data, tmp.len);
+        pdti_buf_free(&tmp);
+        return rc;
+    }
     if (put(o, "\"", 1))
         return -1;
     for (i = 0; i < n; i++) {

@@ -7,16 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pdtrace/metrics.h"
 #include "pdtrace/request.h"
 #include "core.h"
 #include "error.h"
 #include "ids.h"
+#include "metrics.h"
 #include "propagation.h"
 
 #define TAG_SPAN_ATTR 0x4a
 #define PFX "llm_d.pd_proxy."
 #define PDTI_REQUEST_ID_MAX 255
 #define PDTI_CONNECTOR_MAX 63
+#define PDTI_MODEL_MAX PDTI_METRICS_MODEL_MAX
 #define PDTI_REASON_MAX 255
 #define PDTI_MAX_PREFILL_ATTEMPTS 8
 #define PDTI_FREE_REQS_MAX 1024
@@ -48,6 +51,7 @@ struct pdt_request {
     int64_t usage_in, usage_out, usage_cached;
     char request_id[PDTI_REQUEST_ID_MAX + 1];
     char connector[PDTI_CONNECTOR_MAX + 1];
+    char model[PDTI_MODEL_MAX + 1]; /* gen_ai.request.model */
     char reason[PDTI_REASON_MAX + 1];
     /* Spans last: initialised by pdti_span_init(), not by memset. */
     pdt_span root;
@@ -227,6 +231,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     rc = resolve_ts(&arrival_ns);
     if (rc != PDT_OK)
         return rc;
+    pdti_fork_check(tracer);
     req = req_alloc(tracer);
     if (req == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory for a request");
@@ -257,6 +262,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     pdti_new_span_id(req->next_prefill_id);
     pdti_new_span_id(req->decode_id);
     pdti_new_uuid(req->request_id);
+    pdti_tracer_ref(tracer);
     *out = req;
     return PDT_OK;
 }
@@ -328,6 +334,23 @@ int pdt_request_set_connector(pdt_request *req, const char *connector)
         return pdti_err(PDT_EINVAL, "connector name longer than %d bytes",
                         PDTI_CONNECTOR_MAX);
     memcpy(req->connector, connector, n + 1);
+    return PDT_OK;
+}
+
+int pdt_request_set_model(pdt_request *req, const char *model)
+{
+    size_t n;
+    int rc = usable(req);
+
+    if (rc != PDT_OK)
+        return rc;
+    if (model == NULL || model[0] == '\0')
+        return pdti_err(PDT_EINVAL, "model is NULL or empty");
+    n = strlen(model);
+    if (n > PDTI_MODEL_MAX)
+        return pdti_err(PDT_EINVAL, "model name longer than %d bytes",
+                        PDTI_MODEL_MAX);
+    memcpy(req->model, model, n + 1);
     return PDT_OK;
 }
 
@@ -545,8 +568,9 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
         return pdti_err(PDT_ESTATE, "outcome of this leg already set");
     *set_flag = 1;
     t = req->tracer;
-    failed = http_status >= 500 || (http_status == 0 && error_type != NULL) ||
-             (error_type != NULL && http_status >= 400);
+    /* Any error type is a failure of the leg (a refused connection, or a
+     * 200 whose stream broke off), as is a status of 500 or more. */
+    failed = http_status >= 500 || error_type != NULL;
     if (failed)
         req->error = 1;
     if (s->rec != NULL) {
@@ -667,7 +691,7 @@ int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
 
     if (req == NULL || out == NULL)
         return pdti_err(PDT_EINVAL, "request or out is NULL");
-    if (out->size < sizeof(pdt_propagation))
+    if (out->size < PDTI_PROPAGATION_V0_1_SIZE)
         return pdti_err(PDT_EINVAL, "out->size is too small");
     switch (leg) {
     case PDT_LEG_REQUEST:
@@ -790,6 +814,9 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
         put_str(req->tracer, root, PDTI_LIT(PFX "request_id"), req->request_id);
         if (req->connector[0] != '\0')
             put_str(req->tracer, root, PDTI_LIT(PFX "connector"), req->connector);
+        if (req->model[0] != '\0')
+            put_str(req->tracer, root, PDTI_LIT("gen_ai.request.model"),
+                    req->model);
         put_bool(req->tracer, root, PDTI_LIT(PFX "disaggregation_enabled"),
                       req->mode != PDT_MODE_DECODE_ONLY);
         put_bool(req->tracer, root, PDTI_LIT(PFX "concurrent_pd"),
@@ -831,9 +858,10 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
 
     if (rc != PDT_OK)
         return rc;
-    if (out != NULL && out->size < sizeof(pdt_breakdown))
+    if (out != NULL && out->size < PDTI_BREAKDOWN_V0_1_SIZE)
         return pdti_err(PDT_EINVAL, "out->size is too small");
     t = req->tracer;
+    pdti_fork_check(t);
     if (end_ns == 0) {
         end_ns = pdt_now_ns();
     } else if (end_ns > (now = pdti_coarse_now_ns()) + PDTI_FUTURE_SLACK_NS) {
@@ -855,6 +883,7 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     req->ended = 1;
 
     compute(req, &bd);
+    pdti_metrics_observe(t->metrics, req->connector, req->model, &bd);
     record_summary(req, &bd);
 
     /* Freeze every span of the request. */
@@ -894,15 +923,18 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     bd.sampled = keep && n > 0;
     PDTI_COUNT(t, requests_completed, 1);
     if (out != NULL) {
+        /* A caller built with an older, smaller struct gets its part. */
         size_t size = out->size;
         bd.size = size;
-        memcpy(out, &bd, sizeof(bd));
+        memcpy(out, &bd, size < sizeof(bd) ? size : sizeof(bd));
     }
     return rc;
 }
 
 void pdt_request_free(pdt_request *req)
 {
+    pdt_tracer *t;
+
     if (req == NULL)
         return;
     if (!req->ended) {
@@ -914,5 +946,7 @@ void pdt_request_free(pdt_request *req)
         req->error = 1;
         pdt_request_end(req, 0, NULL);
     }
-    req_recycle(req->tracer, req);
+    t = req->tracer;
+    req_recycle(t, req);
+    pdti_tracer_unref(t);
 }

@@ -143,7 +143,12 @@ pdti_rec *pdti_span_finish(pdt_span *s, uint64_t end_ns)
     s->rec = NULL;
     PDTI_COUNT(s->tracer, spans_ended, 1);
     if (r == NULL) {
-        PDTI_COUNT(s->tracer, spans_not_sampled, 1);
+        /* Sampled but never recorded: the SDK is disabled or the
+         * exporter is "none". */
+        if (s->sampled && !s->tracer->export_enabled)
+            PDTI_COUNT(s->tracer, dropped_disabled, 1);
+        else
+            PDTI_COUNT(s->tracer, spans_not_sampled, 1);
         return NULL;
     }
     if (end_ns < s->start_ns)
@@ -173,6 +178,7 @@ int pdt_span_start(pdt_span **out, pdt_tracer *tracer, const char *name,
         return pdti_err(PDT_EINVAL, "span name is NULL or empty");
     if (__atomic_load_n(&tracer->stopping, __ATOMIC_ACQUIRE))
         return pdti_err(PDT_ECLOSED, "tracer is closing");
+    pdti_fork_check(tracer);
     s = malloc(sizeof(*s));
     if (s == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory for a span");
@@ -182,6 +188,7 @@ int pdt_span_start(pdt_span **out, pdt_tracer *tracer, const char *name,
         free(s);
         return rc;
     }
+    pdti_tracer_ref(tracer);
     *out = s;
     return PDT_OK;
 }
@@ -438,7 +445,7 @@ int pdt_span_inject(const pdt_span *span, pdt_propagation *out)
 {
     if (span == NULL || out == NULL)
         return pdti_err(PDT_EINVAL, "span or out is NULL");
-    if (out->size < sizeof(pdt_propagation))
+    if (out->size < PDTI_PROPAGATION_V0_1_SIZE)
         return pdti_err(PDT_EINVAL, "out->size is too small");
     pdti_traceparent_format(out->traceparent, span->trace_id, span->span_id,
                             span->trace_flags);
@@ -493,11 +500,15 @@ int pdt_span_end(pdt_span *span, uint64_t end_ns)
 
 void pdt_span_free(pdt_span *span)
 {
+    pdt_tracer *t;
+
     if (span == NULL || span->in_request)
         return;
     if (!span->ended)
         pdt_span_end(span, 0);
+    t = span->tracer;
     free(span);
+    pdti_tracer_unref(t);
 }
 
 int pdt_traceparent_parse(const char *value, uint8_t trace_id[16],

@@ -12,6 +12,7 @@
 #include "core.h"
 #include "error.h"
 #include "ids.h"
+#include "metrics.h"
 
 void pdti_request_pool_free(pdt_tracer *t);
 
@@ -91,6 +92,7 @@ pdti_rec *pdti_rec_acquire(pdt_tracer *t)
 {
     pdti_rec *r;
 
+    pdti_fork_check(t);
     pthread_mutex_lock(&t->mu);
     r = t->free_recs;
     if (r != NULL) {
@@ -215,10 +217,12 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
             pdti_rec_release(t, list);
             list = next;
         }
-        if (stopping)
+        if (stopping) {
             PDTI_COUNT(t, dropped_shutdown, n);
-        else
+        } else {
             PDTI_COUNT(t, dropped_queue_full, n);
+            pdti_exporter_pressure(t); /* spool: unblock the exporter */
+        }
         pdti_log(&t->log, PDT_LOG_WARN,
                  "export queue full (%lld spans): %llu spans dropped",
                  (long long)t->cfg.max_queue_size, (unsigned long long)n);
@@ -235,6 +239,8 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
     t->enqueued_total += n;
     if (wake)
         pthread_cond_signal(&t->cv_work);
+    if (t->q_len * 4 >= (uint64_t)t->cfg.max_queue_size * 3)
+        pdti_exporter_pressure(t); /* spool: unblock the exporter */
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -267,7 +273,9 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
         free(t);
         return rc;
     }
+    t->refs = 1;
     t->wall_offset_ns = wall_offset();
+    t->pid = (long)getpid();
     t->ratio_bound = ratio_bound(t->cfg.sampler_ratio);
     t->export_enabled = !t->cfg.disabled &&
                         t->cfg.exporter != PDT_EXPORTER_NONE;
@@ -282,10 +290,13 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
         pthread_condattr_destroy(&ca);
     }
     rc = pdti_encode_preamble(t);
+    if (rc == PDT_OK)
+        rc = pdti_metrics_new(&t->metrics);
     if (rc == PDT_OK && t->export_enabled)
         rc = pdti_exporter_start(t);
     if (rc != PDT_OK) {
         pdti_exporter_free(t);
+        pdti_metrics_free(t->metrics);
         pdti_buf_free(&t->preamble);
         pthread_cond_destroy(&t->cv_done);
         pthread_cond_destroy(&t->cv_work);
@@ -351,6 +362,42 @@ int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
     return PDT_OK;
 }
 
+/* Frees everything; runs once, when the last reference goes. */
+static void tracer_destroy(pdt_tracer *t)
+{
+    pdti_rec *r;
+
+    pdti_exporter_free(t);
+    while ((r = t->q_head) != NULL) {
+        t->q_head = r->next;
+        rec_destroy(r);
+    }
+    while ((r = t->free_recs) != NULL) {
+        t->free_recs = r->next;
+        rec_destroy(r);
+    }
+    pdti_request_pool_free(t);
+    pdti_metrics_free(t->metrics);
+    pdti_buf_free(&t->preamble);
+    pthread_cond_destroy(&t->cv_done);
+    pthread_cond_destroy(&t->cv_work);
+    pthread_mutex_destroy(&t->mu);
+    pdti_config_free(&t->cfg);
+    pdti_logger_destroy(&t->log);
+    free(t);
+}
+
+void pdti_tracer_ref(pdt_tracer *t)
+{
+    __atomic_add_fetch(&t->refs, 1, __ATOMIC_RELAXED);
+}
+
+void pdti_tracer_unref(pdt_tracer *t)
+{
+    if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        tracer_destroy(t);
+}
+
 int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
 {
     uint64_t dropped = 0;
@@ -364,24 +411,19 @@ int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
         dropped = pdti_exporter_stop(t, deadline_after(t, timeout_ms));
     else
         __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
-    pdti_exporter_free(t);
-    while ((r = t->q_head) != NULL) { /* only if the thread never ran */
+    /* Spans still queued only if the thread never ran. */
+    pthread_mutex_lock(&t->mu);
+    while ((r = t->q_head) != NULL) {
         t->q_head = r->next;
         rec_destroy(r);
         dropped++;
     }
-    while ((r = t->free_recs) != NULL) {
-        t->free_recs = r->next;
-        rec_destroy(r);
-    }
-    pdti_request_pool_free(t);
-    pdti_buf_free(&t->preamble);
-    pthread_cond_destroy(&t->cv_done);
-    pthread_cond_destroy(&t->cv_work);
-    pthread_mutex_destroy(&t->mu);
-    pdti_config_free(&t->cfg);
-    pdti_logger_destroy(&t->log);
-    free(t);
+    t->q_tail = NULL;
+    t->q_len = 0;
+    pthread_mutex_unlock(&t->mu);
+    /* Requests and spans still open keep the tracer alive (closed: what
+     * they record is dropped and counted) until the last is freed. */
+    pdti_tracer_unref(t);
     if (dropped_out != NULL)
         *dropped_out = dropped;
     if (dropped != 0)
@@ -426,6 +468,7 @@ int pdt_tracer_stats(pdt_tracer *t, pdt_stats *out)
     s.spool_dropped = LOAD(spool_dropped);
     s.spool_corrupt = LOAD(spool_corrupt);
 #undef LOAD
+    pdti_fork_check(t);
     pthread_mutex_lock(&t->mu);
     s.queue_depth = t->q_len;
     pthread_mutex_unlock(&t->mu);

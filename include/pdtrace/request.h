@@ -125,9 +125,10 @@ PDT_API int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
 /*
  * Records the outcome of one upstream leg (PDT_LEG_PREFILL or
  * PDT_LEG_DECODE): the HTTP status (0 if no response arrived) and, for a
- * failure, an error type (e.g. "timeout", "connection_refused"; NULL for
- * none). A transport failure or a status >= 500 marks the leg span and
- * the request span ERROR. Also sets server.address / server.port from
+ * failure, an error type (e.g. "timeout", "connection_refused",
+ * "stream_interrupted"; NULL for none). An error type, or a status >= 500,
+ * marks the leg span and the request span ERROR (a 200 whose stream broke
+ * off is recorded as 200 with an error type). Also sets server.address / server.port from
  * `target` ("host:port" or a URL; NULL to skip) as `prefill_target` or
  * `decode_target`. Errors: PDT_EINVAL, PDT_ESTATE. Since 0.1.0.
  */

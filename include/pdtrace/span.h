@@ -133,7 +133,7 @@ PDT_API int pdt_span_set_status(pdt_span *span, int code,
 PDT_API int pdt_span_inject(const pdt_span *span, pdt_propagation *out);
 
 /*
- * Copies the span's trace id (32 lowercase hex digits + NUL) into buf
+ * Copies the span's trace id (32 lowercase hex digits + NUL) into trace_buf
  * (at least 33 bytes) and span id (16 hex + NUL) into span_buf (at least
  * 17 bytes). Either buffer may be NULL. Errors: PDT_EINVAL. Since 0.1.0.
  */

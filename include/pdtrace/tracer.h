@@ -158,9 +158,11 @@ PDT_API int pdt_tracer_flush(pdt_tracer *tracer, int64_t timeout_ms,
  * hangs. Spans not delivered by then go to the spool if one is configured,
  * else they are dropped; *dropped_out (if not NULL) receives their number.
  * Returns PDT_OK if nothing was dropped, PDT_ETIMEOUT otherwise. The tracer
- * is freed in every case, and NULL is accepted (PDT_OK). Requests and spans
- * still open on this tracer must be freed before; those that are not are
- * ended and dropped. Must be the last call on the tracer. Since 0.1.0.
+ * is closed in every case, and NULL is accepted (PDT_OK). Requests and
+ * spans still open stay valid and must still be freed: what they record
+ * after close is dropped and counted (dropped_shutdown), and the tracer's
+ * memory is released when the last of them is freed. No other call may
+ * be made on the tracer itself after this one. Since 0.1.0.
  */
 PDT_API int pdt_tracer_close(pdt_tracer *tracer, int64_t timeout_ms,
                              uint64_t *dropped_out);

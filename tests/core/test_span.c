@@ -212,6 +212,9 @@ static void test_attribute_limits(void **state)
     assert_int_equal(x->events[0].dropped_attrs, 2);
     assert_int_equal(x->events[1].nattrs, 1);
     assert_string_equal(x->events[1].attrs[0].s, "12345");
+    /* The span limit does not apply to resource attributes. */
+    assert_string_equal(tres_attr(&s, x, "service.name")->s,
+                        "llm-d-pd-proxy");
     tspans_free(&s);
     tpath_remove(path);
 }
@@ -349,11 +352,12 @@ static void test_misuse_null(void **state)
     pdt_breakdown bd = PDT_BREAKDOWN_INIT;
     uint8_t tid[16];
     uint64_t dropped = 5, pending = 5;
-    char buf[40];
+    char buf[40], path[256];
     (void)state;
 
-    o.exporter = PDT_EXPORTER_NONE;
-    o.ignore_environment = 1;
+    /* Recorded spans, so that every check runs (unsampled spans accept
+     * and ignore most calls). */
+    topts_console(&o, path);
     EXPECT_ERR(pdt_tracer_open(NULL, &o), PDT_EINVAL);
     assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
     pdt_tracer_options_init(NULL);
@@ -495,6 +499,7 @@ static void test_misuse_null(void **state)
     assert_int_equal(pdt_tracer_close(NULL, 0, NULL), PDT_OK);
     pdt_span_free(sp);
     assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    tpath_remove(path);
 }
 
 static void test_after_close(void **state)

@@ -87,10 +87,16 @@ static int jstring(jp *j, char **out, size_t *outlen)
     char *o;
     size_t n = 0;
 
+    const char *q;
+
     if (j->p >= j->end || *j->p != '"')
         return -1;
     j->p++;
-    o = malloc((size_t)(j->end - j->p) + 1);
+    /* The decoded string is never longer than its JSON form. */
+    for (q = j->p; q < j->end && *q != '"'; q++)
+        if (*q == '\\' && q + 1 < j->end)
+            q++;
+    o = malloc((size_t)(q - j->p) + 1);
     if (o == NULL)
         return -1;
     while (j->p < j->end && *j->p != '"') {

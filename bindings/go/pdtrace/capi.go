@@ -421,6 +421,19 @@ static pdtg_res pdtg_request_event(pdt_request *req, int leg,
     return r;
 }
 
+static pdtg_res pdtg_request_status(pdt_request *req, int leg, int code,
+                                    _GoString_ msg)
+{
+    pdtg_cs c;
+    pdtg_res r;
+    if (!pdtg_cs_init(&c, msg, 1))
+        return pdtg_nomem();
+    r = pdtg_result(pdt_span_set_status(pdt_request_span(req, leg), code,
+                                        c.p));
+    pdtg_cs_free(&c);
+    return r;
+}
+
 typedef struct pdtg_inject_res {
     int rc;
     char *msg;
@@ -824,6 +837,10 @@ func cReqAttr(h reqHandle, leg Leg, key string, kind attrKind, sv string, iv int
 
 func cReqEvent(h reqHandle, leg Leg, name string, at Time) error {
 	return check("pdt_span_add_event", C.pdtg_request_event(h, C.int(leg), name, C.uint64_t(at)))
+}
+
+func cReqStatus(h reqHandle, leg Leg, code SpanStatus, msg string) error {
+	return check("pdt_span_set_status", C.pdtg_request_status(h, C.int(leg), C.int(code), msg))
 }
 
 // propagation is what an inject call gives back; the strings are borrowed

@@ -102,6 +102,8 @@ func TestSequentialRequest(t *testing.T) {
 	mustOK(t, "Leg decode int", r.Leg(LegDecode).SetInt("x.n", 3))
 	mustOK(t, "Leg decode float", r.Leg(LegDecode).SetFloat("x.f", 1.5))
 	mustOK(t, "Leg decode bool", r.Leg(LegDecode).SetBool("x.b", false))
+	mustOK(t, "Leg decode status", r.Leg(LegDecode).SetStatus(StatusOk, ""))
+	wantStatus(t, "Leg status bad code", r.Leg(LegDecode).SetStatus(SpanStatus(9), ""), StatusInvalid)
 	mustOK(t, "FirstToken", r.FirstToken(f))
 	mustOK(t, "Tokens", r.Tokens(f.Add(50*time.Millisecond), 5))
 	mustOK(t, "LastToken", r.LastToken(l))
@@ -338,7 +340,8 @@ func TestMisuseAfterClose(t *testing.T) {
 		"mark": r.DecodeSent(0), "Tokens": r.Tokens(0, 1), "SetUsage": r.SetUsage(1, 1, 1),
 		"SetLeg": r.SetLeg(LegDecode, "", 0, ""), "SetResponse": r.SetResponse(200, ""),
 		"SetString": r.SetString("a", "b"), "Inject": r.InjectDecode(http.Header{}),
-		"AddEvent": r.Leg(LegRequest).AddEvent("e", 0),
+		"AddEvent": r.Leg(LegRequest).AddEvent("e", 0), "LegStatus": r.Leg(LegDecode).SetStatus(StatusError, ""),
+		"LegInt": r.Leg(LegDecode).SetInt("a", 1),
 	} {
 		wantStatus(t, name+" after Close", err, StatusState)
 	}
@@ -396,6 +399,7 @@ func TestTracerClose(t *testing.T) {
 	wantStatus(t, "Stats after Close", err, StatusClosed)
 
 	// The handles still work, and the last Close frees the tracer.
+	mustOK(t, "SetMode", r.SetMode(ModeDecodeOnly, ""))
 	mustOK(t, "DecodeSent", r.DecodeSent(0))
 	_, err = r.End(0)
 	mustOK(t, "End", err)

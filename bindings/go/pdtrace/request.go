@@ -262,10 +262,14 @@ func (r *Request) SetResponse(status int, errorType string) error {
 }
 
 // SetString sets a string attribute on the request span.
-func (r *Request) SetString(key, value string) error { return r.Leg(LegRequest).attr(key, kindStr, value, 0, 0) }
+func (r *Request) SetString(key, value string) error {
+	return r.Leg(LegRequest).attr(key, kindStr, value, 0, 0)
+}
 
 // SetInt sets an integer attribute on the request span.
-func (r *Request) SetInt(key string, value int64) error { return r.Leg(LegRequest).attr(key, kindInt, "", value, 0) }
+func (r *Request) SetInt(key string, value int64) error {
+	return r.Leg(LegRequest).attr(key, kindInt, "", value, 0)
+}
 
 // SetFloat sets a double attribute on the request span.
 func (r *Request) SetFloat(key string, value float64) error {
@@ -377,7 +381,9 @@ func (l LegSpan) SetString(key, value string) error { return l.attr(key, kindStr
 func (l LegSpan) SetInt(key string, value int64) error { return l.attr(key, kindInt, "", value, 0) }
 
 // SetFloat sets a double attribute on the leg's span.
-func (l LegSpan) SetFloat(key string, value float64) error { return l.attr(key, kindDouble, "", 0, value) }
+func (l LegSpan) SetFloat(key string, value float64) error {
+	return l.attr(key, kindDouble, "", 0, value)
+}
 
 // SetBool sets a boolean attribute on the leg's span.
 func (l LegSpan) SetBool(key string, value bool) error {
@@ -391,6 +397,19 @@ func (l LegSpan) AddEvent(name string, at Time) error {
 		return errReleased("pdt_span_add_event")
 	}
 	err := cReqEvent(r.h, l.leg, name, at)
+	runtime.KeepAlive(r)
+	return err
+}
+
+// SetStatus sets the leg span's status and, for StatusError, an optional
+// message, for outcomes SetLeg does not cover (for example a decode
+// stream cut after its 200 response).
+func (l LegSpan) SetStatus(code SpanStatus, message string) error {
+	r := l.r
+	if r == nil || r.h == nil {
+		return errReleased("pdt_span_set_status")
+	}
+	err := cReqStatus(r.h, l.leg, code, message)
 	runtime.KeepAlive(r)
 	return err
 }

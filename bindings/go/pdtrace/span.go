@@ -101,7 +101,9 @@ func (s *Span) attr(event bool, key string, kind attrKind, sv string, iv int64, 
 func (s *Span) SetString(key, value string) error { return s.attr(false, key, kindStr, value, 0, 0) }
 
 // SetInt sets an integer attribute.
-func (s *Span) SetInt(key string, value int64) error { return s.attr(false, key, kindInt, "", value, 0) }
+func (s *Span) SetInt(key string, value int64) error {
+	return s.attr(false, key, kindInt, "", value, 0)
+}
 
 // SetFloat sets a double attribute.
 func (s *Span) SetFloat(key string, value float64) error {
@@ -125,7 +127,9 @@ func (s *Span) AddEvent(name string, at Time) error {
 }
 
 // SetEventString sets a string attribute on the most recent event.
-func (s *Span) SetEventString(key, value string) error { return s.attr(true, key, kindStr, value, 0, 0) }
+func (s *Span) SetEventString(key, value string) error {
+	return s.attr(true, key, kindStr, value, 0, 0)
+}
 
 // SetEventInt sets an integer attribute on the most recent event.
 func (s *Span) SetEventInt(key string, value int64) error {

@@ -15,7 +15,9 @@ requires that), after which their methods raise InvalidArgumentError.
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
+import threading
 import weakref
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Union
@@ -315,11 +317,20 @@ def _gc_tracer(handle: Any, keep: Any) -> Any:
     return _gc(handle, lambda h, _k=keep: close(h, 0, _NULL))
 
 
-def _gc_child(handle: Any, free: Any, tracer_handle: Any) -> Any:
-    """Owns a request or span. The destructor holds the tracer's handle, so
-    that however the garbage collector orders things, the tracer is never
-    closed before its requests and spans are freed."""
-    return _gc(handle, lambda h, _t=tracer_handle: free(h))
+_child_ids = itertools.count()
+
+
+def _gc_child(handle: Any, free: Any, tracer: "Tracer") -> Any:
+    """Owns a request or span of `tracer`. The destructor holds the tracer's
+    handle, so the C tracer is never closed before its requests and spans
+    are freed, however the garbage collector orders things; and while it is
+    pending, a token in tracer._live says the tracer has open children.
+    (set.add and set.discard are atomic, so threads need no lock.)"""
+    tok = next(_child_ids)
+    live = tracer._live
+    live.add(tok)
+    return _gc(handle, lambda h, _t=tracer._h, _k=tok:
+               (free(h), live.discard(_k)))
 
 
 class Tracer:
@@ -340,7 +351,7 @@ class Tracer:
     without waiting.
     """
 
-    __slots__ = ("_h", "_children", "_log_handle", "__weakref__")
+    __slots__ = ("_h", "_live", "_log_handle", "__weakref__")
 
     def __init__(self, *, service_name: Optional[str] = None,
                  resource_attributes: Optional[str] = None,
@@ -369,7 +380,7 @@ class Tracer:
                  spool_dir: Optional[str] = None,
                  spool_max_bytes: Optional[int] = None) -> None:
         self._h = _NULL_TRACER
-        self._children: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._live: "set[int]" = set()
         self._log_handle = None
         given = dict(locals())
         opts = _new("pdt_tracer_options *")
@@ -466,20 +477,33 @@ class Tracer:
         return int(pending[0])
 
     def close(self, timeout: Optional[float] = None) -> int:
-        """Frees the requests and spans still open on this tracer (they are
-        recorded as abandoned), flushes, stops the exporter and frees the
-        tracer, in at most `timeout` seconds (None: the export timeout).
-        Returns the number of spans dropped (0); raises TimedOutError (with
-        .dropped) when some were. Idempotent."""
+        """Flushes, stops the exporter and frees the tracer, in at most
+        `timeout` seconds (None: the export timeout). Returns the number of
+        spans dropped (0); raises TimedOutError (with .dropped) when some
+        were. Idempotent; afterwards the tracer's methods raise
+        InvalidArgumentError.
+
+        The C library must not free a tracer while requests or spans of it
+        are open. If some still are (not yet freed by their context manager,
+        free() or the garbage collector), close() flushes within `timeout`,
+        returns the number of spans still pending, and the tracer is freed,
+        without waiting, once the last of them is; they stay usable until
+        then."""
         if self._h == _NULL:
             return 0
-        for child in list(self._children):
-            child.free()
         h, self._h = self._h, _NULL_TRACER
+        self._log_handle = None
+        if self._live:
+            # Deferred: the children's destructors hold `h`; the last one
+            # to go runs its GC close.
+            n = _new("uint64_t *")
+            rc = lib.pdtpy_tracer_flush(h, _ms(timeout), n)
+            if rc and rc != lib.PDT_ETIMEOUT:
+                raise error_for_status(rc)
+            return int(n[0])
         dropped = _new("uint64_t *")
         _gc(h, None)  # detach the GC close: this is the close
         rc = lib.pdtpy_tracer_close(h, _ms(timeout), dropped)
-        self._log_handle = None
         if rc:
             err = error_for_status(rc)
             if isinstance(err, TimedOutError):
@@ -517,7 +541,7 @@ def _dispatch(value: AttributeValue, setters: Any) -> Any:
     if isinstance(value, bool):
         return setters[3], 1 if value else 0
     if isinstance(value, str):
-        return setters[0], _b(str(value))
+        return setters[0], _b(value)
     if isinstance(value, int):
         return setters[1], int(value)
     if isinstance(value, float):
@@ -536,6 +560,24 @@ _EVENT_SETTERS = (lib.pdt_span_event_set_str, lib.pdt_span_event_set_int,
 
 # ---- P/D request -----------------------------------------------------------
 
+class _Scratch(threading.local):
+    """Per-thread output structs for the hot calls, read right after the
+    call that fills them (an allocation per call costs more than the call).
+    """
+
+    def __init__(self) -> None:
+        self.out_request = _new("pdt_request **")
+        self.bd = _new("pdt_breakdown *")
+        self.bd.size = _BD_SIZE
+        self.prop_bytes = bytearray(_PROP_SIZE)
+        self.prop = ffi.from_buffer("pdt_propagation *", self.prop_bytes)
+        self.prop.size = _PROP_SIZE
+
+
+_scratch = _Scratch()
+_TP_START = ffi.offsetof("pdt_propagation", "traceparent")
+_TP_END = _TP_START + lib.PDT_TRACEPARENT_SIZE - 1
+
 _request_free = lib.pdt_request_free
 _span_free = lib.pdt_span_free
 _mark = lib.pdt_request_mark
@@ -544,6 +586,12 @@ _set_str = lib.pdt_request_set_str
 _set_int = lib.pdt_request_set_int
 _set_leg = lib.pdt_request_set_leg
 _inject = lib.pdt_request_inject
+_begin = lib.pdt_request_begin
+_end = lib.pdt_request_end
+_set_id = lib.pdt_request_set_id
+_set_connector = lib.pdt_request_set_connector
+_set_usage = lib.pdt_request_set_usage
+_set_response = lib.pdt_request_set_response
 _MARK_PS = Mark.PREFILL_SENT.value
 _MARK_PE = Mark.PREFILL_DONE.value
 _MARK_DS = Mark.DECODE_SENT.value
@@ -561,16 +609,17 @@ class Request:
     0 meaning now.
     """
 
-    __slots__ = ("_h", "_tracer", "_prop", "_spans", "__weakref__")
+    __slots__ = ("_h", "_rid", "_ts", "_spans", "__weakref__")
 
     def __init__(self, tracer: Tracer, traceparent: Optional[str] = None,
                  tracestate: Optional[str] = None,
                  arrival_ns: int = 0) -> None:
         self._h = _NULL_REQUEST
-        self._prop = None
+        self._rid: Optional[str] = None  # x-request-id, once read
+        self._ts: Any = _NULL  # tracestate header value, once read
         self._spans: Optional[Dict[int, "weakref.ref[Span]"]] = None
-        out = _new("pdt_request **")
-        rc = lib.pdt_request_begin(
+        out = _scratch.out_request
+        rc = _begin(
             out, tracer._h,
             _NULL if traceparent is None else traceparent.encode(
                 "utf-8", "surrogatepass"),
@@ -579,9 +628,7 @@ class Request:
             arrival_ns)
         if rc:
             raise error_for_status(rc)
-        self._tracer = tracer
-        self._h = _gc_child(out[0], _request_free, tracer._h)
-        tracer._children.add(self)
+        self._h = _gc_child(out[0], _request_free, tracer)
 
     def __enter__(self) -> "Request":
         return self
@@ -603,17 +650,22 @@ class Request:
                 if span is not None:
                     span._h = _NULL_SPAN
         _release(h)
-        self._tracer._children.discard(self)
 
     @property
     def id(self) -> Optional[str]:
         """The request id sent as x-request-id (None once freed)."""
-        return _s(lib.pdt_request_id(self._h))
+        if self._h == _NULL:
+            return None
+        rid = self._rid
+        if rid is None:
+            rid = self._rid = _s(lib.pdt_request_id(self._h))
+        return rid
 
     def set_id(self, request_id: str) -> None:
-        rc = lib.pdt_request_set_id(self._h, _b(request_id))
+        rc = _set_id(self._h, request_id.encode("utf-8", "surrogatepass"))
         if rc:
             raise error_for_status(rc)
+        self._rid = None
 
     def set_mode(self, mode: Mode, reason: Optional[str] = None) -> None:
         rc = lib.pdt_request_set_mode(self._h, mode, _b(reason))
@@ -621,7 +673,8 @@ class Request:
             raise error_for_status(rc)
 
     def set_connector(self, connector: str) -> None:
-        rc = lib.pdt_request_set_connector(self._h, _b(connector))
+        rc = _set_connector(self._h, connector.encode("utf-8",
+                                                      "surrogatepass"))
         if rc:
             raise error_for_status(rc)
 
@@ -673,7 +726,7 @@ class Request:
                   output_tokens: Optional[int] = None,
                   cached_input_tokens: Optional[int] = None) -> None:
         """Token counts from the upstream's usage; None is unknown."""
-        rc = lib.pdt_request_set_usage(
+        rc = _set_usage(
             self._h, -1 if input_tokens is None else input_tokens,
             -1 if output_tokens is None else output_tokens,
             -1 if cached_input_tokens is None else cached_input_tokens)
@@ -684,14 +737,20 @@ class Request:
                 status: int = 0, error_type: Optional[str] = None) -> None:
         """Outcome of an upstream leg: HTTP status (0: no response) and an
         error type for failures; target is "host:port" or a URL."""
-        rc = _set_leg(self._h, leg, _b(target), status, _b(error_type))
+        rc = _set_leg(self._h, leg,
+                      _NULL if target is None else target.encode(
+                          "utf-8", "surrogatepass"), status,
+                      _NULL if error_type is None else error_type.encode(
+                          "utf-8", "surrogatepass"))
         if rc:
             raise error_for_status(rc)
 
     def set_response(self, status: int,
                      error_type: Optional[str] = None) -> None:
         """The status sent to the client (and its error type, if any)."""
-        rc = lib.pdt_request_set_response(self._h, status, _b(error_type))
+        rc = _set_response(self._h, status,
+                           _NULL if error_type is None else error_type.encode(
+                               "utf-8", "surrogatepass"))
         if rc:
             raise error_for_status(rc)
 
@@ -699,8 +758,16 @@ class Request:
     def set(self, key: str, value: AttributeValue) -> None:
         """A typed attribute on the request span: str, bool, int or float
         select pdt_request_set_str/_bool/_int/_double."""
-        fn, v = _dispatch(value, _REQ_SETTERS)
-        rc = fn(self._h, key.encode("utf-8", "surrogatepass"), v)
+        t = type(value)
+        if t is str:
+            rc = _set_str(self._h, key.encode("utf-8", "surrogatepass"),
+                          value.encode("utf-8", "surrogatepass"))
+        elif t is int:
+            rc = _set_int(self._h, key.encode("utf-8", "surrogatepass"),
+                          value)
+        else:
+            fn, v = _dispatch(value, _REQ_SETTERS)
+            rc = fn(self._h, key.encode("utf-8", "surrogatepass"), v)
         if rc:
             raise error_for_status(rc)
 
@@ -752,14 +819,29 @@ class Request:
     def headers(self, leg: Leg) -> Dict[str, str]:
         """Outbound headers for a leg: traceparent (parented by that leg's
         span), tracestate (when the request has one) and x-request-id."""
-        prop = self._prop
-        if prop is None:
-            prop = self._prop = _new("pdt_propagation *")
-            prop.size = _PROP_SIZE
+        sc = _scratch
+        prop = sc.prop
         rc = _inject(self._h, leg, prop)
         if rc:
             raise error_for_status(rc)
-        return _headers(prop)
+        # The request id and tracestate do not change between calls (the
+        # id only through set_id()), so they are decoded once.
+        h = {"traceparent": sc.prop_bytes[_TP_START:_TP_END].decode("ascii")}
+        ts = self._ts
+        if ts is _NULL:
+            p = prop.tracestate
+            ts = self._ts = None if p == _NULL else \
+                _string(p).decode("utf-8", "replace")
+        if ts is not None:
+            h["tracestate"] = ts
+        rid = self._rid
+        if rid is None:
+            p = prop.request_id
+            if p != _NULL:
+                rid = self._rid = _string(p).decode("utf-8", "replace")
+        if rid is not None:
+            h["x-request-id"] = rid
+        return h
 
     @property
     def trace_id(self) -> str:
@@ -775,9 +857,8 @@ class Request:
         hands them to the exporter. Returns the breakdown. If the end time
         had to be clamped (RangeError) the request is still ended and the
         error carries .breakdown."""
-        bd = _new("pdt_breakdown *")
-        bd.size = _BD_SIZE
-        rc = lib.pdt_request_end(self._h, end_ns, bd)
+        bd = _scratch.bd
+        rc = _end(self._h, end_ns, bd)
         if rc:
             err = error_for_status(rc)
             if isinstance(err, RangeError):
@@ -816,8 +897,7 @@ class Span:
         if rc:
             raise error_for_status(rc)
         self._owner = tracer
-        self._h = _gc_child(out[0], _span_free, tracer._h)
-        tracer._children.add(self)
+        self._h = _gc_child(out[0], _span_free, tracer)
         return self
 
     @classmethod
@@ -847,7 +927,6 @@ class Span:
         self._h = _NULL_SPAN
         if self._owned:
             _release(h)
-            self._owner._children.discard(self)
 
     def set(self, key: str, value: AttributeValue) -> None:
         """A typed attribute: str, bool, int or float."""

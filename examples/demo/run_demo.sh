@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One command for the P/D tracing demo on a fresh machine:
+#
+#   examples/demo/run_demo.sh [--seconds 60] [--connector nixlv2|lmcache|sglang]
+#                             [--collector] [--workdir DIR] [--time-scale X]
+#
+# 1. builds and installs libpdtrace (meson, build dir build-demo) unless
+#    pkg-config already finds it, installing the build dependencies with
+#    apt-get when they are missing (needs root);
+# 2. creates the virtual environment .venv-py (or $PDTRACE_VENV) and installs
+#    the binding (bindings/python) and examples/requirements.txt;
+# 3. runs examples/demo/run_demo.py with the given arguments: 2 prefill and
+#    1 decode simulators, pd_proxy and the load generator on loopback, then
+#    the dashboard computed from the exported spans.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="${PDTRACE_VENV:-$root/.venv-py}"
+
+log() { echo "run_demo.sh: $*" >&2; }
+
+need_pkgs=()
+for tool in meson ninja pkg-config cc; do
+    command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("$tool")
+done
+
+if ! pkg-config --exists libpdtrace 2>/dev/null; then
+    if (( ${#need_pkgs[@]} )) || ! pkg-config --exists libcurl libzstd zlib \
+        || ! command -v nanopb_generator >/dev/null 2>&1 \
+            && ! command -v nanopb_generator.py >/dev/null 2>&1; then
+        log "installing build dependencies with apt-get"
+        timeout 900 apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q \
+            meson ninja-build pkg-config gcc libcurl4-openssl-dev \
+            libzstd-dev zlib1g-dev libprotobuf-nanopb-dev nanopb \
+            python3-venv >&2
+    fi
+    log "building libpdtrace (build-demo)"
+    cd "$root"
+    [[ -d build-demo ]] || meson setup build-demo -Dtests=false >&2
+    ninja -C build-demo >&2
+    meson install -C build-demo >&2
+    ldconfig || true
+    cd - >/dev/null
+fi
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating $venv"
+    python3 -m venv "$venv" >&2
+fi
+stamp="$venv/.pdtrace-demo.sha256"
+want="$(cat "$root/examples/requirements.txt" \
+    "$root/bindings/python/pyproject.toml" "$root/bindings/python/build_ffi.py" \
+    "$root"/bindings/python/src/pdtrace/*.py | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] \
+    || ! "$venv/bin/python" -c "import pdtrace" 2>/dev/null; then
+    log "installing the pdtrace binding and the example requirements"
+    timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        -r "$root/examples/requirements.txt" "$root/bindings/python" >&2
+    echo "$want" > "$stamp"
+fi
+
+exec "$venv/bin/python" "$here/run_demo.py" "$@"

@@ -1,0 +1,316 @@
+/*
+ * bench_c_rows: the libpdtrace-from-C rows of tests/bench/run_bench.sh.
+ *
+ * The same traced P/D request as bench_core (request, prefill and decode
+ * spans, about 15 caller-set attributes plus the breakdown, 6 stage marks,
+ * inject for both legs), exported over OTLP/HTTP to an external loopback
+ * sink given by --endpoint. Prints one JSON line.
+ *
+ * Default mode (closed loop): warm-up, then --n requests timed one by one;
+ * every --flush-every requests and at the end the tracer is flushed
+ * (outside the per-request timing, inside the CPU and allocation totals).
+ * Reports caller-thread ns/request (p50, p99, mean), process CPU
+ * (getrusage user+sys, all threads) per request, malloc/calloc/realloc
+ * calls per request on the caller's thread and in the whole process, and
+ * ru_maxrss.
+ *
+ * Rate mode (--rate R --seconds S): offers R requests/s for S seconds
+ * (open loop, 1 ms ticks), flushes, and reports how many spans the tracer
+ * exported, dropped or failed, for the zero-loss ramp into a Collector.
+ */
+#define _GNU_SOURCE 1
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <pdtrace.h>
+
+/* ---- allocation counting ------------------------------------------------ */
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+
+static __thread uint64_t allocs_thread;
+static uint64_t allocs_all;
+
+static void count_alloc(void)
+{
+    allocs_thread++;
+    __atomic_add_fetch(&allocs_all, 1, __ATOMIC_RELAXED);
+}
+
+void *malloc(size_t n)
+{
+    count_alloc();
+    return __libc_malloc(n);
+}
+
+void *calloc(size_t a, size_t b)
+{
+    count_alloc();
+    return __libc_calloc(a, b);
+}
+
+void *realloc(void *p, size_t n)
+{
+    count_alloc();
+    return __libc_realloc(p, n);
+}
+
+/* ---- one traced request ---------------------------------------------- */
+
+static const char inbound[] =
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/* --fresh-trace: a new inbound trace id per request, as in production. */
+static int fresh_trace;
+static char fresh[sizeof(inbound)];
+
+static void next_inbound(void)
+{
+    static uint64_t x = 0x9e3779b97f4a7c15u;
+    static const char hex[] = "0123456789abcdef";
+    int i;
+
+    for (i = 0; i < 32; i++) {
+        if ((i & 15) == 0) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        fresh[3 + i] = hex[(x >> ((i & 15) * 4)) & 15];
+    }
+}
+
+void one_request(pdt_tracer *t);
+
+/* Not static and not inlined, so that callgrind can toggle on it. */
+__attribute__((noinline)) void one_request(pdt_tracer *t)
+{
+    pdt_request *req;
+    pdt_propagation prop = PDT_PROPAGATION_INIT;
+    pdt_breakdown bd = PDT_BREAKDOWN_INIT;
+
+    if (pdt_request_begin(&req, t, fresh_trace ? fresh : inbound, NULL,
+                          0) != PDT_OK)
+        return;
+    pdt_request_set_connector(req, "nixlv2");
+    pdt_request_set_str(req, "http.request.method", "POST");
+    pdt_request_set_str(req, "url.path", "/v1/chat/completions");
+    pdt_request_set_str(req, "gen_ai.request.model", "llama-3.1-8b");
+    pdt_request_set_str(req, "gen_ai.operation.name", "chat");
+    pdt_request_set_int(req, "gen_ai.request.max_tokens", 128);
+    pdt_request_set_bool(req, "gen_ai.request.stream", 1);
+    pdt_request_inject(req, PDT_LEG_PREFILL, &prop);
+    pdt_request_mark(req, PDT_MARK_PREFILL_SENT, 0);
+    pdt_request_mark(req, PDT_MARK_PREFILL_DONE, 0);
+    pdt_request_set_leg(req, PDT_LEG_PREFILL, "10.0.0.1:8000", 200, NULL);
+    pdt_request_inject(req, PDT_LEG_DECODE, &prop);
+    pdt_request_mark(req, PDT_MARK_DECODE_SENT, 0);
+    pdt_request_mark(req, PDT_MARK_FIRST_TOKEN, 0);
+    pdt_request_mark(req, PDT_MARK_LAST_TOKEN, 0);
+    pdt_request_set_leg(req, PDT_LEG_DECODE, "10.0.0.2:8000", 200, NULL);
+    pdt_request_set_usage(req, 1024, 128, 512);
+    pdt_request_set_response(req, 200, NULL);
+    pdt_request_end(req, 0, &bd);
+    pdt_request_free(req);
+}
+
+/* ---- measurement helpers ------------------------------------------------ */
+
+static uint64_t cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000u +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+}
+
+static long maxrss_kb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void flush(pdt_tracer *t)
+{
+    if (pdt_tracer_flush(t, 30000, NULL) != PDT_OK)
+        fprintf(stderr, "flush: %s\n", pdt_last_error());
+}
+
+static void print_stats(pdt_tracer *t)
+{
+    pdt_stats st = PDT_STATS_INIT;
+    pdt_tracer_stats(t, &st);
+    printf("\"spans_ended\":%llu,\"spans_exported\":%llu,"
+           "\"dropped_queue_full\":%llu,\"dropped_export_failed\":%llu,"
+           "\"export_requests\":%llu,\"export_failures\":%llu,"
+           "\"bytes_sent\":%llu",
+           (unsigned long long)st.spans_ended,
+           (unsigned long long)st.spans_exported,
+           (unsigned long long)st.dropped_queue_full,
+           (unsigned long long)st.dropped_export_failed,
+           (unsigned long long)st.export_requests,
+           (unsigned long long)st.export_failures,
+           (unsigned long long)st.bytes_sent);
+}
+
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec ts = { (time_t)(ns / 1000000000u),
+                           (long)(ns % 1000000000u) };
+    nanosleep(&ts, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "endpoint", required_argument, NULL, 'e' },
+        { "compression", required_argument, NULL, 'c' },
+        { "n", required_argument, NULL, 'n' },
+        { "warm", required_argument, NULL, 'w' },
+        { "flush-every", required_argument, NULL, 'f' },
+        { "batch", required_argument, NULL, 'b' },
+        { "queue", required_argument, NULL, 'q' },
+        { "delay-ms", required_argument, NULL, 'd' },
+        { "rate", required_argument, NULL, 'r' },
+        { "seconds", required_argument, NULL, 's' },
+        { "fresh-trace", no_argument, NULL, 't' },
+        { NULL, 0, NULL, 0 }
+    };
+    const char *endpoint = NULL, *comp = "zstd";
+    long n = 20000, warm = 5000, flush_every = 8192, batch = 1536;
+    long queue = 65536, delay_ms = 200, rate = 0;
+    double seconds = 5.0;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+    pdt_tracer *t;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'e': endpoint = optarg; break;
+        case 'c': comp = optarg; break;
+        case 'n': n = atol(optarg); break;
+        case 'w': warm = atol(optarg); break;
+        case 'f': flush_every = atol(optarg); break;
+        case 'b': batch = atol(optarg); break;
+        case 'q': queue = atol(optarg); break;
+        case 'd': delay_ms = atol(optarg); break;
+        case 'r': rate = atol(optarg); break;
+        case 's': seconds = atof(optarg); break;
+        case 't': fresh_trace = 1; break;
+        default: return 2;
+        }
+    }
+    if (endpoint == NULL || n <= 0 || flush_every <= 0) {
+        fprintf(stderr, "usage: bench_c_rows --endpoint URL [--compression "
+                        "none|gzip|zstd] [--n N] [--warm N] [--rate R "
+                        "--seconds S]\n");
+        return 2;
+    }
+    memcpy(fresh, inbound, sizeof(inbound));
+    o.endpoint = endpoint;
+    o.exporter = PDT_EXPORTER_OTLP;
+    o.compression = strcmp(comp, "none") == 0   ? PDT_COMPRESSION_NONE
+                    : strcmp(comp, "gzip") == 0 ? PDT_COMPRESSION_GZIP
+                                                : PDT_COMPRESSION_ZSTD;
+    o.max_queue_size = queue;
+    o.max_export_batch_size = batch;
+    o.schedule_delay_ms = delay_ms;
+    o.ignore_environment = 1;
+    if (pdt_tracer_open(&t, &o) != PDT_OK) {
+        fprintf(stderr, "open: %s\n", pdt_last_error());
+        return 1;
+    }
+
+    if (rate > 0) {
+        /* Open loop: keep up with rate * elapsed, in 1 ms ticks. */
+        uint64_t t0 = pdt_now_ns(), dur = (uint64_t)(seconds * 1e9), now;
+        uint64_t c0 = cpu_ns(), sent = 0, late_ticks = 0;
+        double wall;
+        while ((now = pdt_now_ns()) - t0 < dur) {
+            uint64_t due = (uint64_t)((double)(now - t0) * (double)rate / 1e9);
+            if (due > sent + (uint64_t)rate / 100)
+                late_ticks++; /* more than 10 ms behind */
+            while (sent < due) {
+                one_request(t);
+                sent++;
+            }
+            sleep_ns(500000);
+        }
+        wall = (double)(pdt_now_ns() - t0) / 1e9;
+        flush(t);
+        printf("{\"mode\":\"rate\",\"rate\":%ld,\"seconds\":%.3f,"
+               "\"busy_s\":%.3f,"
+               "\"requests\":%llu,\"achieved_rps\":%.0f,\"late_ticks\":%llu,"
+               "\"cpu_ns_per_req\":%.0f,",
+               rate, wall, (double)(pdt_now_ns() - t0) / 1e9,
+               (unsigned long long)sent, (double)sent / wall,
+               (unsigned long long)late_ticks,
+               (double)(cpu_ns() - c0) / (double)(sent ? sent : 1));
+        print_stats(t);
+        printf(",\"maxrss_kb\":%ld}\n", maxrss_kb());
+    } else {
+        uint64_t *lat = __libc_malloc(sizeof(*lat) * (size_t)n);
+        uint64_t sum = 0, a0, a1, at0, at1, c0, c1, w0, w1;
+        long i;
+
+        for (i = 0; i < warm; i++) {
+            if (fresh_trace)
+                next_inbound();
+            one_request(t);
+            if ((i + 1) % flush_every == 0)
+                flush(t);
+        }
+        flush(t);
+        a0 = allocs_thread;
+        at0 = __atomic_load_n(&allocs_all, __ATOMIC_RELAXED);
+        c0 = cpu_ns();
+        w0 = pdt_now_ns();
+        for (i = 0; i < n; i++) {
+            uint64_t s;
+            if (fresh_trace)
+                next_inbound();
+            s = pdt_now_ns();
+            one_request(t);
+            lat[i] = pdt_now_ns() - s;
+            if ((i + 1) % flush_every == 0)
+                flush(t);
+        }
+        flush(t);
+        w1 = pdt_now_ns();
+        c1 = cpu_ns();
+        a1 = allocs_thread;
+        at1 = __atomic_load_n(&allocs_all, __ATOMIC_RELAXED);
+        for (i = 0; i < n; i++)
+            sum += lat[i];
+        qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
+        printf("{\"impl\":\"pdtrace-c\",\"n\":%ld,\"compression\":\"%s\","
+               "\"caller_mean_ns\":%.1f,\"caller_p50_ns\":%llu,"
+               "\"caller_p99_ns\":%llu,\"cpu_ns_per_req\":%.1f,"
+               "\"wall_s\":%.4f,\"allocs_per_req\":%.4f,"
+               "\"allocs_caller_per_req\":%.4f,"
+               "\"allocs_how\":\"interposed malloc/calloc/realloc calls, "
+               "all threads incl. exporter (caller thread separately)\",",
+               n, comp, (double)sum / (double)n,
+               (unsigned long long)lat[n / 2],
+               (unsigned long long)lat[(size_t)((double)n * 0.99)],
+               (double)(c1 - c0) / (double)n, (double)(w1 - w0) / 1e9,
+               (double)(at1 - at0) / (double)n, (double)(a1 - a0) / (double)n);
+        print_stats(t);
+        printf(",\"maxrss_kb\":%ld}\n", maxrss_kb());
+    }
+    pdt_tracer_close(t, 10000, NULL);
+    return 0;
+}
