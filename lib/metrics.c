@@ -24,6 +24,7 @@
 #include "pdtrace/metrics.h"
 #include "core.h"
 #include "error.h"
+#include "ids.h"
 #include "metrics.h"
 #include "propagation.h"
 
@@ -81,7 +82,9 @@ struct pdti_metrics {
     uint32_t nsets;        /* sets published, in order of arrival */
     uint32_t next_stripe;  /* round-robin stripe assignment */
     uint64_t overflow;     /* requests sent to an "other" set */
-    pthread_mutex_t mu;    /* serialises publishing a new set */
+    uint32_t ins_lock;     /* spin lock serialising new sets */
+    unsigned fork_gen;     /* fork generation the locks belong to */
+    int fork_claim;        /* serialises the reset after a fork */
     mset sets[MAX_SETS + NMODES]; /* the last NMODES: "other", per mode */
 };
 
@@ -99,7 +102,8 @@ int pdti_metrics_new(pdti_metrics **out)
     *out = NULL;
     if (m == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory for the metrics table");
-    pthread_mutex_init(&m->mu, NULL);
+    pdti_fork_handler_install();
+    m->fork_gen = pdti_fork_generation();
     for (i = 0; i < NMODES; i++) {
         mset *s = &m->sets[MAX_SETS + i];
         s->mode = i;
@@ -113,9 +117,6 @@ int pdti_metrics_new(pdti_metrics **out)
 
 void pdti_metrics_free(pdti_metrics *m)
 {
-    if (m == NULL)
-        return;
-    pthread_mutex_destroy(&m->mu);
     free(m);
 }
 
@@ -208,6 +209,57 @@ static mset *probe(pdti_metrics *m, uint64_t h, const char *c, size_t cn,
     return NULL;
 }
 
+static void spin_lock(uint32_t *lock)
+{
+    unsigned spins = 0;
+
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE) != 0) {
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED) != 0) {
+            if (++spins >= SPINS) {
+                spins = 0;
+                sched_yield();
+            }
+        }
+    }
+}
+
+static void spin_unlock(uint32_t *lock)
+{
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+/*
+ * First use in a forked child: a lock held by a thread of the parent at
+ * the fork would stay held forever. One thread frees every lock and
+ * repairs the set count (a fork between publishing a slot and counting
+ * the set); the others wait for it.
+ */
+static void after_fork(pdti_metrics *m, unsigned gen)
+{
+    int expected = 0;
+    uint32_t i, top = 0;
+    unsigned x;
+
+    if (!__atomic_compare_exchange_n(&m->fork_claim, &expected, 1, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(&m->fork_gen, __ATOMIC_ACQUIRE) != gen)
+            sched_yield();
+        return;
+    }
+    for (i = 0; i < MAX_SETS + NMODES; i++)
+        for (x = 0; x < STRIPES; x++)
+            __atomic_store_n(&m->sets[i].st[x].lock, 0, __ATOMIC_RELAXED);
+    for (i = 0; i < SLOTS; i++) {
+        uint32_t v = __atomic_load_n(&m->slot[i], __ATOMIC_RELAXED);
+        if (v > top)
+            top = v;
+    }
+    __atomic_store_n(&m->nsets, top, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->ins_lock, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&m->fork_gen, gen, __ATOMIC_RELEASE);
+    __atomic_store_n(&m->fork_claim, 0, __ATOMIC_RELEASE);
+}
+
 /* Slow path: publishes a new set under the lock, or overflows. */
 static mset *claim(pdti_metrics *m, uint64_t h, const char *c, size_t cn,
                    const char *md, size_t mn, int mode)
@@ -221,15 +273,15 @@ static mset *claim(pdti_metrics *m, uint64_t h, const char *c, size_t cn,
         return &m->sets[MAX_SETS + mode]; /* the same labels: one series */
     if (__atomic_load_n(&m->nsets, __ATOMIC_ACQUIRE) >= MAX_SETS)
         goto overflow;
-    pthread_mutex_lock(&m->mu);
+    spin_lock(&m->ins_lock);
     s = probe(m, h, c, cn, md, mn, mode, &pos); /* raced with a claimer? */
     if (s != NULL) {
-        pthread_mutex_unlock(&m->mu);
+        spin_unlock(&m->ins_lock);
         return s;
     }
     n = m->nsets;
     if (n >= MAX_SETS || pos >= SLOTS) {
-        pthread_mutex_unlock(&m->mu);
+        spin_unlock(&m->ins_lock);
         goto overflow;
     }
     s = &m->sets[n];
@@ -244,7 +296,7 @@ static mset *claim(pdti_metrics *m, uint64_t h, const char *c, size_t cn,
     /* Labels first, then the slot and the count that make them visible. */
     __atomic_store_n(&m->slot[pos], n + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&m->nsets, n + 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&m->mu);
+    spin_unlock(&m->ins_lock);
     return s;
 
 overflow:
@@ -286,20 +338,12 @@ static __thread unsigned tls_stripe;
 static stripe *stripe_lock(pdti_metrics *m, mset *s)
 {
     stripe *st;
-    unsigned spins = 0;
 
     if (tls_stripe == 0)
         tls_stripe = __atomic_fetch_add(&m->next_stripe, 1,
                                         __ATOMIC_RELAXED) % STRIPES + 1;
     st = &s->st[tls_stripe - 1];
-    while (__atomic_exchange_n(&st->lock, 1, __ATOMIC_ACQUIRE) != 0) {
-        while (__atomic_load_n(&st->lock, __ATOMIC_RELAXED) != 0) {
-            if (++spins >= SPINS) {
-                spins = 0;
-                sched_yield();
-            }
-        }
-    }
+    spin_lock(&st->lock);
     return st;
 }
 
@@ -309,13 +353,16 @@ void pdti_metrics_observe(pdti_metrics *m, const char *connector,
     size_t cn, mn;
     uint64_t h;
     uint32_t p;
-    unsigned pos;
+    unsigned pos, gen;
     int mode;
     mset *s;
     stripe *st;
 
     if (m == NULL)
         return;
+    gen = pdti_fork_generation();
+    if (__atomic_load_n(&m->fork_gen, __ATOMIC_ACQUIRE) != gen)
+        after_fork(m, gen);
     if (connector == NULL || connector[0] == '\0')
         connector = "unknown";
     if (model == NULL || model[0] == '\0')

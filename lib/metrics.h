@@ -3,10 +3,13 @@
  *
  * One table of label sets (connector, model, P/D mode), each with a
  * histogram per breakdown stage and a request counter per outcome. The
- * table has a fixed size: the hot path (pdti_metrics_observe) finds or
- * claims a set by hashing the label triple, adds with relaxed atomics and
- * never allocates. Only claiming a new set takes a short lock. Sets beyond
+ * table has a fixed size: the hot path (pdti_metrics_observe) finds a set
+ * by hashing the label triple without locking, then adds to one of the
+ * set's stripes under that stripe's spin lock, and never allocates.
+ * Claiming a new set takes a short insert lock. Sets beyond
  * PDTI_METRICS_MAX_SETS go to an "other" set of their mode and are counted.
+ * After a fork, the first observation in the child frees the locks that
+ * threads of the parent held.
  */
 #ifndef PDTI_METRICS_H
 #define PDTI_METRICS_H
@@ -51,8 +54,8 @@ void pdti_metrics_free(pdti_metrics *m);
 /*
  * Records one finished request: every present field of bd goes into its
  * histogram, and the request is counted as ok or error. connector and
- * model may be NULL or "" (rendered as "unknown"). Any thread, lock-free
- * unless the label set is new. NULL m is a no-op.
+ * model may be NULL or "" (rendered as "unknown"). Any thread. NULL m is
+ * a no-op.
  */
 void pdti_metrics_observe(pdti_metrics *m, const char *connector,
                           const char *model, const pdt_breakdown *bd);

@@ -669,6 +669,22 @@ int pdt_request_set_bool(pdt_request *req, const char *key, int value)
     return rc != PDT_OK ? rc : pdt_span_set_bool(&req->root, key, value);
 }
 
+int pdt_request_set_attrs(pdt_request *req, int leg, const pdt_attr *attrs,
+                          size_t n)
+{
+    pdt_span *s;
+    int rc = usable(req);
+
+    if (rc != PDT_OK)
+        return rc;
+    if (leg < PDT_LEG_REQUEST || leg > PDT_LEG_DECODE)
+        return pdti_err(PDT_EINVAL, "leg %d is not a pdt_leg", leg);
+    s = pdt_request_span(req, leg);
+    if (s == NULL)
+        return pdti_err(PDT_ESTATE, "that leg has no span yet");
+    return pdt_span_set_attrs(s, attrs, n);
+}
+
 pdt_span *pdt_request_span(pdt_request *req, int leg)
 {
     if (req == NULL)

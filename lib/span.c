@@ -280,6 +280,51 @@ int pdt_span_set_bool(pdt_span *span, const char *key, int value)
     return rc;
 }
 
+int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)
+{
+    int first = PDT_OK, rc;
+    size_t i;
+
+    if (span == NULL)
+        return pdti_err(PDT_EINVAL, "span is NULL");
+    if (n == 0)
+        return PDT_OK;
+    if (attrs == NULL)
+        return pdti_err(PDT_EINVAL, "attrs is NULL");
+    if (span->ended)
+        return pdti_err(PDT_ESTATE, "span already ended");
+    for (i = 0; i < n; i++) {
+        const pdt_attr *a = &attrs[i];
+        switch (a->type) {
+        case PDT_ATTR_STRING:
+            if (a->str == NULL) {
+                rc = pdti_err(PDT_EINVAL, "attribute %zu: string is NULL", i);
+                break;
+            }
+            rc = pdt_span_set_strn(span, a->key, a->str,
+                                   a->str_len == (size_t)-1 ? strlen(a->str)
+                                                            : a->str_len);
+            break;
+        case PDT_ATTR_INT:
+            rc = pdt_span_set_int(span, a->key, a->i);
+            break;
+        case PDT_ATTR_DOUBLE:
+            rc = pdt_span_set_double(span, a->key, a->d);
+            break;
+        case PDT_ATTR_BOOL:
+            rc = pdt_span_set_bool(span, a->key, a->i != 0);
+            break;
+        default:
+            rc = pdti_err(PDT_EINVAL, "attribute %zu: type %d is not a "
+                                      "pdt_attr_type", i, a->type);
+            break;
+        }
+        if (rc != PDT_OK && first == PDT_OK)
+            first = rc;
+    }
+    return first; /* the last error still describes a refused entry */
+}
+
 int pdt_span_add_event(pdt_span *span, const char *name, uint64_t time_ns)
 {
     pdti_rec *r;

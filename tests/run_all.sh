@@ -196,8 +196,9 @@ go_binding() {
     [ -f bindings/go/go.mod ] || { echo "no Go binding"; return 0; }
     local rc=0
     (cd bindings/go && timeout 1200 go test -race -count=1 -v ./...) || rc=1
-    if [ -f examples/go/sidecar/go.mod ]; then
-        (cd examples/go/sidecar && timeout 1200 go test -race -count=1 -v ./...) || rc=1
+    if [ -f examples/go/go.mod ]; then
+        (cd examples/go && PDTRACE_SIM_PYTHON="$root/.venv-py/bin/python3" \
+            timeout 1200 go test -race -count=1 -v ./...) || rc=1
     fi
     return $rc
 }
@@ -213,6 +214,7 @@ stage valgrind count_meson valgrind_run
 stage fuzz count_go fuzz
 stage python count_pytest python_binding
 stage go count_go go_binding
+stage vendored none examples/c/vendored/test.sh
 
 echo
 if [ -n "$failed_stages" ]; then

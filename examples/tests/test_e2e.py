@@ -73,9 +73,9 @@ def check_formulas(a, concurrent=False):
 def nixl(tmp_path_factory):
     """One nixlv2 stack for the module: direct requests plus a short
     6-worker loadgen run, all read back after the processes stopped."""
-    import conftest
+    from e2e_stack import Stack
     d = tmp_path_factory.mktemp("nixl")
-    s = conftest.Stack(d)
+    s = Stack(d)
     try:
         ids = {"stream": rid(), "plain": rid(), "completion": rid()}
         tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

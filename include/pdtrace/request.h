@@ -155,6 +155,15 @@ PDT_API int pdt_request_set_bool(pdt_request *req, const char *key,
                                  int value);
 
 /*
+ * Sets n attributes on the span of a leg (PDT_LEG_REQUEST, or PDT_LEG_PREFILL
+ * / PDT_LEG_DECODE once that leg's span exists) in one call: see
+ * pdt_span_set_attrs(). Errors: PDT_EINVAL, PDT_ESTATE (ended, or the leg
+ * has no span yet), PDT_ELIMIT, PDT_ENOMEM. Since 0.1.0.
+ */
+PDT_API int pdt_request_set_attrs(pdt_request *req, int leg,
+                                  const pdt_attr *attrs, size_t n);
+
+/*
  * Returns the span of a leg (borrowed, valid until pdt_request_free()), to
  * set attributes or events on it with the pdt_span_* calls, or NULL if
  * that leg has no span yet (prefill before PREFILL_SENT, decode before

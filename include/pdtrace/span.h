@@ -99,6 +99,45 @@ PDT_API int pdt_span_set_double(pdt_span *span, const char *key,
                                 double value);
 PDT_API int pdt_span_set_bool(pdt_span *span, const char *key, int value);
 
+/* Type of a pdt_attr value. */
+typedef enum pdt_attr_type {
+    PDT_ATTR_STRING = 1,
+    PDT_ATTR_INT = 2,
+    PDT_ATTR_DOUBLE = 3,
+    PDT_ATTR_BOOL = 4
+} pdt_attr_type;
+
+/*
+ * One typed attribute for the batch setters. Plain fields, no union, so
+ * that bindings can fill arrays of them directly.
+ *   key:     NUL-terminated, non-empty.
+ *   type:    a pdt_attr_type; selects the value field that is read.
+ *   str, str_len: the PDT_ATTR_STRING value; str_len (size_t)-1 means
+ *            "NUL-terminated", anything else is the byte length.
+ *   i:       the PDT_ATTR_INT value, or the PDT_ATTR_BOOL value (0/1).
+ *   d:       the PDT_ATTR_DOUBLE value.
+ */
+typedef struct pdt_attr {
+    const char *key;
+    int type;
+    const char *str;
+    size_t str_len;
+    int64_t i;
+    double d;
+} pdt_attr;
+
+/*
+ * Sets n attributes in one call, with the rules of pdt_span_set_str() and
+ * friends. Every entry is applied even if an earlier one fails; the
+ * return value is PDT_OK or the status of the first entry that failed
+ * (PDT_EINVAL for a bad key or type, PDT_ELIMIT, PDT_ENOMEM), and
+ * pdt_last_error() describes the last entry that failed. n == 0 is PDT_OK; attrs may be
+ * NULL only then. Errors: also PDT_EINVAL (NULL span), PDT_ESTATE (ended).
+ * Thread rules and ownership as the single setters. Since 0.1.0.
+ */
+PDT_API int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs,
+                               size_t n);
+
 /*
  * Adds an event named `name` at time_ns (0: now). At most 128 events a
  * span; more give PDT_ELIMIT. Attributes for the event are added with

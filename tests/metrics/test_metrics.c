@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <cmocka.h>
 
@@ -666,6 +667,47 @@ static void test_concurrent_exact(void **state)
     pdt_tracer_close(g_tracer, 1000, NULL);
 }
 
+/* ---- fork ------------------------------------------------------------------ */
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&g_stop, __ATOMIC_ACQUIRE))
+        seq_request(g_tracer, "nixlv2", "m", MS, MS, MS, MS, 0, 1);
+    return NULL;
+}
+
+/* Forks while another thread records: the child must record and render
+ * without waiting on a lock the parent's thread held at the fork. */
+static void test_fork_while_recording(void **state)
+{
+    pthread_t th;
+    int i, status;
+
+    (void)state;
+    g_tracer = open_tracer(0, NULL);
+    g_stop = 0;
+    assert_int_equal(pthread_create(&th, NULL, hammer, NULL), 0);
+    for (i = 0; i < 20; i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            char *txt;
+            alarm(20);
+            seq_request(g_tracer, "nixlv2", "m", MS, MS, MS, MS, 0, 1);
+            seq_request(g_tracer, "child", "m", MS, MS, MS, MS, 0, 1);
+            txt = render(g_tracer);
+            _exit(strstr(txt, "connector=\"child\"") != NULL ? 0 : 3);
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    __atomic_store_n(&g_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    pdt_tracer_close(g_tracer, 1000, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -678,6 +720,7 @@ int main(void)
         cmocka_unit_test(test_ebufsize_retry),
         cmocka_unit_test(test_set_model),
         cmocka_unit_test(test_concurrent_exact),
+        cmocka_unit_test(test_fork_while_recording),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,7 @@ import threading
 
 import pdtrace
 from pdtrace import Leg
-from conftest import read_spans
+from otlp_spans import read_spans
 
 
 def _request(t, i):

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 import pdtrace
-from conftest import read_spans
+from otlp_spans import read_spans
 
 
 def _one_request(t, **kw):
