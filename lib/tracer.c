@@ -211,6 +211,8 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
     pthread_mutex_lock(&t->mu);
     if (t->q_len + n > (uint64_t)t->cfg.max_queue_size || t->stopping) {
         int stopping = t->stopping;
+        if (!stopping) /* under the lock: the exporter state is alive */
+            pdti_exporter_pressure(t); /* spool: unblock the exporter */
         pthread_mutex_unlock(&t->mu);
         while (list != NULL) {
             pdti_rec *next = list->next;
@@ -221,7 +223,6 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
             PDTI_COUNT(t, dropped_shutdown, n);
         } else {
             PDTI_COUNT(t, dropped_queue_full, n);
-            pdti_exporter_pressure(t); /* spool: unblock the exporter */
         }
         pdti_log(&t->log, PDT_LOG_WARN,
                  "export queue full (%lld spans): %llu spans dropped",

@@ -91,7 +91,11 @@ deps() {
             DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
     fi
     command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
-    go version && meson --version && clang --version | head -1
+    go version && meson --version && clang --version | head -1 &&
+        # The integration venv (pytest, opentelemetry-proto, zstandard,
+        # prometheus_client) exists before meson runs, which registers the
+        # Python-driven tests only when it finds it.
+        tests/integration/setup.sh
 }
 
 build_main() {
@@ -154,7 +158,10 @@ valgrind_run() {
 fuzz() {
     local rc=0 t bin
     rm -rf build-fuzz
+    # The whole library is instrumented, not only the target files.
     CC=clang meson setup build-fuzz -Dfuzzing_engine=libfuzzer \
+        -Dc_args=-fsanitize=fuzzer-no-link,address,undefined \
+        -Dc_link_args=-fsanitize=address,undefined \
         -Db_lundef=false -Dtests=false || return 1
     ninja -C build-fuzz || return 1
     for bin in build-fuzz/fuzz/*_fuzzer; do
