@@ -262,8 +262,8 @@ int pdti_exporter_ensure(pdt_tracer *t);
  */
 static inline void pdti_fork_check(pdt_tracer *t)
 {
-    if (t->export_enabled)
-        pdti_exporter_ensure(t);
+    pdti_exporter_ensure(t); /* also repairs the locks of a tracer that
+                                does not export */
 }
 /* The queue is nearly full: with a spool, an export that has been running
  * for a while is cut short and its batch spooled. Only an atomic store;

@@ -686,10 +686,12 @@ int pdti_exporter_ensure(pdt_tracer *t)
         t->enqueued_total = t->processed_total = t->flush_target = 0;
         t->exited = 0;
         t->thread_started = 0;
-        update_pid(t);
-        state_free(t);
-        if (state_new(t, 1) == PDT_OK)
-            thread_start(t);
+        if (t->export_enabled) {
+            update_pid(t);
+            state_free(t);
+            if (state_new(t, 1) == PDT_OK)
+                thread_start(t);
+        }
         __atomic_store_n(&t->fork_gen, gen, __ATOMIC_RELEASE);
         __atomic_store_n(&t->fork_claim, 0, __ATOMIC_RELEASE);
     }

@@ -7,7 +7,7 @@
  * open-addressing table with acquire loads, and adds to the set's counters.
  * A request touches up to 17 counters; 17 locked read-modify-write
  * instructions cost about 90 ns on their own, so each set is split into
- * PDTI_METRICS_STRIPES stripes, a thread always uses the same stripe, and
+ * STRIPES stripes, a thread always uses the same stripe, and
  * a stripe is guarded by a one-word spin lock (one atomic exchange). Under
  * the lock the counters are updated with relaxed atomic loads and stores,
  * which are plain moves; the renderer reads them with relaxed atomic loads

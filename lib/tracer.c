@@ -275,6 +275,8 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
         return rc;
     }
     t->refs = 1;
+    pdti_fork_handler_install();
+    t->fork_gen = pdti_fork_generation();
     t->wall_offset_ns = wall_offset();
     t->pid = (long)getpid();
     t->ratio_bound = ratio_bound(t->cfg.sampler_ratio);

@@ -125,6 +125,22 @@ int pdt_span_set_strn(pdt_span *span, const char *key, const char *value,
 int pdt_span_set_int(pdt_span *span, const char *key, int64_t value);
 int pdt_span_set_double(pdt_span *span, const char *key, double value);
 int pdt_span_set_bool(pdt_span *span, const char *key, int value);
+
+typedef enum pdt_attr_type {
+    PDT_ATTR_STRING, PDT_ATTR_INT, PDT_ATTR_DOUBLE, PDT_ATTR_BOOL, ...
+} pdt_attr_type;
+
+typedef struct pdt_attr {
+    const char *key;
+    int type;
+    const char *str;
+    size_t str_len;
+    int64_t i;
+    double d;
+    ...;
+} pdt_attr;
+
+int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n);
 int pdt_span_add_event(pdt_span *span, const char *name, uint64_t time_ns);
 int pdt_span_event_set_str(pdt_span *span, const char *key,
                            const char *value);
@@ -162,6 +178,8 @@ int pdt_request_set_str(pdt_request *req, const char *key, const char *value);
 int pdt_request_set_int(pdt_request *req, const char *key, int64_t value);
 int pdt_request_set_double(pdt_request *req, const char *key, double value);
 int pdt_request_set_bool(pdt_request *req, const char *key, int value);
+int pdt_request_set_attrs(pdt_request *req, int leg, const pdt_attr *attrs,
+                          size_t n);
 pdt_span *pdt_request_span(pdt_request *req, int leg);
 int pdt_request_inject(const pdt_request *req, int leg,
                        pdt_propagation *out);
@@ -196,12 +214,48 @@ typedef struct pdt_breakdown {
 int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out);
 void pdt_request_free(pdt_request *req);
 
+/* metrics.h */
+int pdt_request_set_model(pdt_request *req, const char *model);
+int pdt_tracer_metrics(pdt_tracer *tracer, char *buf, size_t cap,
+                       size_t *len_out);
+
 /* open, flush and close that release the GIL while they run. */
 int pdtpy_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts);
 int pdtpy_tracer_flush(pdt_tracer *tracer, int64_t timeout_ms,
                        uint64_t *pending_out);
 int pdtpy_tracer_close(pdt_tracer *tracer, int64_t timeout_ms,
                        uint64_t *dropped_out);
+/* pdt_tracer_metrics, also without the GIL (rendering can take a while). */
+int pdtpy_tracer_metrics(pdt_tracer *tracer, char *buf, size_t cap,
+                         size_t *len_out);
+
+/* Batch setters taking attributes as flat arrays (see SOURCE). */
+int pdtpy_request_attrs(pdt_request *req, int leg, size_t n,
+                        const char *keys, const int *types,
+                        const int64_t *ints, const double *dbls,
+                        const char *strs);
+int pdtpy_span_attrs(pdt_span *span, size_t n, const char *keys,
+                     const int *types, const int64_t *ints,
+                     const double *dbls, const char *strs);
+/* Calls sequenced into one foreign call (see SOURCE). */
+int pdtpy_request_begin(pdt_request **out, pdt_tracer *tracer,
+                        const char *traceparent, const char *tracestate,
+                        uint64_t arrival_ns, const char *request_id,
+                        const char *connector, const char *model, size_t n,
+                        const char *keys, const int *types,
+                        const int64_t *ints, const double *dbls,
+                        const char *strs);
+int pdtpy_request_send(pdt_request *req, int leg, int mark, uint64_t ts_ns,
+                       pdt_propagation *out);
+int pdtpy_request_leg_done(pdt_request *req, int leg, int mark,
+                           uint64_t ts_ns, const char *target,
+                           int http_status, const char *error_type);
+int pdtpy_request_finish(pdt_request *req, int leg, const char *target,
+                         int leg_status, const char *leg_error,
+                         int64_t input_tokens, int64_t output_tokens,
+                         int64_t cached_input_tokens, int http_status,
+                         const char *error_type, uint64_t end_ns,
+                         pdt_breakdown *out, int *end_rc);
 
 /* The background log callback, implemented in Python. */
 extern "Python" void _pdtrace_log_cb(void *userdata, int level,
@@ -216,6 +270,7 @@ extern "Python" void _pdtrace_log_cb(void *userdata, int level,
 # wrappers below, so other threads, and the exporter thread's log
 # callback, run meanwhile.
 SOURCE = r"""
+#include <string.h>
 #include <pdtrace.h>
 #if PDT_VERSION_NUMBER < ((%d << 16) | (%d << 8) | %d)
 #error "libpdtrace is too old for this binding"
@@ -245,6 +300,168 @@ static int pdtpy_tracer_close(pdt_tracer *t, int64_t ms, uint64_t *dropped)
     Py_BEGIN_ALLOW_THREADS
     rc = pdt_tracer_close(t, ms, dropped);
     Py_END_ALLOW_THREADS
+    return rc;
+}
+
+static int pdtpy_tracer_metrics(pdt_tracer *t, char *buf, size_t cap,
+                                size_t *len_out)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pdt_tracer_metrics(t, buf, cap, len_out);
+    Py_END_ALLOW_THREADS
+    return rc;
+}
+
+/*
+ * Attribute batches come from Python as flat arrays that cffi passes
+ * without building one C object per attribute:
+ *   keys   the n keys back to back, each followed by its NUL;
+ *   types  n pdt_attr_type values;
+ *   ints   n values: a string's byte length, the integer, or the bool;
+ *   dbls   the double values, in order;
+ *   strs   the string values back to back (lengths in ints).
+ * They are unpacked into pdt_attr arrays on the stack, PDTPY_CHUNK at a
+ * time, and handed to pdt_request_set_attrs() or pdt_span_set_attrs().
+ * Like those, every entry is applied; the result is PDT_OK or the first
+ * failure.
+ */
+#define PDTPY_CHUNK 32
+
+static int pdtpy_attrs(pdt_request *req, int leg, pdt_span *span, size_t n,
+                       const char *keys, const int *types,
+                       const int64_t *ints, const double *dbls,
+                       const char *strs)
+{
+    pdt_attr a[PDTPY_CHUNK];
+    size_t j, m = 0;
+    int rc = PDT_OK, r;
+    if (n == 0)
+        return span != NULL ? pdt_span_set_attrs(span, NULL, 0)
+                            : pdt_request_set_attrs(req, leg, NULL, 0);
+    for (j = 0; j < n; j++) {
+        pdt_attr *e = &a[m];
+        e->key = keys;
+        keys += strlen(keys) + 1;
+        e->type = types[j];
+        e->str = NULL;
+        e->str_len = 0;
+        e->i = 0;
+        e->d = 0.0;
+        if (types[j] == PDT_ATTR_STRING) {
+            e->str = strs;
+            e->str_len = (size_t)ints[j];
+            strs += (size_t)ints[j];
+        } else if (types[j] == PDT_ATTR_DOUBLE) {
+            e->d = *dbls++;
+        } else {
+            e->i = ints[j];
+        }
+        if (++m == PDTPY_CHUNK || j + 1 == n) {
+            r = span != NULL ? pdt_span_set_attrs(span, a, m)
+                             : pdt_request_set_attrs(req, leg, a, m);
+            if (rc == PDT_OK)
+                rc = r;
+            m = 0;
+        }
+    }
+    return rc;
+}
+
+static int pdtpy_request_attrs(pdt_request *req, int leg, size_t n,
+                               const char *keys, const int *types,
+                               const int64_t *ints, const double *dbls,
+                               const char *strs)
+{
+    if (req == NULL)
+        return pdt_request_set_attrs(NULL, leg, NULL, 0);
+    return pdtpy_attrs(req, leg, NULL, n, keys, types, ints, dbls, strs);
+}
+
+static int pdtpy_span_attrs(pdt_span *span, size_t n, const char *keys,
+                            const int *types, const int64_t *ints,
+                            const double *dbls, const char *strs)
+{
+    if (span == NULL)
+        return pdt_span_set_attrs(NULL, NULL, 0);
+    return pdtpy_attrs(NULL, 0, span, n, keys, types, ints, dbls, strs);
+}
+
+/*
+ * The calls below only sequence public calls, to make one foreign call
+ * where the binding would make several in a row. Each applies every step
+ * even if an earlier one failed and returns PDT_OK or the first failure
+ * (pdt_last_error() then describes the last one).
+ */
+#define PDTPY_STEP(call) do { int r_ = (call); if (rc == PDT_OK) rc = r_; } \
+    while (0)
+
+/* begin, then set_id, set_connector, set_model and the attributes, each
+ * when given (NULL, n == 0: skipped). *out is NULL iff begin failed. */
+static int pdtpy_request_begin(pdt_request **out, pdt_tracer *t,
+                               const char *tp, const char *ts,
+                               uint64_t arrival, const char *id,
+                               const char *connector, const char *model,
+                               size_t n, const char *keys, const int *types,
+                               const int64_t *ints, const double *dbls,
+                               const char *strs)
+{
+    int rc;
+    *out = NULL;
+    rc = pdt_request_begin(out, t, tp, ts, arrival);
+    if (rc != PDT_OK || *out == NULL)
+        return rc;
+    if (id != NULL)
+        PDTPY_STEP(pdt_request_set_id(*out, id));
+    if (connector != NULL)
+        PDTPY_STEP(pdt_request_set_connector(*out, connector));
+    if (model != NULL)
+        PDTPY_STEP(pdt_request_set_model(*out, model));
+    if (n != 0)
+        PDTPY_STEP(pdtpy_attrs(*out, PDT_LEG_REQUEST, NULL, n, keys, types,
+                               ints, dbls, strs));
+    return rc;
+}
+
+/* inject the leg's headers into *out, then record the SENT mark. */
+static int pdtpy_request_send(pdt_request *req, int leg, int mark,
+                              uint64_t ts, pdt_propagation *out)
+{
+    int rc = pdt_request_inject(req, leg, out);
+    PDTPY_STEP(pdt_request_mark(req, mark, ts));
+    return rc;
+}
+
+/* a mark (0: none), then set_leg. */
+static int pdtpy_request_leg_done(pdt_request *req, int leg, int mark,
+                                  uint64_t ts, const char *target,
+                                  int status, const char *error_type)
+{
+    int rc = mark != 0 ? pdt_request_mark(req, mark, ts) : PDT_OK;
+    PDTPY_STEP(pdt_request_set_leg(req, leg, target, status, error_type));
+    return rc;
+}
+
+/* set_leg (leg < 0: skipped), set_usage (all three negative: skipped),
+ * set_response (http_status < 0: skipped), then end, whose own status
+ * goes to *end_rc. */
+static int pdtpy_request_finish(pdt_request *req, int leg, const char *target,
+                                int leg_status, const char *leg_error,
+                                int64_t in, int64_t outt, int64_t cached,
+                                int status, const char *error_type,
+                                uint64_t end_ns, pdt_breakdown *bd,
+                                int *end_rc)
+{
+    int rc = PDT_OK;
+    if (leg >= 0)
+        PDTPY_STEP(pdt_request_set_leg(req, leg, target, leg_status,
+                                       leg_error));
+    if (in >= 0 || outt >= 0 || cached >= 0)
+        PDTPY_STEP(pdt_request_set_usage(req, in, outt, cached));
+    if (status >= 0)
+        PDTPY_STEP(pdt_request_set_response(req, status, error_type));
+    *end_rc = pdt_request_end(req, end_ns, bd);
+    PDTPY_STEP(*end_rc);
     return rc;
 }
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from ._pdtrace_cffi import ffi, lib
-from .errors import RangeError, TimedOutError, error_for_status
+from .errors import (InvalidArgumentError, RangeError, TimedOutError,
+                     error_for_status)
 
 AttributeValue = Union[str, bool, int, float]
 LogCallback = Callable[[int, str], None]
@@ -351,7 +352,7 @@ class Tracer:
     without waiting.
     """
 
-    __slots__ = ("_h", "_live", "_log_handle", "__weakref__")
+    __slots__ = ("_h", "_live", "_log_handle", "_metrics_cap", "__weakref__")
 
     def __init__(self, *, service_name: Optional[str] = None,
                  resource_attributes: Optional[str] = None,
@@ -382,6 +383,7 @@ class Tracer:
         self._h = _NULL_TRACER
         self._live: "set[int]" = set()
         self._log_handle = None
+        self._metrics_cap = _METRICS_START
         given = dict(locals())
         opts = _new("pdt_tracer_options *")
         lib.pdt_tracer_options_init(opts)
@@ -442,15 +444,17 @@ class Tracer:
     def request(self, traceparent: Optional[str] = None,
                 tracestate: Optional[str] = None, arrival_ns: int = 0, *,
                 request_id: Optional[str] = None,
-                connector: Optional[str] = None) -> "Request":
+                connector: Optional[str] = None,
+                model: Optional[str] = None,
+                attributes: Optional[Mapping[str, AttributeValue]] = None
+                ) -> "Request":
         """Begins a P/D request (pdt_request_begin). arrival_ns is mark A
-        (0: now). request_id and connector, if given, are set at once."""
-        req = Request(self, traceparent, tracestate, arrival_ns)
-        if request_id is not None:
-            req.set_id(request_id)
-        if connector is not None:
-            req.set_connector(connector)
-        return req
+        (0: now). request_id, connector, model and attributes (on the
+        request span), if given, are set in the same foreign call; see
+        Request."""
+        return Request(self, traceparent, tracestate, arrival_ns,
+                       request_id=request_id, connector=connector,
+                       model=model, attributes=attributes)
 
     def start_span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
                    parent: Optional["Span"] = None,
@@ -511,6 +515,25 @@ class Tracer:
             raise err
         return int(dropped[0])
 
+    def metrics(self) -> str:
+        """pdt_tracer_metrics(): the tracer's Prometheus metrics in the
+        text exposition format 0.0.4, to serve on /metrics with the
+        Content-Type METRICS_CONTENT_TYPE. Safe from any thread while
+        requests end on others. A buffer that turns out too small
+        (PDT_EBUFSIZE) is retried with the size the library asks for."""
+        need = _new("size_t *")
+        while True:
+            cap = self._metrics_cap
+            buf = _new("char[]", cap)
+            rc = _tracer_metrics(self._h, buf, cap, need)
+            if rc == _EBUFSIZE:
+                # Counters move between calls: a little headroom.
+                self._metrics_cap = need[0] + need[0] // 16 + 256
+                continue
+            if rc:
+                raise error_for_status(rc)
+            return _unpack(buf, need[0]).decode("utf-8", "replace")
+
     def stats(self) -> Stats:
         """pdt_tracer_stats(): a snapshot of the counters."""
         st = _new("pdt_stats *")
@@ -548,6 +571,66 @@ def _dispatch(value: AttributeValue, setters: Any) -> Any:
         return setters[2], float(value)
     raise TypeError("attribute values are str, bool, int or float, not %s"
                     % t.__name__)
+
+
+_STRING = lib.PDT_ATTR_STRING
+_INT = lib.PDT_ATTR_INT
+_DOUBLE = lib.PDT_ATTR_DOUBLE
+_BOOL = lib.PDT_ATTR_BOOL
+_NUL = b"\0"
+
+
+def _pack(attributes: Mapping[str, AttributeValue]) -> Any:
+    """A mapping as the flat arrays of the pdtpy_*_attrs calls: (n, keys,
+    types, ints, dbls, strs). Only the Python type of each value is looked
+    at here; keys and values are checked by the library."""
+    types = []
+    ints = []
+    dbls = []
+    strs = []
+    for v in attributes.values():
+        t = type(v)
+        if t is str:
+            b = v.encode("utf-8", "surrogatepass")
+            strs.append(b)
+            types.append(_STRING)
+            ints.append(len(b))
+        elif t is int:
+            types.append(_INT)
+            ints.append(v)
+        elif t is bool:
+            types.append(_BOOL)
+            ints.append(1 if v else 0)
+        elif t is float:
+            types.append(_DOUBLE)
+            ints.append(0)
+            dbls.append(v)
+        elif isinstance(v, bool):
+            types.append(_BOOL)
+            ints.append(1 if v else 0)
+        elif isinstance(v, str):
+            b = str(v).encode("utf-8", "surrogatepass")
+            strs.append(b)
+            types.append(_STRING)
+            ints.append(len(b))
+        elif isinstance(v, int):
+            types.append(_INT)
+            ints.append(int(v))
+        elif isinstance(v, float):
+            types.append(_DOUBLE)
+            ints.append(0)
+            dbls.append(float(v))
+        else:
+            raise TypeError("attribute values are str, bool, int or float, "
+                            "not %s" % t.__name__)
+    n = len(types)
+    keys = "\0".join(attributes).encode("utf-8", "surrogatepass")
+    if keys.count(_NUL) != n - 1 and n:
+        # The keys travel NUL-separated; one with a NUL in it would shift
+        # the others.
+        raise InvalidArgumentError(lib.PDT_EINVAL,
+                                   "attribute key contains a NUL byte")
+    return n, keys, types, ints, dbls, b"".join(strs)
 
 
 _REQ_SETTERS = (lib.pdt_request_set_str, lib.pdt_request_set_int,
