@@ -320,38 +320,34 @@ int pdt_request_set_mode(pdt_request *req, int mode, const char *reason)
     return PDT_OK;
 }
 
-int pdt_request_set_connector(pdt_request *req, const char *connector)
+/* Copies a non-empty label of at most max bytes into dst. */
+static int set_label(pdt_request *req, char *dst, size_t max,
+                     const char *value, const char *what)
 {
     size_t n;
     int rc = usable(req);
 
     if (rc != PDT_OK)
         return rc;
-    if (connector == NULL || connector[0] == '\0')
-        return pdti_err(PDT_EINVAL, "connector is NULL or empty");
-    n = strlen(connector);
-    if (n > PDTI_CONNECTOR_MAX)
-        return pdti_err(PDT_EINVAL, "connector name longer than %d bytes",
-                        PDTI_CONNECTOR_MAX);
-    memcpy(req->connector, connector, n + 1);
+    if (value == NULL || value[0] == '\0')
+        return pdti_err(PDT_EINVAL, "%s is NULL or empty", what);
+    n = strlen(value);
+    if (n > max)
+        return pdti_err(PDT_EINVAL, "%s longer than %zu bytes", what, max);
+    memcpy(dst, value, n + 1);
     return PDT_OK;
+}
+
+int pdt_request_set_connector(pdt_request *req, const char *connector)
+{
+    return set_label(req, req != NULL ? req->connector : NULL,
+                     PDTI_CONNECTOR_MAX, connector, "connector name");
 }
 
 int pdt_request_set_model(pdt_request *req, const char *model)
 {
-    size_t n;
-    int rc = usable(req);
-
-    if (rc != PDT_OK)
-        return rc;
-    if (model == NULL || model[0] == '\0')
-        return pdti_err(PDT_EINVAL, "model is NULL or empty");
-    n = strlen(model);
-    if (n > PDTI_MODEL_MAX)
-        return pdti_err(PDT_EINVAL, "model name longer than %d bytes",
-                        PDTI_MODEL_MAX);
-    memcpy(req->model, model, n + 1);
-    return PDT_OK;
+    return set_label(req, req != NULL ? req->model : NULL, PDTI_MODEL_MAX,
+                     model, "model name");
 }
 
 int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)

@@ -245,6 +245,8 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
     pthread_mutex_unlock(&t->mu);
 }
 
+static void tracer_destroy(pdt_tracer *t);
+
 /* ---- public API --------------------------------------------------------- */
 
 void pdt_tracer_options_init(pdt_tracer_options *opts)
@@ -298,15 +300,7 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
     if (rc == PDT_OK && t->export_enabled)
         rc = pdti_exporter_start(t);
     if (rc != PDT_OK) {
-        pdti_exporter_free(t);
-        pdti_metrics_free(t->metrics);
-        pdti_buf_free(&t->preamble);
-        pthread_cond_destroy(&t->cv_done);
-        pthread_cond_destroy(&t->cv_work);
-        pthread_mutex_destroy(&t->mu);
-        pdti_config_free(&t->cfg);
-        pdti_logger_destroy(&t->log);
-        free(t);
+        tracer_destroy(t);
         return rc;
     }
     *out = t;

@@ -144,7 +144,7 @@ tsan() {
     rm -rf build-tsan
     CC=clang meson setup build-tsan -Db_sanitize=thread -Db_lundef=false &&
         ninja -C build-tsan &&
-        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0 \
         meson test -C build-tsan --print-errorlogs --num-processes 1 \
             --suite threads
 }

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """bench: what tracing costs in Python.
 
-1. binding: the call sequence pd_proxy makes for one streamed nixlv2
-   request (begin, id, connector, 6 attributes, 2 header sets, 5 marks and
-   token calls, 2 leg outcomes, usage, response, end, free: 22 library
-   calls) through the pdtrace binding, against the same sequence in C
-   (bench_binding_c.c, compiled here with cc and pkg-config). The
-   difference is the Python-side cost per traced request.
+1. binding: the tracing of one streamed nixlv2 request as pd_proxy makes
+   it, through the pdtrace binding, against the same library calls made
+   from C (bench_binding_c.c, compiled here with cc and pkg-config); the
+   difference is the Python-side cost per traced request. Two ways:
+   "batched", the calls pd_proxy makes (begin with id, connector, model
+   and 5 attributes; send_prefill; prefill_done with the leg outcome;
+   send_decode; 2 token calls; finish with decode outcome, usage and
+   response; free: 8 foreign calls), and "per-call", one method per
+   library call (begin, id, connector, 6 attributes, 2 header sets, 5
+   marks and token calls, 2 leg outcomes, usage, response, end, free: 22
+   calls).
 2. proxy: pd_proxy requests/s, tracing at 100% (always_on, OTLP JSON lines
    to a file) against tracing disabled (OTEL_SDK_DISABLED=true), with the
    simulators at --time-scale 0 so the proxy is the bottleneck; a
@@ -32,6 +37,50 @@ EXAMPLES = os.path.dirname(HERE)
 SIM = os.path.join(EXAMPLES, "sim", "vllm_sim.py")
 PROXY = os.path.join(EXAMPLES, "python", "pd_proxy", "pd_proxy.py")
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def traced_request_batched(tracer, Leg):
+    r = tracer.request(TP, None, 0,
+                       request_id="lg-2f0c1b8e6c1d4a3f9b1e0d7c6a5b4f3e",
+                       connector="nixlv2", model=MODEL, attributes={
+                           "http.request.method": "POST",
+                           "url.path": "/v1/chat/completions",
+                           "gen_ai.operation.name": "chat",
+                           "gen_ai.request.stream": True,
+                           "gen_ai.request.max_tokens": 128})
+    r.send_prefill()
+    r.prefill_done(target="http://127.0.0.1:8100", status=200)
+    r.send_decode()
+    r.tokens(1)
+    r.tokens(127)
+    r.finish(200, decode_target="http://127.0.0.1:8200", decode_status=200,
+             input_tokens=2000, output_tokens=128, cached_input_tokens=0)
+    r.free()
+
+
+def raw_request_batched(lib, ffi, tracer_h, out, prop, bd, end_rc):
+    """traced_request_batched's 8 foreign calls on the cffi module, with
+    the attributes already packed: the floor of that sequence."""
+    NULL = ffi.NULL
+    lib.pdtpy_request_begin(
+        out, tracer_h, TP.encode(), NULL, 0,
+        b"lg-2f0c1b8e6c1d4a3f9b1e0d7c6a5b4f3e", b"nixlv2", MODEL.encode(),
+        5, b"http.request.method\0url.path\0gen_ai.operation.name\0"
+        b"gen_ai.request.stream\0gen_ai.request.max_tokens", [1, 1, 1, 4, 2],
+        [4, 20, 4, 1, 128], NULL, b"POST/v1/chat/completionschat")
+    h = out[0]
+    lib.pdtpy_request_send(h, 1, 1, 0, prop)
+    lib.pdtpy_request_leg_done(h, 1, 2, 0, b"http://127.0.0.1:8100", 200,
+                               NULL)
+    lib.pdtpy_request_send(h, 2, 3, 0, prop)
+    lib.pdt_request_tokens(h, 0, 1)
+    lib.pdt_request_tokens(h, 0, 127)
+    lib.pdtpy_request_finish(h, 2, b"http://127.0.0.1:8200", 200, NULL,
+                             2000, 128, 0, 200, NULL, 0, bd, end_rc)
+    lib.pdt_request_free(h)
 
 
 def traced_request(tracer, Leg):
@@ -108,17 +157,22 @@ def bench_binding(n: int) -> None:
     Leg = pdtrace.Leg
     for _ in range(n // 10):
         traced_request(tracer, Leg)
+        traced_request_batched(tracer, Leg)
     best = best_of(lambda: traced_request(tracer, Leg), n)
+    best_b = best_of(lambda: traced_request_batched(tracer, Leg), n)
     from pdtrace._pdtrace_cffi import ffi, lib
     out = ffi.new("pdt_request **")
     prop = ffi.new("pdt_propagation *")
     prop.size = ffi.sizeof("pdt_propagation")
     bd = ffi.new("pdt_breakdown *")
     bd.size = ffi.sizeof("pdt_breakdown")
+    end_rc = ffi.new("int *")
     raw = best_of(lambda: raw_request(lib, ffi, tracer._h, out, prop, bd), n)
+    raw_b = best_of(lambda: raw_request_batched(lib, ffi, tracer._h, out,
+                                                prop, bd, end_rc), n)
     tracer.close(5)
 
-    c_us = None
+    c_us = c_us_b = None
     cc = shutil.which("cc")
     if cc and shutil.which("pkg-config"):
         d = tempfile.mkdtemp(prefix="pdtrace-bench-")
@@ -131,17 +185,28 @@ def bench_binding(n: int) -> None:
                               "-o", exe] + flags, capture_output=True,
                              text=True)
         if res.returncode == 0:
-            runs = []
-            for _ in range(3):
-                out = subprocess.run([exe, str(n)], capture_output=True,
-                                     text=True, timeout=300)
-                runs.append(float(out.stdout.strip()))
-            c_us = min(runs)
+            def run(*extra):
+                runs = []
+                for _ in range(3):
+                    out = subprocess.run([exe, str(n)] + list(extra),
+                                         capture_output=True, text=True,
+                                         timeout=300)
+                    runs.append(float(out.stdout.strip()))
+                return min(runs)
+            c_us = run()
+            c_us_b = run("batched")
         shutil.rmtree(d, ignore_errors=True)
-    print("binding: %.2f us per traced request through Python (22 calls)"
-          % best)
+    print("binding: %.2f us per traced request through Python, batched "
+          "(8 foreign calls)" % best_b)
     print("binding: %.2f us for the same calls on the raw cffi module "
-          "(no wrapper: the floor of a cffi binding)" % raw)
+          "(no wrapper: the floor of a cffi binding)" % raw_b)
+    if c_us_b is not None:
+        print("binding: %.2f us for the same library calls from C" % c_us_b)
+        print("binding: Python-side cost %.2f us per request, of which the "
+              "binding's wrappers %.2f us" % (best_b - c_us_b, best_b - raw_b))
+    print("binding: %.2f us per traced request through Python, per-call "
+          "(22 calls)" % best)
+    print("binding: %.2f us for the same calls on the raw cffi module" % raw)
     if c_us is not None:
         print("binding: %.2f us for the same calls from C" % c_us)
         print("binding: Python-side cost %.2f us per request (%.0f ns per "

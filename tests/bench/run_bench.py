@@ -354,7 +354,7 @@ def main():
                 steps = [s for s in RAMP if s >= start]
                 best, trail = None, []
                 for rate in steps:
-                    if time.monotonic() - t_start > (100 if quick else 420):
+                    if time.monotonic() - t_start > (85 if quick else 420):
                         notes.setdefault("ramp", "ramp cut short by the time budget")
                         break
                     sink.stats(reset=True)

@@ -26,6 +26,7 @@ from ._core import (
     Exporter,
     Leg,
     LogLevel,
+    METRICS_CONTENT_TYPE,
     Mark,
     Mode,
     Request,
@@ -61,7 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttributeValue", "Breakdown", "Compression", "Exporter", "Leg",
-    "LogLevel", "Mark", "Mode", "Request", "Sampler", "Span", "SpanKind",
+    "LogLevel", "METRICS_CONTENT_TYPE", "Mark", "Mode", "Request", "Sampler", "Span", "SpanKind",
     "Stats", "StatusCode", "Tracer", "now_ns", "parse_traceparent",
     "status_str", "version", "version_number",
     "BufferSizeError", "ClosedError", "FileIOError", "InternalError",

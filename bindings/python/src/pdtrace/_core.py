@@ -210,6 +210,12 @@ def _breakdown_layout() -> "struct.Struct":
 
 
 _BD_UNPACK = _breakdown_layout().unpack_from
+_unpack = ffi.unpack
+_tracer_metrics = lib.pdtpy_tracer_metrics
+_EBUFSIZE = lib.PDT_EBUFSIZE
+_METRICS_START = 32768
+#: Content-Type of the text Tracer.metrics() returns.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MODES = tuple(Mode)
 _buffer = ffi.buffer
 
@@ -650,6 +656,7 @@ class _Scratch(threading.local):
 
     def __init__(self) -> None:
         self.out_request = _new("pdt_request **")
+        self.end_rc = _new("int *")
         self.bd = _new("pdt_breakdown *")
         self.bd.size = _BD_SIZE
         self.prop_bytes = bytearray(_PROP_SIZE)
@@ -669,12 +676,21 @@ _set_str = lib.pdt_request_set_str
 _set_int = lib.pdt_request_set_int
 _set_leg = lib.pdt_request_set_leg
 _inject = lib.pdt_request_inject
-_begin = lib.pdt_request_begin
+_begin = lib.pdtpy_request_begin
+_req_attrs = lib.pdtpy_request_attrs
+_span_attrs = lib.pdtpy_span_attrs
+_send = lib.pdtpy_request_send
+_leg_done = lib.pdtpy_request_leg_done
+_finish = lib.pdtpy_request_finish
+_set_model = lib.pdt_request_set_model
 _end = lib.pdt_request_end
 _set_id = lib.pdt_request_set_id
 _set_connector = lib.pdt_request_set_connector
 _set_usage = lib.pdt_request_set_usage
 _set_response = lib.pdt_request_set_response
+_LEG_P = Leg.PREFILL.value
+_LEG_D = Leg.DECODE.value
+_ERANGE = lib.PDT_ERANGE
 _MARK_PS = Mark.PREFILL_SENT.value
 _MARK_PE = Mark.PREFILL_DONE.value
 _MARK_DS = Mark.DECODE_SENT.value
@@ -696,22 +712,48 @@ class Request:
 
     def __init__(self, tracer: Tracer, traceparent: Optional[str] = None,
                  tracestate: Optional[str] = None,
-                 arrival_ns: int = 0) -> None:
+                 arrival_ns: int = 0, *, request_id: Optional[str] = None,
+                 connector: Optional[str] = None,
+                 model: Optional[str] = None,
+                 attributes: Optional[Mapping[str, AttributeValue]] = None
+                 ) -> None:
+        """Begins the request (pdt_request_begin) and sets request_id,
+        connector, model and attributes when given, all in one foreign
+        call. If the request began but one of those settings was refused
+        (the others are still applied), the error is raised with the open
+        request attached as ``.request``: go on with it, or free it."""
         self._h = _NULL_REQUEST
         self._rid: Optional[str] = None  # x-request-id, once read
         self._ts: Any = _NULL  # tracestate header value, once read
         self._spans: Optional[Dict[int, "weakref.ref[Span]"]] = None
         out = _scratch.out_request
+        if attributes:
+            n, keys, types, ints, dbls, strs = _pack(attributes)
+        else:
+            n, keys, types, ints, dbls, strs = 0, _NULL, _NULL, _NULL, \
+                _NULL, _NULL
         rc = _begin(
             out, tracer._h,
             _NULL if traceparent is None else traceparent.encode(
                 "utf-8", "surrogatepass"),
             _NULL if tracestate is None else tracestate.encode(
                 "utf-8", "surrogatepass"),
-            arrival_ns)
-        if rc:
+            arrival_ns,
+            _NULL if request_id is None else request_id.encode(
+                "utf-8", "surrogatepass"),
+            _NULL if connector is None else connector.encode(
+                "utf-8", "surrogatepass"),
+            _NULL if model is None else model.encode(
+                "utf-8", "surrogatepass"),
+            n, keys, types, ints, dbls, strs)
+        h = out[0]
+        if h == _NULL:
             raise error_for_status(rc)
-        self._h = _gc_child(out[0], _request_free, tracer)
+        self._h = _gc_child(h, _request_free, tracer)
+        if rc:
+            err = error_for_status(rc)
+            err.request = self
+            raise err
 
     def __enter__(self) -> "Request":
         return self
@@ -761,6 +803,13 @@ class Request:
         if rc:
             raise error_for_status(rc)
 
+    def set_model(self, model: str) -> None:
+        """pdt_request_set_model(): gen_ai.request.model on the request
+        span and the `model` label of its metrics."""
+        rc = _set_model(self._h, model.encode("utf-8", "surrogatepass"))
+        if rc:
+            raise error_for_status(rc)
+
     # stage marks
     def mark(self, mark: Mark, ts_ns: int = 0) -> None:
         rc = _mark(self._h, mark, ts_ns)
@@ -774,9 +823,21 @@ class Request:
         if rc:
             raise error_for_status(rc)
 
-    def prefill_done(self, ts_ns: int = 0) -> None:
-        """Pe: the prefill response is fully read."""
-        rc = _mark(self._h, _MARK_PE, ts_ns)
+    def prefill_done(self, ts_ns: int = 0, *, target: Optional[str] = None,
+                     status: Optional[int] = None,
+                     error_type: Optional[str] = None) -> None:
+        """Pe: the prefill response is fully read. With status (0: no
+        response) the prefill leg's outcome is recorded in the same
+        foreign call, as set_leg(Leg.PREFILL, target, status,
+        error_type) would; both steps are applied even if one fails."""
+        if status is None:
+            rc = _mark(self._h, _MARK_PE, ts_ns)
+        else:
+            rc = _leg_done(self._h, _LEG_P, _MARK_PE, ts_ns,
+                           _NULL if target is None else target.encode(
+                               "utf-8", "surrogatepass"), status,
+                           _NULL if error_type is None else error_type.encode(
+                               "utf-8", "surrogatepass"))
         if rc:
             raise error_for_status(rc)
 
@@ -785,6 +846,27 @@ class Request:
         rc = _mark(self._h, _MARK_DS, ts_ns)
         if rc:
             raise error_for_status(rc)
+
+    def send_prefill(self, ts_ns: int = 0) -> Dict[str, str]:
+        """prefill_sent() and headers(Leg.PREFILL) in one foreign call:
+        marks Ps and returns the headers to send with the prefill. If the
+        mark is refused the error carries the headers as ``.headers``."""
+        return self._send(_LEG_P, _MARK_PS, ts_ns)
+
+    def send_decode(self, ts_ns: int = 0) -> Dict[str, str]:
+        """decode_sent() and headers(Leg.DECODE) in one foreign call."""
+        return self._send(_LEG_D, _MARK_DS, ts_ns)
+
+    def _send(self, leg: int, mark: int, ts_ns: int) -> Dict[str, str]:
+        sc = _scratch
+        sc.prop_bytes[_TP_START] = 0
+        rc = _send(self._h, leg, mark, ts_ns, sc.prop)
+        if rc:
+            err = error_for_status(rc)
+            if sc.prop_bytes[_TP_START]:
+                err.headers = self._headers(sc)
+            raise err
+        return self._headers(sc)
 
     def first_token(self, ts_ns: int = 0) -> None:
         """F: the first token is forwarded to the client."""
@@ -854,9 +936,17 @@ class Request:
         if rc:
             raise error_for_status(rc)
 
-    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        for k, v in attributes.items():
-            self.set(k, v)
+    def set_attributes(self, attributes: Mapping[str, AttributeValue],
+                       leg: Leg = Leg.REQUEST) -> None:
+        """Typed attributes (str, bool, int or float values) on the span of
+        a leg in one foreign call (pdt_request_set_attrs). Every entry is
+        applied even if another is refused; the first failure is raised
+        afterwards. A value of another type raises TypeError before any is
+        applied."""
+        n, keys, types, ints, dbls, strs = _pack(attributes)
+        rc = _req_attrs(self._h, leg, n, keys, types, ints, dbls, strs)
+        if rc:
+            raise error_for_status(rc)
 
     def set_str(self, key: str, value: str) -> None:
         rc = _set_str(self._h, _b(key), _b(value))
@@ -903,12 +993,15 @@ class Request:
         """Outbound headers for a leg: traceparent (parented by that leg's
         span), tracestate (when the request has one) and x-request-id."""
         sc = _scratch
-        prop = sc.prop
-        rc = _inject(self._h, leg, prop)
+        rc = _inject(self._h, leg, sc.prop)
         if rc:
             raise error_for_status(rc)
+        return self._headers(sc)
+
+    def _headers(self, sc: "_Scratch") -> Dict[str, str]:
         # The request id and tracestate do not change between calls (the
         # id only through set_id()), so they are decoded once.
+        prop = sc.prop
         h = {"traceparent": sc.prop_bytes[_TP_START:_TP_END].decode("ascii")}
         ts = self._ts
         if ts is _NULL:
@@ -945,6 +1038,45 @@ class Request:
         if rc:
             err = error_for_status(rc)
             if isinstance(err, RangeError):
+                err.breakdown = _breakdown(bd)
+            raise err
+        return _breakdown(bd)
+
+    def finish(self, status: Optional[int] = None,
+               error_type: Optional[str] = None, *,
+               decode_target: Optional[str] = None,
+               decode_status: Optional[int] = None,
+               decode_error: Optional[str] = None,
+               input_tokens: Optional[int] = None,
+               output_tokens: Optional[int] = None,
+               cached_input_tokens: Optional[int] = None,
+               end_ns: int = 0) -> Breakdown:
+        """The end of a request in one foreign call: set_leg(Leg.DECODE,
+        decode_target, decode_status, decode_error) when decode_status is
+        given, set_usage() when a token count is, set_response(status,
+        error_type) when status is, then end(end_ns). Every step is
+        applied even if an earlier one fails; the first failure is raised,
+        carrying ``.breakdown`` when the request was still ended."""
+        sc = _scratch
+        bd = sc.bd
+        end_rc = sc.end_rc
+        rc = _finish(
+            self._h, -1 if decode_status is None else _LEG_D,
+            _NULL if decode_target is None else decode_target.encode(
+                "utf-8", "surrogatepass"),
+            0 if decode_status is None else decode_status,
+            _NULL if decode_error is None else decode_error.encode(
+                "utf-8", "surrogatepass"),
+            -1 if input_tokens is None else input_tokens,
+            -1 if output_tokens is None else output_tokens,
+            -1 if cached_input_tokens is None else cached_input_tokens,
+            -1 if status is None else status,
+            _NULL if error_type is None else error_type.encode(
+                "utf-8", "surrogatepass"),
+            end_ns, bd, end_rc)
+        if rc:
+            err = error_for_status(rc)
+            if end_rc[0] == 0 or end_rc[0] == _ERANGE:
                 err.breakdown = _breakdown(bd)
             raise err
         return _breakdown(bd)
@@ -1019,8 +1151,12 @@ class Span:
             raise error_for_status(rc)
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        for k, v in attributes.items():
-            self.set(k, v)
+        """Typed attributes in one foreign call (pdt_span_set_attrs); see
+        Request.set_attributes()."""
+        n, keys, types, ints, dbls, strs = _pack(attributes)
+        rc = _span_attrs(self._h, n, keys, types, ints, dbls, strs)
+        if rc:
+            raise error_for_status(rc)
 
     def set_bytes(self, key: str, value: bytes) -> None:
         """A string attribute given as bytes, embedded NULs kept

@@ -34,6 +34,13 @@ class PdtraceError(Exception):
     library's detailed message."""
 
     status: int = -1
+    #: Set when the call still took effect in part: the request that
+    #: began (Tracer.request), the headers that were written
+    #: (Request.send_prefill / send_decode), the breakdown of a request
+    #: that was ended (Request.finish, Request.end with RangeError).
+    request = None
+    headers = None
+    breakdown = None
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -58,8 +65,6 @@ class RangeError(PdtraceError, ValueError):
     """PDT_ERANGE: a timestamp or number is out of range. When the call
     still took effect (an end time clamped to the latest mark), the result
     is attached as ``breakdown``."""
-
-    breakdown = None
 
 
 class ParseError(PdtraceError, ValueError):
