@@ -13,6 +13,7 @@
 
 #include "pdtrace/common.h"
 #include "ids.h"
+#include "propagation.h"
 
 typedef struct rng_state {
     uint64_t s[4];
@@ -134,19 +135,21 @@ void pdti_new_span_id(uint8_t id[8])
 
 void pdti_new_uuid(char out[37])
 {
-    static const char hex[] = "0123456789abcdef";
     uint8_t b[16];
-    int i, o = 0;
 
     put64(b, pdti_random64());
     put64(b + 8, pdti_random64());
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    for (i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[o] = '\0';
+    /* 8-4-4-4-12 hex digits; each pdti_hex call NUL-terminates and the
+     * next dash overwrites that NUL. */
+    pdti_hex(out, b, 4);
+    out[8] = '-';
+    pdti_hex(out + 9, b + 4, 2);
+    out[13] = '-';
+    pdti_hex(out + 14, b + 6, 2);
+    out[18] = '-';
+    pdti_hex(out + 19, b + 8, 2);
+    out[23] = '-';
+    pdti_hex(out + 24, b + 10, 6);
 }

@@ -20,36 +20,32 @@
 #define TS_MAX_SYSTEM 14
 #define TS_MAX_VALUE 256
 
-static const char hex_digits[] = "0123456789abcdef";
 
 static int is_ows(char c)
 {
     return c == ' ' || c == '\t';
 }
 
-/* Value of a lowercase hex digit, or -1. */
-static int lhex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
+/* Lowercase hex digit values plus one; 0 marks anything else. */
+static const uint8_t hex_plus1[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
+    ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12,
+    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16
+};
 
 /* Decodes 2n lowercase hex characters into n bytes; 0 on success. */
 static int parse_hex(const char *s, uint8_t *out, size_t n)
 {
+    unsigned bad = 0;
     size_t i;
 
     for (i = 0; i < n; i++) {
-        int hi = lhex_val(s[2 * i]);
-        int lo = lhex_val(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out[i] = (uint8_t)((hi << 4) | lo);
+        unsigned hi = hex_plus1[(uint8_t)s[2 * i]];
+        unsigned lo = hex_plus1[(uint8_t)s[2 * i + 1]];
+        bad |= (hi == 0) | (lo == 0);
+        out[i] = (uint8_t)(((hi - 1) << 4) | ((lo - 1) & 0x0f));
     }
-    return 0;
+    return bad ? -1 : 0;
 }
 
 static int all_zero(const uint8_t *b, size_t n)
@@ -99,14 +95,23 @@ int pdti_traceparent_parse(const char *s, size_t len, uint8_t trace_id[16],
     return PDT_OK;
 }
 
+/* "000102...ff": two characters for every byte value. */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void pdti_hex(char *out, const uint8_t *bytes, size_t n)
 {
     size_t i;
 
-    for (i = 0; i < n; i++) {
-        out[2 * i] = hex_digits[bytes[i] >> 4];
-        out[2 * i + 1] = hex_digits[bytes[i] & 0x0f];
-    }
+    for (i = 0; i < n; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * bytes[i], 2);
     out[2 * n] = '\0';
 }
 

@@ -229,22 +229,22 @@ int pdtpy_tracer_close(pdt_tracer *tracer, int64_t timeout_ms,
 int pdtpy_tracer_metrics(pdt_tracer *tracer, char *buf, size_t cap,
                          size_t *len_out);
 
-/* Batch setters taking attributes as flat arrays (see SOURCE). */
+/* Batch setters taking attributes packed in byte strings (see SOURCE). */
 int pdtpy_request_attrs(pdt_request *req, int leg, size_t n,
-                        const char *keys, const int *types,
-                        const int64_t *ints, const double *dbls,
-                        const char *strs);
+                        const char *keys, const char *types,
+                        const char *strs, const char *nums,
+                        const char *dbls);
 int pdtpy_span_attrs(pdt_span *span, size_t n, const char *keys,
-                     const int *types, const int64_t *ints,
-                     const double *dbls, const char *strs);
+                     const char *types, const char *strs, const char *nums,
+                     const char *dbls);
 /* Calls sequenced into one foreign call (see SOURCE). */
 int pdtpy_request_begin(pdt_request **out, pdt_tracer *tracer,
                         const char *traceparent, const char *tracestate,
                         uint64_t arrival_ns, const char *request_id,
                         const char *connector, const char *model, size_t n,
-                        const char *keys, const int *types,
-                        const int64_t *ints, const double *dbls,
-                        const char *strs);
+                        const char *keys, const char *types,
+                        const char *strs, const char *nums,
+                        const char *dbls);
 int pdtpy_request_send(pdt_request *req, int leg, int mark, uint64_t ts_ns,
                        pdt_propagation *out);
 int pdtpy_request_leg_done(pdt_request *req, int leg, int mark,
@@ -314,13 +314,13 @@ static int pdtpy_tracer_metrics(pdt_tracer *t, char *buf, size_t cap,
 }
 
 /*
- * Attribute batches come from Python as flat arrays that cffi passes
- * without building one C object per attribute:
- *   keys   the n keys back to back, each followed by its NUL;
- *   types  n pdt_attr_type values;
- *   ints   n values: a string's byte length, the integer, or the bool;
- *   dbls   the double values, in order;
- *   strs   the string values back to back (lengths in ints).
+ * Attribute batches come from Python packed in five byte strings, which
+ * cffi passes as pointers without converting anything:
+ *   keys   the n keys, each followed by its NUL;
+ *   types  n bytes, each a pdt_attr_type;
+ *   strs   the string values in order, each followed by its NUL;
+ *   nums   the integer and bool values in order, as native int64_t;
+ *   dbls   the double values in order, as native doubles.
  * They are unpacked into pdt_attr arrays on the stack, PDTPY_CHUNK at a
  * time, and handed to pdt_request_set_attrs() or pdt_span_set_attrs().
  * Like those, every entry is applied; the result is PDT_OK or the first
@@ -329,9 +329,8 @@ static int pdtpy_tracer_metrics(pdt_tracer *t, char *buf, size_t cap,
 #define PDTPY_CHUNK 32
 
 static int pdtpy_attrs(pdt_request *req, int leg, pdt_span *span, size_t n,
-                       const char *keys, const int *types,
-                       const int64_t *ints, const double *dbls,
-                       const char *strs)
+                       const char *keys, const char *types, const char *strs,
+                       const char *nums, const char *dbls)
 {
     pdt_attr a[PDTPY_CHUNK];
     size_t j, m = 0;
@@ -343,19 +342,21 @@ static int pdtpy_attrs(pdt_request *req, int leg, pdt_span *span, size_t n,
         pdt_attr *e = &a[m];
         e->key = keys;
         keys += strlen(keys) + 1;
-        e->type = types[j];
+        e->type = (unsigned char)types[j];
         e->str = NULL;
         e->str_len = 0;
         e->i = 0;
         e->d = 0.0;
-        if (types[j] == PDT_ATTR_STRING) {
+        if (e->type == PDT_ATTR_STRING) {
             e->str = strs;
-            e->str_len = (size_t)ints[j];
-            strs += (size_t)ints[j];
-        } else if (types[j] == PDT_ATTR_DOUBLE) {
-            e->d = *dbls++;
+            e->str_len = (size_t)-1;
+            strs += strlen(strs) + 1;
+        } else if (e->type == PDT_ATTR_DOUBLE) {
+            memcpy(&e->d, dbls, sizeof(e->d));
+            dbls += sizeof(e->d);
         } else {
-            e->i = ints[j];
+            memcpy(&e->i, nums, sizeof(e->i));
+            nums += sizeof(e->i);
         }
         if (++m == PDTPY_CHUNK || j + 1 == n) {
             r = span != NULL ? pdt_span_set_attrs(span, a, m)
@@ -369,22 +370,22 @@ static int pdtpy_attrs(pdt_request *req, int leg, pdt_span *span, size_t n,
 }
 
 static int pdtpy_request_attrs(pdt_request *req, int leg, size_t n,
-                               const char *keys, const int *types,
-                               const int64_t *ints, const double *dbls,
-                               const char *strs)
+                               const char *keys, const char *types,
+                               const char *strs, const char *nums,
+                               const char *dbls)
 {
     if (req == NULL)
         return pdt_request_set_attrs(NULL, leg, NULL, 0);
-    return pdtpy_attrs(req, leg, NULL, n, keys, types, ints, dbls, strs);
+    return pdtpy_attrs(req, leg, NULL, n, keys, types, strs, nums, dbls);
 }
 
 static int pdtpy_span_attrs(pdt_span *span, size_t n, const char *keys,
-                            const int *types, const int64_t *ints,
-                            const double *dbls, const char *strs)
+                            const char *types, const char *strs,
+                            const char *nums, const char *dbls)
 {
     if (span == NULL)
         return pdt_span_set_attrs(NULL, NULL, 0);
-    return pdtpy_attrs(NULL, 0, span, n, keys, types, ints, dbls, strs);
+    return pdtpy_attrs(NULL, 0, span, n, keys, types, strs, nums, dbls);
 }
 
 /*
@@ -402,9 +403,9 @@ static int pdtpy_request_begin(pdt_request **out, pdt_tracer *t,
                                const char *tp, const char *ts,
                                uint64_t arrival, const char *id,
                                const char *connector, const char *model,
-                               size_t n, const char *keys, const int *types,
-                               const int64_t *ints, const double *dbls,
-                               const char *strs)
+                               size_t n, const char *keys,
+                               const char *types, const char *strs,
+                               const char *nums, const char *dbls)
 {
     int rc;
     *out = NULL;
@@ -419,7 +420,7 @@ static int pdtpy_request_begin(pdt_request **out, pdt_tracer *t,
         PDTPY_STEP(pdt_request_set_model(*out, model));
     if (n != 0)
         PDTPY_STEP(pdtpy_attrs(*out, PDT_LEG_REQUEST, NULL, n, keys, types,
-                               ints, dbls, strs));
+                               strs, nums, dbls));
     return rc;
 }
 

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,8 @@ TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+ATTR_TYPES = bytes([1, 1, 1, 4, 2])  # pdt_attr_type of each attribute
+ATTR_NUMS = struct.pack("=2q", 1, 128)
 
 
 def traced_request_batched(tracer, Leg):
@@ -69,8 +72,8 @@ def raw_request_batched(lib, ffi, tracer_h, out, prop, bd, end_rc):
         out, tracer_h, TP.encode(), NULL, 0,
         b"lg-2f0c1b8e6c1d4a3f9b1e0d7c6a5b4f3e", b"nixlv2", MODEL.encode(),
         5, b"http.request.method\0url.path\0gen_ai.operation.name\0"
-        b"gen_ai.request.stream\0gen_ai.request.max_tokens", [1, 1, 1, 4, 2],
-        [4, 20, 4, 1, 128], NULL, b"POST/v1/chat/completionschat")
+        b"gen_ai.request.stream\0gen_ai.request.max_tokens", ATTR_TYPES,
+        b"POST\0/v1/chat/completions\0chat\0", ATTR_NUMS, b"")
     h = out[0]
     lib.pdtpy_request_send(h, 1, 1, 0, prop)
     lib.pdtpy_request_leg_done(h, 1, 2, 0, b"http://127.0.0.1:8100", 200,

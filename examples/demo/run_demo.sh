@@ -25,25 +25,25 @@ for tool in meson ninja pkg-config cc; do
     command -v "$tool" >/dev/null 2>&1 || need_pkgs+=("$tool")
 done
 
-if ! pkg-config --exists libpdtrace 2>/dev/null; then
-    if (( ${#need_pkgs[@]} )) || ! pkg-config --exists libcurl libzstd zlib \
-        || ! command -v nanopb_generator >/dev/null 2>&1 \
-            && ! command -v nanopb_generator.py >/dev/null 2>&1; then
-        log "installing build dependencies with apt-get"
-        timeout 900 apt-get update -q >&2
-        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q \
-            meson ninja-build pkg-config gcc libcurl4-openssl-dev \
-            libzstd-dev zlib1g-dev libprotobuf-nanopb-dev nanopb \
-            python3-venv >&2
-    fi
-    log "building libpdtrace (build-demo)"
-    cd "$root"
-    [[ -d build-demo ]] || meson setup build-demo -Dtests=false >&2
-    ninja -C build-demo >&2
-    meson install -C build-demo >&2
-    ldconfig || true
-    cd - >/dev/null
+# Build dependencies: installed with apt-get when something is missing.
+if (( ${#need_pkgs[@]} )) || ! pkg-config --exists libcurl libzstd zlib \
+    || [[ ! -f /usr/include/pb_encode.h ]] \
+    || ! command -v nanopb_generator.py >/dev/null 2>&1; then
+    log "installing build dependencies with apt-get"
+    timeout 900 apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q \
+        meson ninja-build pkg-config gcc libcurl4-openssl-dev \
+        libzstd-dev zlib1g-dev libnanopb-dev nanopb python3-venv >&2
 fi
+# Always build and install this checkout's library (incremental), so the
+# binding never compiles against an older installed copy.
+log "building libpdtrace (build-demo)"
+cd "$root"
+[[ -f build-demo/build.ninja ]] || meson setup build-demo -Dtests=false >&2
+ninja -C build-demo >&2
+meson install -C build-demo --quiet >&2
+ldconfig || true
+cd - >/dev/null
 
 if [[ ! -x "$venv/bin/python" ]]; then
     log "creating $venv"
@@ -52,7 +52,8 @@ fi
 stamp="$venv/.pdtrace-demo.sha256"
 want="$(cat "$root/examples/requirements.txt" \
     "$root/bindings/python/pyproject.toml" "$root/bindings/python/build_ffi.py" \
-    "$root"/bindings/python/src/pdtrace/*.py | sha256sum | cut -d' ' -f1)"
+    "$root"/bindings/python/src/pdtrace/*.py "$root"/include/pdtrace/*.h \
+    | sha256sum | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] \
     || ! "$venv/bin/python" -c "import pdtrace" 2>/dev/null; then
     log "installing the pdtrace binding and the example requirements"

@@ -20,7 +20,8 @@ import struct
 import threading
 import weakref
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional,
+                    Union)
 
 from ._pdtrace_cffi import ffi, lib
 from .errors import (InvalidArgumentError, RangeError, TimedOutError,
@@ -127,14 +128,9 @@ class LogLevel(enum.IntEnum):
 # ---- plain results ---------------------------------------------------------
 
 
-@dataclass
-class Breakdown:
+class Breakdown(NamedTuple):
     """pdt_breakdown: milliseconds; None where the library left the field
     out (its marks are missing), never zero-filled."""
-    __slots__ = ("queue_ms", "prefill_ms", "kv_transfer_overhead_ms",
-                 "decode_ttft_ms", "true_ttft_ms", "decode_duration_ms",
-                 "total_ms", "tpot_ms", "output_tokens", "mode", "error",
-                 "sampled")
     queue_ms: Optional[float]
     prefill_ms: Optional[float]
     kv_transfer_overhead_ms: Optional[float]
@@ -220,10 +216,13 @@ _MODES = tuple(Mode)
 _buffer = ffi.buffer
 
 
+_tuple_new = tuple.__new__
+
+
 def _breakdown(bd: Any) -> Breakdown:
     (p, q, pf, kv, dt, tt, dd, to, tp, ot, mode, err,
      sampled) = _BD_UNPACK(_buffer(bd))
-    return Breakdown(
+    return _tuple_new(Breakdown, (
         q if p & _BD_QUEUE else None,
         pf if p & _BD_PREFILL else None,
         kv if p & _BD_KV else None,
@@ -236,7 +235,7 @@ def _breakdown(bd: Any) -> Breakdown:
         _MODES[mode] if 0 <= mode < len(_MODES) else mode,
         err != 0,
         sampled != 0,
-    )
+    ))
 
 
 def _headers(prop: Any) -> Dict[str, str]:
@@ -587,44 +586,35 @@ _NUL = b"\0"
 
 
 def _pack(attributes: Mapping[str, AttributeValue]) -> Any:
-    """A mapping as the flat arrays of the pdtpy_*_attrs calls: (n, keys,
-    types, ints, dbls, strs). Only the Python type of each value is looked
-    at here; keys and values are checked by the library."""
+    """A mapping as the byte strings of the pdtpy_*_attrs calls: (n, keys,
+    types, strs, nums, dbls). Only the Python type of each value is
+    looked at here; keys and values are checked by the library."""
     types = []
-    ints = []
-    dbls = []
     strs = []
+    nums = []
+    dbls = []
     for v in attributes.values():
         t = type(v)
         if t is str:
-            b = v.encode("utf-8", "surrogatepass")
-            strs.append(b)
             types.append(_STRING)
-            ints.append(len(b))
-        elif t is int:
-            types.append(_INT)
-            ints.append(v)
-        elif t is bool:
-            types.append(_BOOL)
-            ints.append(1 if v else 0)
+            strs.append(v)
+        elif t is int or t is bool:
+            types.append(_INT if t is int else _BOOL)
+            nums.append(v)
         elif t is float:
             types.append(_DOUBLE)
-            ints.append(0)
             dbls.append(v)
         elif isinstance(v, bool):
             types.append(_BOOL)
-            ints.append(1 if v else 0)
+            nums.append(bool(v))
         elif isinstance(v, str):
-            b = str(v).encode("utf-8", "surrogatepass")
-            strs.append(b)
             types.append(_STRING)
-            ints.append(len(b))
+            strs.append(v)  # join() takes its characters, not its str()
         elif isinstance(v, int):
             types.append(_INT)
-            ints.append(int(v))
+            nums.append(int(v))
         elif isinstance(v, float):
             types.append(_DOUBLE)
-            ints.append(0)
             dbls.append(float(v))
         else:
             raise TypeError("attribute values are str, bool, int or float, "
@@ -632,11 +622,37 @@ def _pack(attributes: Mapping[str, AttributeValue]) -> Any:
     n = len(types)
     keys = "\0".join(attributes).encode("utf-8", "surrogatepass")
     if keys.count(_NUL) != n - 1 and n:
-        # The keys travel NUL-separated; one with a NUL in it would shift
-        # the others.
-        raise InvalidArgumentError(lib.PDT_EINVAL,
-                                   "attribute key contains a NUL byte")
-    return n, keys, types, ints, dbls, b"".join(strs)
+        # Keys and strings travel NUL-terminated, so the library sees one
+        # with a NUL in it cut there, as with set().
+        keys = "\0".join([k.partition("\0")[0] for k in attributes]).encode(
+            "utf-8", "surrogatepass")
+    if strs:
+        sb = "\0".join(strs).encode("utf-8", "surrogatepass") + _NUL
+        if sb.count(_NUL) != len(strs):
+            sb = "\0".join([x.partition("\0")[0] for x in strs]).encode(
+                "utf-8", "surrogatepass") + _NUL
+    else:
+        sb = b""
+    try:
+        nb = _pack_q(len(nums))(*nums) if nums else b""
+    except struct.error:
+        raise OverflowError("integer attribute value out of int64 range") \
+            from None
+    db = _pack_d(len(dbls))(*dbls) if dbls else b""
+    return n, keys, bytes(types), sb, nb, db
+
+
+def _packer(code: str) -> Callable[[int], Callable[..., bytes]]:
+    """struct packers for n native values of one type, cached by n."""
+    cache = [struct.Struct("=%d%s" % (i, code)).pack for i in range(33)]
+
+    def get(n: int) -> Callable[..., bytes]:
+        return cache[n] if n < 33 else struct.Struct("=%d%s" % (n, code)).pack
+    return get
+
+
+_pack_q = _packer("q")
+_pack_d = _packer("d")
 
 
 _REQ_SETTERS = (lib.pdt_request_set_str, lib.pdt_request_set_int,
@@ -708,7 +724,8 @@ class Request:
     0 meaning now.
     """
 
-    __slots__ = ("_h", "_rid", "_ts", "_spans", "__weakref__")
+    __slots__ = ("_h", "_th", "_live", "_rid", "_ts", "_spans",
+                 "__weakref__")
 
     def __init__(self, tracer: Tracer, traceparent: Optional[str] = None,
                  tracestate: Optional[str] = None,
@@ -728,9 +745,9 @@ class Request:
         self._spans: Optional[Dict[int, "weakref.ref[Span]"]] = None
         out = _scratch.out_request
         if attributes:
-            n, keys, types, ints, dbls, strs = _pack(attributes)
+            n, keys, types, strs, nums, dbls = _pack(attributes)
         else:
-            n, keys, types, ints, dbls, strs = 0, _NULL, _NULL, _NULL, \
+            n, keys, types, strs, nums, dbls = 0, _NULL, _NULL, _NULL, \
                 _NULL, _NULL
         rc = _begin(
             out, tracer._h,
@@ -745,11 +762,18 @@ class Request:
                 "utf-8", "surrogatepass"),
             _NULL if model is None else model.encode(
                 "utf-8", "surrogatepass"),
-            n, keys, types, ints, dbls, strs)
+            n, keys, types, strs, nums, dbls)
         h = out[0]
-        if h == _NULL:
+        if not h:
             raise error_for_status(rc)
-        self._h = _gc_child(h, _request_free, tracer)
+        # Owned here and freed by free() or, as a safety net, __del__.
+        # _th (the tracer's owning handle) keeps the C tracer from being
+        # closed before this request is freed; the token in tracer._live
+        # tells Tracer.close() that a request is still open.
+        self._h = h
+        self._th = tracer._h
+        live = self._live = tracer._live
+        live.add(id(self))
         if rc:
             err = error_for_status(rc)
             err.request = self
@@ -766,7 +790,7 @@ class Request:
         "abandoned" if end() was not called). Idempotent; afterwards every
         method raises InvalidArgumentError."""
         h = self._h
-        if h == _NULL:
+        if not h:
             return
         self._h = _NULL_REQUEST
         if self._spans:
@@ -774,7 +798,17 @@ class Request:
                 span = ref()
                 if span is not None:
                     span._h = _NULL_SPAN
-        _release(h)
+        _request_free(h)
+        self._live.discard(id(self))
+        self._th = None
+
+    def __del__(self) -> None:
+        try:
+            h = self._h
+        except AttributeError:  # __init__ did not get that far
+            return
+        if h:
+            self.free()
 
     @property
     def id(self) -> Optional[str]:
@@ -943,8 +977,8 @@ class Request:
         applied even if another is refused; the first failure is raised
         afterwards. A value of another type raises TypeError before any is
         applied."""
-        n, keys, types, ints, dbls, strs = _pack(attributes)
-        rc = _req_attrs(self._h, leg, n, keys, types, ints, dbls, strs)
+        n, keys, types, strs, nums, dbls = _pack(attributes)
+        rc = _req_attrs(self._h, leg, n, keys, types, strs, nums, dbls)
         if rc:
             raise error_for_status(rc)
 
@@ -1153,8 +1187,8 @@ class Span:
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         """Typed attributes in one foreign call (pdt_span_set_attrs); see
         Request.set_attributes()."""
-        n, keys, types, ints, dbls, strs = _pack(attributes)
-        rc = _span_attrs(self._h, n, keys, types, ints, dbls, strs)
+        n, keys, types, strs, nums, dbls = _pack(attributes)
+        rc = _span_attrs(self._h, n, keys, types, strs, nums, dbls)
         if rc:
             raise error_for_status(rc)
 
