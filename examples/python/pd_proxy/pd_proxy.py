@@ -7,7 +7,8 @@
 
 A Quart app (served by Hypercorn) whose upstream calls go through aiohttp
 client sessions. Routes: POST /v1/completions, POST /v1/chat/completions,
-GET /v1/models, GET /health.
+GET /v1/models, GET /health, and GET /metrics: the tracer's Prometheus
+metrics (true TTFT and its stages per connector, model and mode).
 
 Flows (CONTRACT section 3):
   nixlv2   prefill with kv_transfer_params {do_remote_decode: true, ...},
@@ -28,6 +29,10 @@ responses. Both legs get traceparent, tracestate and x-request-id. An
 upstream failure gives the client a JSON error with 502, 503 or 504, and the
 spans status ERROR. The client's traffic pattern, when sent in the
 x-pdtrace-pattern header, is recorded as llm_d.pd_proxy.load_pattern.
+The tracing calls are the binding's batched ones: the request is begun
+with its id, connector, model and attributes in one library call, each
+leg's headers come with its SENT mark, and the outcome, usage and end go
+in one call.
 
 Export follows the OTEL_* environment (OTLP/HTTP by default;
 OTEL_TRACES_EXPORTER=console with PDTRACE_CONSOLE_PATH for JSON lines;
@@ -188,14 +193,36 @@ class Proxy:
                 log.warning("tracer close: %s", e)
 
     # -- tracing calls never break serving ------------------------------------
-    def t(self, fn, *args) -> Any:
+    def t(self, fn, *args, **kw) -> Any:
         try:
-            return fn(*args)
+            return fn(*args, **kw)
         except pdtrace.PdtraceError as e:
-            self.trace_errors += 1
-            if self.trace_errors <= 10:
-                log.warning("tracing: %s", e)
-            return None
+            self._trace_error(e)
+            return e.headers
+
+    def _trace_error(self, e: Exception) -> None:
+        self.trace_errors += 1
+        if self.trace_errors <= 10:
+            log.warning("tracing: %s", e)
+
+    def begin(self, arrival: int, hdrs, **kw) -> pdtrace.Request:
+        """Begins the traced request with everything known at once; a
+        refused setting (a malformed x-request-id, say) is logged and the
+        request goes on without it."""
+        try:
+            return self.tracer.request(hdrs.get("traceparent"),
+                                       hdrs.get("tracestate"), arrival,
+                                       request_id=hdrs.get("x-request-id")
+                                       or None, **kw)
+        except pdtrace.PdtraceError as e:
+            if e.request is None:
+                raise
+            self._trace_error(e)
+            return e.request
+
+    def metrics(self) -> Response:
+        return Response(self.tracer.metrics(), status=200,
+                        content_type=pdtrace.METRICS_CONTENT_TYPE)
 
     # -- upstream calls ---------------------------------------------------
     async def post_json(self, session, url: str, body: Dict[str, Any],
@@ -214,31 +241,22 @@ class Proxy:
 
     async def completions(self, path: str, chat: bool) -> Response:
         arrival = now_ns()  # mark A
-        tr = self.tracer
         hdrs = request.headers
-        req = tr.request(hdrs.get("traceparent"), hdrs.get("tracestate"),
-                         arrival)
-        rid = hdrs.get("x-request-id")
-        if rid:
-            self.t(req.set_id, rid)
-        rid = req.id or ""
+        connector = self.args.connector
         try:
             raw = await request.get_data()
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
         except (ValueError, UnicodeDecodeError) as e:
-            self.t(req.set_response, 400, "invalid_request")
-            self._finish(req)
+            req = self.begin(arrival, hdrs, connector=connector)
+            self.t(req.finish, 400, "invalid_request")
+            req.free()
             return error_response(400, "invalid_request",
-                                  "invalid JSON body: %s" % e, rid)
+                                  "invalid JSON body: %s" % e, req.id or "")
         stream = bool(body.get("stream"))
         max_tokens = body.get("max_completion_tokens") or \
             body.get("max_tokens")
-        connector = self.args.connector
-        self.t(req.set_connector, connector)
-        if connector == "sglang":
-            self.t(req.set_mode, Mode.CONCURRENT)
         attrs = {
             "http.request.method": "POST",
             "url.path": path,
@@ -246,19 +264,21 @@ class Proxy:
             "gen_ai.request.stream": stream,
             P + "decode.streaming": stream,
         }
-        if isinstance(body.get("model"), str):
-            attrs["gen_ai.request.model"] = body["model"]
-        if isinstance(max_tokens, int):
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             attrs["gen_ai.request.max_tokens"] = max_tokens
         pattern = hdrs.get("x-pdtrace-pattern")
         if pattern:
             attrs[P + "load_pattern"] = pattern
-        for k, v in attrs.items():
-            self.t(req.set, k, v)
+        model = body.get("model")
+        req = self.begin(arrival, hdrs, connector=connector,
+                         model=model if isinstance(model, str) and model
+                         else None, attributes=attrs)
+        rid = req.id or ""
+        if connector == "sglang":
+            self.t(req.set_mode, Mode.CONCURRENT)
 
         if self.limiter.overloaded():
-            self.t(req.set_response, 503, "overloaded")
-            self._finish(req)
+            self._finish(req, 503, "overloaded")
             return error_response(503, "overloaded",
                                   "coordinator queue is full", rid)
         await self.limiter.acquire()
@@ -283,8 +303,7 @@ class Proxy:
             return resp
         except UpstreamError as e:
             release()
-            self.t(req.set_response, e.client_status, e.error_type)
-            self._finish(req)
+            self._finish(req, e.client_status, e.error_type)
             return error_response(e.client_status, e.error_type, str(e),
                                   rid)
         except BaseException:
@@ -292,14 +311,14 @@ class Proxy:
             req.free()  # recorded as abandoned
             raise
 
-    def _finish(self, req: pdtrace.Request) -> None:
-        self.t(req.end)
+    def _finish(self, req: pdtrace.Request, status: int,
+                error_type: Optional[str]) -> None:
+        self.t(req.finish, status, error_type)
         req.free()
 
     def _send_prefill(self, req, url: str, path: str, body: Dict[str, Any]):
         """Marks Ps now and returns the coroutine doing the prefill leg."""
-        headers = self.t(req.headers, Leg.PREFILL)
-        self.t(req.prefill_sent)
+        headers = self.t(req.send_prefill)
         return self._prefill(req, url, path, body, headers)
 
     async def _prefill(self, req, url: str, path: str, body: Dict[str, Any],
@@ -308,12 +327,10 @@ class Proxy:
             status, data = await self.post_json(self.prefill_session,
                                                 url + path, body, headers)
         except UpstreamError as e:
-            self.t(req.prefill_done)
-            self.t(req.set_leg, Leg.PREFILL, url, e.upstream_status,
-                   e.error_type)
+            self.t(req.prefill_done, target=url, status=e.upstream_status,
+                   error_type=e.error_type)
             raise
-        self.t(req.prefill_done)
-        self.t(req.set_leg, Leg.PREFILL, url, status, None)
+        self.t(req.prefill_done, target=url, status=status)
         try:
             return json.loads(data)
         except ValueError:
@@ -364,8 +381,7 @@ class Proxy:
 
     async def _decode(self, req, url, path, body, stream, release, ptask):
         """Sends the decode leg and streams its answer to the client."""
-        headers = self.t(req.headers, Leg.DECODE)
-        self.t(req.decode_sent)
+        headers = self.t(req.send_decode)
         cm = self.decode_session.post(url + path, json=body, headers=headers)
         try:
             upstream = await cm.__aenter__()
@@ -469,21 +485,19 @@ class Proxy:
                     usage = json.loads(b"".join(body_parts)).get("usage")
                 except ValueError:
                     usage = None
+            usage_kw = {}
             if isinstance(usage, dict):
                 details = usage.get("prompt_tokens_details") or {}
-                self.t(req.set_usage, usage.get("prompt_tokens"),
-                       usage.get("completion_tokens"),
-                       details.get("cached_tokens")
-                       if isinstance(details, dict) else None)
-            if failure is not None:
-                self.t(req.set_leg, Leg.DECODE, url, upstream.status,
-                       failure.error_type)
-                self.t(req.set_response, 200, failure.error_type)
-            elif completed:
-                self.t(req.set_leg, Leg.DECODE, url, upstream.status, None)
-                self.t(req.set_response, 200, None)
+                usage_kw = dict(
+                    input_tokens=usage.get("prompt_tokens"),
+                    output_tokens=usage.get("completion_tokens"),
+                    cached_input_tokens=details.get("cached_tokens")
+                    if isinstance(details, dict) else None)
             if completed or failure is not None:
-                self.t(req.end)
+                err = failure.error_type if failure is not None else None
+                self.t(req.finish, 200, err, decode_target=url,
+                       decode_status=upstream.status, decode_error=err,
+                       **usage_kw)
             req.free()  # not completed: the client went away (abandoned)
 
     @staticmethod
@@ -545,6 +559,10 @@ def build_app(args: argparse.Namespace) -> Quart:
     @app.get("/health")
     async def _health():
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def _metrics():
+        return proxy.metrics()
 
     return app
 

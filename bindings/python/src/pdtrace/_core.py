@@ -217,6 +217,7 @@ _buffer = ffi.buffer
 
 
 _tuple_new = tuple.__new__
+_object_new = object.__new__
 
 
 def _breakdown(bd: Any) -> Breakdown:
@@ -457,9 +458,9 @@ class Tracer:
         (0: now). request_id, connector, model and attributes (on the
         request span), if given, are set in the same foreign call; see
         Request."""
-        return Request(self, traceparent, tracestate, arrival_ns,
-                       request_id=request_id, connector=connector,
-                       model=model, attributes=attributes)
+        return _begin_request(_object_new(Request), self, traceparent,
+                              tracestate, arrival_ns, request_id, connector,
+                              model, attributes)
 
     def start_span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
                    parent: Optional["Span"] = None,
@@ -714,6 +715,59 @@ _MARK_F = Mark.FIRST_TOKEN.value
 _MARK_L = Mark.LAST_TOKEN.value
 
 
+def _begin_request(self: "Request", tracer: Tracer,
+                   traceparent: Optional[str], tracestate: Optional[str],
+                   arrival_ns: int, request_id: Optional[str],
+                   connector: Optional[str], model: Optional[str],
+                   attributes: Optional[Mapping[str, AttributeValue]]
+                   ) -> "Request":
+    """Request.__init__, also called by Tracer.request() directly."""
+    self._h = _NULL_REQUEST
+    self._rid = None  # x-request-id, once read
+    self._ts = _NULL  # tracestate header value, once read
+    self._spans = None
+    out = _scratch.out_request
+    if attributes:
+        n, keys, types, strs, nums, dbls = _pack(attributes)
+    else:
+        n, keys, types, strs, nums, dbls = 0, _NULL, _NULL, _NULL, \
+            _NULL, _NULL
+    rc = _begin(
+        out, tracer._h,
+        _NULL if traceparent is None else traceparent.encode(
+            "utf-8", "surrogatepass"),
+        _NULL if tracestate is None else tracestate.encode(
+            "utf-8", "surrogatepass"),
+        arrival_ns,
+        _NULL if request_id is None else request_id.encode(
+            "utf-8", "surrogatepass"),
+        _NULL if connector is None else connector.encode(
+            "utf-8", "surrogatepass"),
+        _NULL if model is None else model.encode(
+            "utf-8", "surrogatepass"),
+        n, keys, types, strs, nums, dbls)
+    h = out[0]
+    if not h:
+        raise error_for_status(rc)
+    # Owned here and freed by free() or, as a safety net, __del__.
+    # _th (the tracer's owning handle) keeps the C tracer from being
+    # closed before this request is freed; the token in tracer._live
+    # tells Tracer.close() that a request is still open.
+    self._h = h
+    self._th = tracer._h
+    live = self._live = tracer._live
+    live.add(id(self))
+    if tracestate is None:
+        self._ts = None  # no inbound tracestate: none is sent on
+    if rc:
+        err = error_for_status(rc)
+        err.request = self
+        raise err
+    if request_id is not None:
+        self._rid = request_id  # taken as given (set_id succeeded)
+    return self
+
+
 class Request:
     """A P/D request (pdt_request): the root span and its prefill and
     decode child spans, the stage marks and the breakdown.
@@ -739,45 +793,8 @@ class Request:
         call. If the request began but one of those settings was refused
         (the others are still applied), the error is raised with the open
         request attached as ``.request``: go on with it, or free it."""
-        self._h = _NULL_REQUEST
-        self._rid: Optional[str] = None  # x-request-id, once read
-        self._ts: Any = _NULL  # tracestate header value, once read
-        self._spans: Optional[Dict[int, "weakref.ref[Span]"]] = None
-        out = _scratch.out_request
-        if attributes:
-            n, keys, types, strs, nums, dbls = _pack(attributes)
-        else:
-            n, keys, types, strs, nums, dbls = 0, _NULL, _NULL, _NULL, \
-                _NULL, _NULL
-        rc = _begin(
-            out, tracer._h,
-            _NULL if traceparent is None else traceparent.encode(
-                "utf-8", "surrogatepass"),
-            _NULL if tracestate is None else tracestate.encode(
-                "utf-8", "surrogatepass"),
-            arrival_ns,
-            _NULL if request_id is None else request_id.encode(
-                "utf-8", "surrogatepass"),
-            _NULL if connector is None else connector.encode(
-                "utf-8", "surrogatepass"),
-            _NULL if model is None else model.encode(
-                "utf-8", "surrogatepass"),
-            n, keys, types, strs, nums, dbls)
-        h = out[0]
-        if not h:
-            raise error_for_status(rc)
-        # Owned here and freed by free() or, as a safety net, __del__.
-        # _th (the tracer's owning handle) keeps the C tracer from being
-        # closed before this request is freed; the token in tracer._live
-        # tells Tracer.close() that a request is still open.
-        self._h = h
-        self._th = tracer._h
-        live = self._live = tracer._live
-        live.add(id(self))
-        if rc:
-            err = error_for_status(rc)
-            err.request = self
-            raise err
+        _begin_request(self, tracer, traceparent, tracestate, arrival_ns,
+                       request_id, connector, model, attributes)
 
     def __enter__(self) -> "Request":
         return self
