@@ -1,7 +1,7 @@
 /*
  * The resolved tracer configuration: options set in code win over the
  * OTEL_* (and PDTRACE_*) environment, which wins over the defaults of
- * CONTRACT section 5.
+ * docs/configuration.md.
  *
  * Two kinds of bad input are treated differently. A bad environment value
  * is the operator's mistake discovered at run time: it is reported once at

@@ -11,7 +11,7 @@
 #include "core.h"
 #include "error.h"
 
-/* Field numbers (CONTRACT section 4). */
+/* Field numbers (the OTLP specification). */
 enum {
     F_REQ_RESOURCE_SPANS = 1,
     F_RS_RESOURCE = 1, F_RS_SCOPE_SPANS = 2,

@@ -1,6 +1,6 @@
 /*
  * P/D requests: the root span and its prefill/decode children, the stage
- * marks, and the true-TTFT breakdown (CONTRACT section 2).
+ * marks, and the true-TTFT breakdown (docs/spans.md).
  */
 #include <math.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * abort request is noticed within one short poll slice even while a peer
  * is silent.
  *
- * Retry policy (CONTRACT.md section 4):
+ * Retry policy (the OTLP specification):
  *  - 2xx: delivered; the body is decoded for partial_success. A body that
  *    is not an ExportTraceServiceResponse, or that is over the 4 MiB read
  *    limit, still counts as delivered (the collector accepted the data).

@@ -23,7 +23,7 @@ Llama-3.1-8B-Instruct on one H100-class GPU (every number is a flag):
 --time-scale multiplies every delay (e.g. 0.2 for fast tests). Prompt
 tokens are estimated as characters / 4.
 
-Protocols (CONTRACT section 3): a prefill request carrying
+Protocols (docs/upstreams.md): a prefill request carrying
 kv_transfer_params.do_remote_decode answers with kv_transfer_params for the
 decode side (nixlv2); a decode request carrying those params pulls the KV
 (transfer delay) instead of prefilling; a decode request with

@@ -8,9 +8,11 @@ is within 10 ms and the 99th percentile within 100 ms (2-core machine under
 the full load of the 6 workers and 4 Python processes).
 """
 import json
+import urllib.request
 import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import dashboard
 
@@ -96,6 +98,9 @@ def nixl(tmp_path_factory):
         csv_path = str(d / "loadgen.csv")
         out["loadgen"] = s.loadgen(8, csv_path)
         out["csv"] = csv_path
+        with urllib.request.urlopen(s.url + "/metrics", timeout=10) as r:
+            out["metrics"] = (r.status, r.headers.get("Content-Type"),
+                              r.read().decode("utf-8"))
     finally:
         s.stop()
     out["ids"] = ids
@@ -175,6 +180,24 @@ def test_models_and_health(nixl):
     status, body = nixl["models"]
     assert status == 200 and json.loads(body)["data"][0]["id"]
     assert nixl["health"][0] == 200
+
+
+def test_metrics_endpoint(nixl):
+    status, ctype, text = nixl["metrics"]
+    assert status == 200
+    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    ttft = fams["pdtrace_true_ttft_seconds"]
+    assert ttft.type == "histogram"
+    counts = [s for s in ttft.samples
+              if s.name == "pdtrace_true_ttft_seconds_count"]
+    assert counts and all(s.labels["connector"] == "nixlv2" for s in counts)
+    by_model = {s.labels["model"]: s.value for s in counts}
+    # The three direct requests (models "meta-llama/..." and "m") and the
+    # load generator's, each under the model its body named.
+    assert by_model.get("meta-llama/Llama-3.1-8B-Instruct", 0) >= 2
+    assert by_model.get("m", 0) >= 1
+    assert sum(by_model.values()) >= 3
 
 
 def test_loadgen_all_patterns_traced(nixl):

@@ -40,7 +40,7 @@ typedef enum pdt_leg {
     PDT_LEG_DECODE = 2
 } pdt_leg;
 
-/* Stage marks (CONTRACT section 2). Arrival (A) is given to begin. */
+/* Stage marks (docs/spans.md). Arrival (A) is given to begin. */
 typedef enum pdt_mark {
     PDT_MARK_PREFILL_SENT = 1, /* Ps: starts a prefill attempt and its span */
     PDT_MARK_PREFILL_DONE = 2, /* Pe: prefill response fully read */

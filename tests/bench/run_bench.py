@@ -453,7 +453,7 @@ def render(info, results, ramp, notes, a):
     w("Workload: one traced P/D request = `llm_d.pd_proxy.request` (SERVER) with "
       "`prefill` and `decode` (CLIENT) children under an inbound traceparent, "
       "traceparent injection for both legs, 6 stage marks, the breakdown of "
-      "CONTRACT §2 on the request and decode spans: 26 + 3 + 13 attributes in "
+      "docs/spans.md on the request and decode spans: 26 + 3 + 13 attributes in "
       "all (13 set by the caller, the rest derived), exported over OTLP/HTTP "
       "protobuf to one loopback counting sink. The OpenTelemetry rows build the "
       "same spans, attributes and types with the SDK's public API "

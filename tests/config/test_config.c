@@ -1,7 +1,7 @@
 /*
  * Unit tests for lib/config.c: the text parsers, k=v lists and the
  * resolution of options over the OTEL_* environment over defaults
- * (CONTRACT section 5).
+ * (docs/configuration.md).
  *
  * Every test starts and ends with all variables the library reads unset,
  * so the result does not depend on the environment the test runs in.

@@ -1,5 +1,5 @@
 /*
- * P/D requests (CONTRACT sections 1 and 2): every breakdown formula with
+ * P/D requests (docs/spans.md): every breakdown formula with
  * caller timestamps, the span tree, propagation, leg failures, tail
  * sampling, and the order rules of the marks. Spans are read back from the
  * console exporter's OTLP JSON lines.
@@ -918,7 +918,7 @@ static void test_inject_and_tree(void **state)
     assert_string_equal(dec->trace_state, "vendor=abc,other=x y");
     assert_sattr(req, PFX "request_id", "req-42");
     assert_sattr(dec, PFX "request_id", "req-42");
-    /* Resource and scope (CONTRACT section 1). */
+    /* Resource and scope (docs/spans.md). */
     {
         const tattr *sn = tres_attr(&f.s, req, "service.name");
         const tattr *sdk = tres_attr(&f.s, req, "telemetry.sdk.name");

@@ -1,4 +1,4 @@
-"""Assertions on spans recorded by sink.py, following /CONTRACT (sections 1-2).
+"""Assertions on spans recorded by sink.py, following docs/spans.md.
 
 Typical use::
 
@@ -225,7 +225,7 @@ def parse_traceparent(tp):
 
 
 # --------------------------------------------------------------------------
-# CONTRACT section 1: span names, kinds, tree
+# docs/spans.md: span names, kinds, tree
 
 
 def check_structure(r, traceparent=None, mode=None):
@@ -272,7 +272,7 @@ def check_structure(r, traceparent=None, mode=None):
 
 
 # --------------------------------------------------------------------------
-# CONTRACT section 2: timing attributes and formulas
+# docs/spans.md: timing attributes and formulas
 
 
 def _close(a, b, tol):
@@ -316,7 +316,7 @@ def check_mirrored(r):
 
 
 def check_formulas(r, mode=None):
-    """Recompute every CONTRACT formula from what is present.
+    """Recompute every formula of docs/spans.md from what is present.
 
     Marks are recovered from span timestamps: A = request start, Ps/Pe = the
     final prefill attempt's start/end, Ds = decode start, E = decode end and

@@ -51,7 +51,7 @@ type Millis struct {
 }
 
 // Breakdown is the request's stage breakdown computed by the library
-// (CONTRACT section 2), in milliseconds.
+// (docs/spans.md), in milliseconds.
 type Breakdown struct {
 	Queue              Millis // Ps - A
 	Prefill            Millis // Pe - Ps

@@ -281,10 +281,10 @@ def test_finish_errors(tracer):
     r.free()
 
     r = tracer.request()
+    r.set_mode(pdtrace.Mode.DECODE_ONLY)
+    r.send_decode()
     with pytest.raises(pdtrace.InvalidArgumentError) as ei:
-        r.finish(200, decode_status=200, decode_target="x:1",
-                 output_tokens=3) if False else \
-            r.finish(200, decode_status=-5)
+        r.finish(200, decode_status=1000)  # out of range
     # The leg outcome was refused, the request was still ended.
     assert ei.value.breakdown is not None
     with pytest.raises(pdtrace.StateError):

@@ -301,7 +301,7 @@ func cloneBody(body map[string]any) map[string]any {
 	return c
 }
 
-// prefillBody is CONTRACT section 3: the client's body with
+// prefillBody is docs/upstreams.md: the client's body with
 // kv_transfer_params asking for a remote decode (nixlv2), no streaming and
 // a single token.
 func (p *Proxy) prefillBody(body map[string]any) ([]byte, error) {

@@ -256,7 +256,7 @@ func TestNixlv2Streaming(t *testing.T) {
 		t.Fatal("content type")
 	}
 
-	// Upstream bodies (CONTRACT section 3).
+	// Upstream bodies (docs/upstreams.md).
 	pc, dc := pre.got(), dec.got()
 	if len(pc) != 1 || len(dc) != 1 {
 		t.Fatalf("calls: prefill %d decode %d", len(pc), len(dc))

@@ -10,7 +10,7 @@ client sessions. Routes: POST /v1/completions, POST /v1/chat/completions,
 GET /v1/models, GET /health, and GET /metrics: the tracer's Prometheus
 metrics (true TTFT and its stages per connector, model and mode).
 
-Flows (CONTRACT section 3):
+Flows (docs/upstreams.md):
   nixlv2   prefill with kv_transfer_params {do_remote_decode: true, ...},
            stream false, max_tokens 1; then decode with the client's body
            plus the kv_transfer_params the prefill returned.

@@ -65,7 +65,7 @@ class Leg(enum.IntEnum):
 
 
 class Mark(enum.IntEnum):
-    """Stage marks (pdt_mark, CONTRACT section 2)."""
+    """Stage marks (pdt_mark, docs/spans.md)."""
     PREFILL_SENT = 1
     PREFILL_DONE = 2
     DECODE_SENT = 3
