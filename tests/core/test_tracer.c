@@ -225,6 +225,54 @@ static void test_disabled(void **state)
     check_disabled(t, NULL);
 }
 
+/* Closing the tracer while a request and a span are still open: both stay
+ * usable, what they record is dropped (not exported), and freeing them
+ * afterwards releases the tracer (ASan and valgrind see no use after free
+ * and no leak). */
+static void test_close_with_open_handles(void **state)
+{
+    pdt_tracer *t;
+    pdt_tracer_options o;
+    pdt_request *req;
+    pdt_span *sp;
+    pdt_breakdown bd = PDT_BREAKDOWN_INIT;
+    char path[256];
+    tspans s;
+    uint64_t dropped = 0;
+    (void)state;
+
+    topts_console(&o, path);
+    assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
+    assert_int_equal(pdt_request_begin(&req, t, NULL, NULL, 0), PDT_OK);
+    assert_int_equal(pdt_span_start(&sp, t, "open", PDT_SPAN_KIND_INTERNAL,
+                                    NULL, NULL, NULL, 0), PDT_OK);
+    assert_int_equal(pdt_request_mark(req, PDT_MARK_PREFILL_SENT, 0), PDT_OK);
+    assert_int_equal(pdt_tracer_close(t, 2000, &dropped), PDT_OK);
+    assert_int_equal(dropped, 0);
+
+    /* Still valid after close. */
+    assert_int_equal(pdt_request_mark(req, PDT_MARK_PREFILL_DONE, 0), PDT_OK);
+    assert_int_equal(pdt_request_set_str(req, "k", "v"), PDT_OK);
+    assert_int_equal(pdt_request_end(req, 0, &bd), PDT_OK);
+    assert_true(bd.present & PDT_BD_PREFILL);
+    assert_int_equal(pdt_span_end(sp, 0), PDT_OK);
+    /* New work on a closed tracer is refused. */
+    {
+        pdt_request *r2 = NULL;
+        assert_int_equal(pdt_request_begin(&r2, t, NULL, NULL, 0),
+                         PDT_ECLOSED);
+        assert_null(r2);
+    }
+    pdt_span_free(sp);
+    pdt_request_free(req); /* the last handle: the tracer goes with it */
+
+    /* Nothing recorded after close reached the output. */
+    tspans_load_file(path, &s);
+    assert_int_equal(s.n, 0);
+    tspans_free(&s);
+    tpath_remove(path);
+}
+
 static void test_stats_consistency(void **state)
 {
     pdt_tracer *t;
@@ -539,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_open_null_options),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_disabled),
+        cmocka_unit_test(test_close_with_open_handles),
         cmocka_unit_test(test_stats_consistency),
         cmocka_unit_test(test_queue_full_and_timeouts),
         cmocka_unit_test(test_threads),
