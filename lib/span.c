@@ -282,7 +282,7 @@ int pdt_span_set_bool(pdt_span *span, const char *key, int value)
 
 int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)
 {
-    int first = PDT_OK, rc;
+    int last = PDT_OK, rc;
     size_t i;
 
     if (span == NULL)
@@ -319,10 +319,10 @@ int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)
                                       "pdt_attr_type", i, a->type);
             break;
         }
-        if (rc != PDT_OK && first == PDT_OK)
-            first = rc;
+        if (rc != PDT_OK)
+            last = rc; /* the last refusal, matching pdt_last_error() */
     }
-    return first; /* the last error still describes a refused entry */
+    return last;
 }
 
 int pdt_span_add_event(pdt_span *span, const char *name, uint64_t time_ns)

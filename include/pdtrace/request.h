@@ -66,7 +66,8 @@ PDT_API int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
 
 /*
  * Sets the request id (x-request-id) sent to both legs and recorded as
- * `request_id`. If never set, a random one is generated at begin.
+ * `request_id`, stored exactly as given. If never set, a random one is
+ * generated at begin.
  * Errors: PDT_EINVAL (NULL or empty), PDT_ESTATE (ended). Since 0.1.0.
  */
 PDT_API int pdt_request_set_id(pdt_request *req, const char *request_id);

@@ -129,7 +129,7 @@ typedef struct pdt_attr {
 /*
  * Sets n attributes in one call, with the rules of pdt_span_set_str() and
  * friends. Every entry is applied even if an earlier one fails; the
- * return value is PDT_OK or the status of the first entry that failed
+ * return value is PDT_OK or the status of the last entry that failed
  * (PDT_EINVAL for a bad key or type, PDT_ELIMIT, PDT_ENOMEM), and
  * pdt_last_error() describes the last entry that failed. n == 0 is PDT_OK; attrs may be
  * NULL only then. Errors: also PDT_EINVAL (NULL span), PDT_ESTATE (ended).

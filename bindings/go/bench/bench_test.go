@@ -48,10 +48,7 @@ func inbound() *http.Request {
 	return in
 }
 
-// BenchmarkPdtrace: one sequential P/D request through the binding. The
-// library adds the breakdown (8 doubles) on the request and decode spans
-// and the leg attributes itself.
-func BenchmarkPdtrace(b *testing.B) {
+func openPdtrace(b *testing.B) *pdtrace.Tracer {
 	s := sink(b)
 	tr, err := pdtrace.Open(&pdtrace.Options{
 		Exporter:          pdtrace.ExporterOTLP,
@@ -62,6 +59,57 @@ func BenchmarkPdtrace(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return tr
+}
+
+func closePdtrace(b *testing.B, tr *pdtrace.Tracer) {
+	b.StopTimer()
+	st, _ := tr.Stats()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = tr.Close(ctx)
+	b.ReportMetric(float64(st.DroppedQueueFull)/float64(b.N), "dropped/op")
+}
+
+// BenchmarkPdtrace: one sequential P/D request through the binding's
+// batched calls (8 cgo calls: begin with connector, model and attributes;
+// prefill headers and mark; prefill outcome; decode headers and mark; two
+// token calls; outcome, usage and end; close). The library adds the
+// breakdown (8 doubles) on the request and decode spans and the leg
+// attributes itself.
+func BenchmarkPdtrace(b *testing.B) {
+	tr := openPdtrace(b)
+	in := inbound()
+	ph, dh := http.Header{}, http.Header{}
+	out := pdtrace.Outcome{Status: 200, DecodeTarget: "127.0.0.1:8200", DecodeStatus: 200,
+		Usage: true, InputTokens: 812, OutputTokens: 64, CachedInputTokens: 256}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := tr.BeginWith(in, 0, "nixlv2", model,
+			pdtrace.String("gen_ai.operation.name", "chat"),
+			pdtrace.Int("gen_ai.request.max_tokens", 128),
+			pdtrace.Bool("gen_ai.request.stream", true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = r.SendPrefill(ph, 0)
+		_ = r.PrefillResult(0, "127.0.0.1:8100", 200, "")
+		_ = r.SendDecode(dh, 0)
+		_ = r.Tokens(0, 1)
+		_ = r.Tokens(0, 63)
+		if _, err := r.Finish(0, &out); err != nil {
+			b.Fatal(err)
+		}
+		r.Close()
+	}
+	closePdtrace(b, tr)
+}
+
+// BenchmarkPdtracePerCall: the same request with one cgo call per library
+// call (19 calls).
+func BenchmarkPdtracePerCall(b *testing.B) {
+	tr := openPdtrace(b)
 	in := inbound()
 	ph, dh := http.Header{}, http.Header{}
 	b.ReportAllocs()
@@ -72,7 +120,7 @@ func BenchmarkPdtrace(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = r.SetConnector("nixlv2")
-		_ = r.SetString("gen_ai.request.model", model)
+		_ = r.SetModel(model)
 		_ = r.SetString("gen_ai.operation.name", "chat")
 		_ = r.SetInt("gen_ai.request.max_tokens", 128)
 		_ = r.SetBool("gen_ai.request.stream", true)
@@ -92,12 +140,7 @@ func BenchmarkPdtrace(b *testing.B) {
 		}
 		r.Close()
 	}
-	b.StopTimer()
-	st, _ := tr.Stats()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = tr.Close(ctx)
-	b.ReportMetric(float64(st.DroppedQueueFull)/float64(b.N), "dropped/op")
+	closePdtrace(b, tr)
 }
 
 func ms(a, b time.Time) float64 { return float64(b.Sub(a).Nanoseconds()) / 1e6 }

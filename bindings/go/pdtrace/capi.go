@@ -501,6 +501,240 @@ static pdtg_ids pdtg_request_ids(pdt_request *req, int leg)
     return pdtg_span_ids(pdt_request_span(req, leg));
 }
 
+// ---- batched calls ---------------------------------------------------------
+//
+// The shims below only sequence public calls, so that the Go side makes one
+// cgo call where it would make several in a row. Each applies every step
+// even if an earlier one failed and returns the first failure with the
+// message of the last one (as pdt_request_set_attrs() does for entries).
+
+// A C-allocated pdt_attr array and byte arena that the Go side fills before
+// a batch call (Go strings are copied into the arena, so C never sees Go
+// memory). Pooled on the Go side; grown here.
+typedef struct pdtg_attrbuf {
+    pdt_attr *attrs;
+    size_t cap;
+    char *arena;
+    size_t arena_cap;
+} pdtg_attrbuf;
+
+static pdtg_attrbuf *pdtg_attrbuf_new(void)
+{
+    return calloc(1, sizeof(pdtg_attrbuf));
+}
+
+static void pdtg_attrbuf_free(pdtg_attrbuf *b)
+{
+    if (b == NULL)
+        return;
+    free(b->attrs);
+    free(b->arena);
+    free(b);
+}
+
+// Makes room for n attributes and `bytes` bytes of keys and values.
+// Returns 0 when out of memory (the buffer is left as it was).
+static int pdtg_attrbuf_reserve(pdtg_attrbuf *b, size_t n, size_t bytes)
+{
+    if (n > b->cap) {
+        size_t c = n < 16 ? 16 : n;
+        pdt_attr *a = realloc(b->attrs, c * sizeof(*a));
+        if (a == NULL)
+            return 0;
+        b->attrs = a;
+        b->cap = c;
+    }
+    if (bytes > b->arena_cap) {
+        size_t c = bytes < 1024 ? 1024 : bytes;
+        char *p = realloc(b->arena, c);
+        if (p == NULL)
+            return 0;
+        b->arena = p;
+        b->arena_cap = c;
+    }
+    return 1;
+}
+
+#define PDTG_STEP(call) do { int r_ = (call); if (rc == PDT_OK) rc = r_; } \
+    while (0)
+
+static pdtg_res pdtg_request_set_attrs(pdt_request *req, int leg,
+                                       const pdtg_attrbuf *b, size_t n)
+{
+    return pdtg_result(pdt_request_set_attrs(req, leg, n ? b->attrs : NULL,
+                                             n));
+}
+
+static pdtg_res pdtg_span_set_attrs(pdt_span *s, const pdtg_attrbuf *b,
+                                    size_t n)
+{
+    return pdtg_result(pdt_span_set_attrs(s, n ? b->attrs : NULL, n));
+}
+
+static pdtg_res pdtg_request_set_model(pdt_request *req, _GoString_ model)
+{
+    pdtg_cs c;
+    pdtg_res r;
+    if (!pdtg_cs_init(&c, model, 1))
+        return pdtg_nomem();
+    r = pdtg_result(pdt_request_set_model(req, c.p));
+    pdtg_cs_free(&c);
+    return r;
+}
+
+typedef struct pdtg_begin_with_res {
+    pdtg_begin_res b;
+    int set_rc;    // the first failure of the settings after begin
+    char *set_msg;
+} pdtg_begin_with_res;
+
+// pdtg_request_begin, then set_connector, set_model (each when not empty)
+// and the n attributes of b, in the same call.
+static pdtg_begin_with_res pdtg_request_begin_with(
+    pdt_tracer *t, _GoString_ tp, _GoString_ ts, uint64_t arrival,
+    _GoString_ id, _GoString_ method, _GoString_ path, _GoString_ connector,
+    _GoString_ model, const pdtg_attrbuf *b, size_t n)
+{
+    pdtg_begin_with_res w;
+    pdtg_cs c;
+    int rc = PDT_OK;
+    w.b = pdtg_request_begin(t, tp, ts, arrival, id, method, path);
+    w.set_rc = PDT_OK;
+    w.set_msg = NULL;
+    if (w.b.rc != PDT_OK)
+        return w;
+    if (_GoStringLen(connector) != 0) {
+        if (pdtg_cs_init(&c, connector, 0)) {
+            PDTG_STEP(pdt_request_set_connector(w.b.req, c.p));
+            pdtg_cs_free(&c);
+        } else {
+            PDTG_STEP(PDT_ENOMEM);
+        }
+    }
+    if (_GoStringLen(model) != 0) {
+        if (pdtg_cs_init(&c, model, 0)) {
+            PDTG_STEP(pdt_request_set_model(w.b.req, c.p));
+            pdtg_cs_free(&c);
+        } else {
+            PDTG_STEP(PDT_ENOMEM);
+        }
+    }
+    if (n != 0)
+        PDTG_STEP(pdt_request_set_attrs(w.b.req, PDT_LEG_REQUEST, b->attrs,
+                                        n));
+    if (rc != PDT_OK) {
+        pdtg_res e = pdtg_result(rc);
+        w.set_rc = e.rc;
+        w.set_msg = e.msg;
+    }
+    return w;
+}
+
+// inject the leg's headers, then record the SENT mark.
+static pdtg_inject_res pdtg_request_send(pdt_request *req, int leg, int mark,
+                                         uint64_t ts)
+{
+    pdt_propagation p = PDT_PROPAGATION_INIT;
+    int rc = pdt_request_inject(req, leg, &p);
+    PDTG_STEP(pdt_request_mark(req, mark, ts));
+    return pdtg_inject_out(rc, &p);
+}
+
+// a mark, then set_leg.
+static pdtg_res pdtg_request_leg_done(pdt_request *req, int leg, int mark,
+                                      uint64_t ts, _GoString_ target,
+                                      int status, _GoString_ error_type)
+{
+    pdtg_cs ct, ce;
+    int rc = pdt_request_mark(req, mark, ts);
+    if (!pdtg_cs_init(&ct, target, 1))
+        return pdtg_nomem();
+    if (!pdtg_cs_init(&ce, error_type, 1)) {
+        pdtg_cs_free(&ct);
+        return pdtg_nomem();
+    }
+    PDTG_STEP(pdt_request_set_leg(req, leg, ct.p, status, ce.p));
+    pdtg_cs_free(&ct);
+    pdtg_cs_free(&ce);
+    return pdtg_result(rc);
+}
+
+typedef struct pdtg_finish_res {
+    int rc;
+    char *msg;
+    pdt_breakdown bd;
+    int end_rc;    // the status of pdt_request_end itself
+} pdtg_finish_res;
+
+// set_leg (decode when leg_set), set_usage (when usage_set), set_response
+// (when status != 0), then end.
+static pdtg_finish_res pdtg_request_finish(pdt_request *req, uint64_t end_ns,
+                                           int status, _GoString_ error_type,
+                                           int leg_set, _GoString_ target,
+                                           int leg_status,
+                                           _GoString_ leg_error,
+                                           int usage_set, int64_t in,
+                                           int64_t out, int64_t cached)
+{
+    pdtg_finish_res r;
+    pdtg_res e;
+    pdtg_cs c1, c2;
+    pdt_breakdown bd = PDT_BREAKDOWN_INIT;
+    int rc = PDT_OK;
+    if (leg_set) {
+        if (pdtg_cs_init(&c1, target, 1)) {
+            if (pdtg_cs_init(&c2, leg_error, 1)) {
+                PDTG_STEP(pdt_request_set_leg(req, PDT_LEG_DECODE, c1.p,
+                                              leg_status, c2.p));
+                pdtg_cs_free(&c2);
+            } else {
+                PDTG_STEP(PDT_ENOMEM);
+            }
+            pdtg_cs_free(&c1);
+        } else {
+            PDTG_STEP(PDT_ENOMEM);
+        }
+    }
+    if (usage_set)
+        PDTG_STEP(pdt_request_set_usage(req, in, out, cached));
+    if (status != 0) {
+        if (pdtg_cs_init(&c1, error_type, 1)) {
+            PDTG_STEP(pdt_request_set_response(req, status, c1.p));
+            pdtg_cs_free(&c1);
+        } else {
+            PDTG_STEP(PDT_ENOMEM);
+        }
+    }
+    r.end_rc = pdt_request_end(req, end_ns, &bd);
+    PDTG_STEP(r.end_rc);
+    e = pdtg_result(rc);
+    r.rc = e.rc;
+    r.msg = e.msg;
+    r.bd = bd;
+    return r;
+}
+
+// ---- metrics ---------------------------------------------------------------
+
+typedef struct pdtg_metrics_res {
+    int rc;
+    char *msg;
+    size_t len;
+} pdtg_metrics_res;
+
+// buf is Go memory without Go pointers, used for the call only.
+static pdtg_metrics_res pdtg_tracer_metrics(pdt_tracer *t, char *buf,
+                                            size_t cap)
+{
+    pdtg_metrics_res r;
+    pdtg_res e;
+    r.len = 0;
+    e = pdtg_result(pdt_tracer_metrics(t, buf, cap, &r.len));
+    r.rc = e.rc;
+    r.msg = e.msg;
+    return r;
+}
+
 // ---- generic spans ---------------------------------------------------------
 
 typedef struct pdtg_start_res {
@@ -613,6 +847,8 @@ static pdtg_parse_res pdtg_traceparent_parse(_GoString_ v)
 import "C"
 
 import (
+	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 )
@@ -856,7 +1092,7 @@ func injectResult(op string, r C.pdtg_inject_res) (propagation, error) {
 		return propagation{}, err
 	}
 	return propagation{
-		traceparent: C.GoStringN(&r.traceparent[0], C.PDT_TRACEPARENT_SIZE-1),
+		traceparent: traceparentString(&r.traceparent),
 		tracestate:  r.tracestate,
 		requestID:   r.request_id,
 	}, nil
@@ -883,7 +1119,10 @@ func msField(present C.uint32_t, bit C.uint32_t, v C.double) Millis {
 func cReqEnd(h reqHandle, at Time) (Breakdown, error) {
 	r := C.pdtg_request_end(h, C.uint64_t(at))
 	err := resultErr("pdt_request_end", r.rc, r.msg)
-	bd := &r.bd
+	return breakdownOf(&r.bd), err
+}
+
+func breakdownOf(bd *C.pdt_breakdown) Breakdown {
 	p := bd.present
 	return Breakdown{
 		Queue:              msField(p, C.PDT_BD_QUEUE, bd.queue_ms),
@@ -898,7 +1137,7 @@ func cReqEnd(h reqHandle, at Time) (Breakdown, error) {
 		Mode:               Mode(bd.mode),
 		Error:              bd.error != 0,
 		Sampled:            bd.sampled != 0,
-	}, err
+	}
 }
 
 func cReqFree(h reqHandle) { C.pdt_request_free(h) }
@@ -961,4 +1200,180 @@ func cParseTraceparent(v string) (tid [16]byte, sid [8]byte, flags byte, err err
 		sid[i] = byte(r.span_id[i])
 	}
 	return tid, sid, byte(r.flags), nil
+}
+
+// ---- batched calls ----------------------------------------------------------
+
+// The pdt_attr_type values, checked against the header at compile time.
+const (
+	attrString = 1
+	attrInt    = 2
+	attrDouble = 3
+	attrBool   = 4
+)
+
+var _ = [1]struct{}{}[attrString-C.PDT_ATTR_STRING+attrInt-C.PDT_ATTR_INT+
+	attrDouble-C.PDT_ATTR_DOUBLE+attrBool-C.PDT_ATTR_BOOL]
+
+// attrBuf owns a C pdtg_attrbuf. Buffers are pooled, so a batch call
+// allocates nothing once the pool is warm; one that the pool drops is
+// freed by its cleanup.
+type attrBuf struct{ c *C.pdtg_attrbuf }
+
+var attrPool = sync.Pool{New: func() any {
+	b := &attrBuf{c: C.pdtg_attrbuf_new()}
+	if b.c != nil {
+		runtime.AddCleanup(b, func(c *C.pdtg_attrbuf) { C.pdtg_attrbuf_free(c) }, b.c)
+	}
+	return b
+}}
+
+var errAttrMemory = &Error{Op: "pdt_request_set_attrs", Status: StatusNoMemory,
+	Message: "out of memory copying the attributes"}
+
+// getAttrs copies attrs into a pooled C buffer: the pdt_attr array and,
+// NUL-terminated, every key and string value. The caller puts it back.
+func getAttrs(attrs []Attr) (*attrBuf, error) {
+	b := attrPool.Get().(*attrBuf)
+	if b.c == nil {
+		return nil, errAttrMemory
+	}
+	if len(attrs) == 0 {
+		return b, nil
+	}
+	size := 0
+	for i := range attrs {
+		size += len(attrs[i].Key) + 1
+		if attrs[i].kind == attrString {
+			size += len(attrs[i].s)
+		}
+	}
+	if C.pdtg_attrbuf_reserve(b.c, C.size_t(len(attrs)), C.size_t(size)) == 0 {
+		attrPool.Put(b)
+		return nil, errAttrMemory
+	}
+	ca := unsafe.Slice(b.c.attrs, len(attrs))
+	arena := unsafe.Slice((*byte)(unsafe.Pointer(b.c.arena)), size)
+	off := 0
+	for i := range attrs {
+		a, e := &attrs[i], &ca[i]
+		e.key = (*C.char)(unsafe.Pointer(&arena[off]))
+		off += copy(arena[off:], a.Key)
+		nul := off
+		arena[off] = 0
+		off++
+		e._type = C.int(a.kind)
+		e.str, e.str_len, e.i, e.d = nil, 0, 0, 0
+		switch a.kind {
+		case attrString:
+			// An empty value points at the key's NUL: any valid address.
+			e.str = (*C.char)(unsafe.Pointer(&arena[nul]))
+			if len(a.s) != 0 {
+				e.str = (*C.char)(unsafe.Pointer(&arena[off]))
+				off += copy(arena[off:], a.s)
+			}
+			e.str_len = C.size_t(len(a.s))
+		case attrDouble:
+			e.d = C.double(a.f)
+		default:
+			e.i = C.int64_t(a.n)
+		}
+	}
+	return b, nil
+}
+
+func cReqSetAttrs(h reqHandle, leg Leg, attrs []Attr) error {
+	b, err := getAttrs(attrs)
+	if err != nil {
+		return err
+	}
+	r := C.pdtg_request_set_attrs(h, C.int(leg), b.c, C.size_t(len(attrs)))
+	attrPool.Put(b)
+	return check("pdt_request_set_attrs", r)
+}
+
+func cSpanSetAttrs(h spanHandle, attrs []Attr) error {
+	b, err := getAttrs(attrs)
+	if err != nil {
+		return err
+	}
+	r := C.pdtg_span_set_attrs(h, b.c, C.size_t(len(attrs)))
+	attrPool.Put(b)
+	return check("pdt_span_set_attrs", r)
+}
+
+func cReqSetModel(h reqHandle, model string) error {
+	return check("pdt_request_set_model", C.pdtg_request_set_model(h, model))
+}
+
+// cBeginWith is cBegin plus the connector, model and attributes, set in
+// the same cgo call; setErr is the first of those settings that failed.
+func cBeginWith(t *C.pdt_tracer, tp, ts string, arrival Time, id, method, path,
+	connector, model string, attrs []Attr) (h reqHandle, err, idErr, setErr error) {
+	b, err := getAttrs(attrs)
+	if err != nil {
+		return nil, err, nil, nil
+	}
+	w := C.pdtg_request_begin_with(t, tp, ts, C.uint64_t(arrival), id, method, path,
+		connector, model, b.c, C.size_t(len(attrs)))
+	attrPool.Put(b)
+	r := &w.b
+	if r.rc != C.PDT_OK {
+		return nil, resultErr("pdt_request_begin", r.rc, r.msg), nil, nil
+	}
+	return r.req, nil, resultErr("pdt_request_set_id", C.int(r.id_rc), r.id_msg),
+		resultErr("pdt_request_set_attrs", w.set_rc, w.set_msg)
+}
+
+// cReqSend injects the headers of a leg and records its SENT mark. The
+// propagation is valid when its traceparent is not empty, even with an
+// error (the mark's).
+func cReqSend(h reqHandle, leg Leg, m mark, at Time) (propagation, error) {
+	r := C.pdtg_request_send(h, C.int(leg), C.int(m), C.uint64_t(at))
+	err := resultErr("pdt_request_mark", r.rc, r.msg)
+	if r.traceparent[0] == 0 {
+		return propagation{}, err
+	}
+	return propagation{
+		traceparent: traceparentString(&r.traceparent),
+		tracestate:  r.tracestate,
+		requestID:   r.request_id,
+	}, err
+}
+
+// traceparentString copies a traceparent out of a C result held on the Go
+// stack (a cgo helper taking its address would move it to the heap).
+func traceparentString(tp *[C.PDT_TRACEPARENT_SIZE]C.char) string {
+	return string(unsafe.Slice((*byte)(unsafe.Pointer(&tp[0])), C.PDT_TRACEPARENT_SIZE-1))
+}
+
+func cReqLegDone(h reqHandle, leg Leg, m mark, at Time, target string, status int, errType string) error {
+	return check("pdt_request_set_leg", C.pdtg_request_leg_done(h, C.int(leg), C.int(m),
+		C.uint64_t(at), target, C.int(status), errType))
+}
+
+// cReqFinish returns the breakdown, the first error, and whether the
+// request was ended (the breakdown is valid).
+func cReqFinish(h reqHandle, at Time, o *Outcome) (Breakdown, error, bool) {
+	legSet, usageSet := C.int(0), C.int(0)
+	if o.DecodeStatus != 0 || o.DecodeErrorType != "" {
+		legSet = 1
+	}
+	if o.Usage {
+		usageSet = 1
+	}
+	r := C.pdtg_request_finish(h, C.uint64_t(at), C.int(o.Status), o.ErrorType,
+		legSet, o.DecodeTarget, C.int(o.DecodeStatus), o.DecodeErrorType,
+		usageSet, C.int64_t(o.InputTokens), C.int64_t(o.OutputTokens),
+		C.int64_t(o.CachedInputTokens))
+	err := resultErr("pdt_request_end", r.rc, r.msg)
+	return breakdownOf(&r.bd), err, r.end_rc == C.PDT_OK || r.end_rc == C.PDT_ERANGE
+}
+
+// cMetrics renders the metrics into buf, a Go buffer without Go pointers
+// that C uses for the call only. On StatusBufferSize, n is the size
+// needed.
+func cMetrics(t *C.pdt_tracer, buf []byte) (n int, err error) {
+	r := C.pdtg_tracer_metrics(t, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	return int(r.len), resultErr("pdt_tracer_metrics", r.rc, r.msg)
 }

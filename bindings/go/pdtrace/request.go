@@ -79,6 +79,11 @@ type Request struct {
 	idOK    bool
 	ts      string // cached tracestate, valid when tsOK
 	tsOK    bool
+	// Header values written by the first inject of each leg (prefill,
+	// decode) point into hv, which saves an allocation; later injects of
+	// the same leg (a retried prefill) allocate their own.
+	hv     [2][3]string
+	hvUsed [2]bool
 }
 
 type reqCleanup struct {
@@ -110,12 +115,23 @@ func (t *Tracer) begin(tp, ts string, arrival Time, id, method, path string) (*R
 	if err != nil {
 		return nil, err
 	}
+	r := t.newRequest(h)
+	if idErr == nil && id != "" {
+		r.id, r.idOK = id, true // as given: the library took it
+	}
+	if ts == "" {
+		r.tsOK = true // no inbound tracestate, none to pass on
+	}
+	return r, idErr
+}
+
+func (t *Tracer) newRequest(h reqHandle) *Request {
 	r := &Request{h: h, t: t}
 	r.cleanup = runtime.AddCleanup(r, func(c reqCleanup) {
 		cReqFree(c.h)
 		c.t.release()
 	}, reqCleanup{h, t})
-	return r, idErr
+	return r
 }
 
 // Begin begins a request from an inbound HTTP request: its traceparent,
@@ -133,6 +149,45 @@ func (t *Tracer) Begin(req *http.Request, arrival Time) (*Request, error) {
 	h := req.Header
 	return t.begin(headerValue(h, HeaderTraceparent), headerValue(h, HeaderTracestate),
 		arrival, headerValue(h, HeaderRequestID), req.Method, path)
+}
+
+// BeginWith is Begin that also sets the KV connector and the model
+// (pdt_request_set_model; "" skips either) and attributes of the request
+// span, all in one cgo call. The Request is returned whenever it began;
+// the error is then that of the first refused setting (a refused
+// x-request-id first), the others being applied all the same.
+func (t *Tracer) BeginWith(req *http.Request, arrival Time, connector, model string, attrs ...Attr) (*Request, error) {
+	var path string
+	if req.URL != nil {
+		path = req.URL.Path
+	}
+	h := req.Header
+	th, err := t.rlock("pdt_request_begin")
+	if err != nil {
+		return nil, err
+	}
+	id := headerValue(h, HeaderRequestID)
+	ts := headerValue(h, HeaderTracestate)
+	rh, err, idErr, setErr := cBeginWith(th, headerValue(h, HeaderTraceparent), ts,
+		arrival, id, req.Method, path, connector, model, attrs)
+	if err == nil {
+		t.acquire()
+	}
+	t.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	r := t.newRequest(rh)
+	if idErr == nil && id != "" {
+		r.id, r.idOK = id, true // as given: the library took it
+	}
+	if ts == "" {
+		r.tsOK = true // no inbound tracestate, none to pass on
+	}
+	if idErr != nil {
+		return r, idErr
+	}
+	return r, setErr
 }
 
 // BeginFromHeader is Begin from the inbound headers only.
@@ -261,6 +316,102 @@ func (r *Request) SetResponse(status int, errorType string) error {
 	return err
 }
 
+// SetModel sets the request's model: gen_ai.request.model on the request
+// span and the model label of its metrics (pdt_request_set_model).
+func (r *Request) SetModel(model string) error {
+	if r == nil || r.h == nil {
+		return errReleased("pdt_request_set_model")
+	}
+	err := cReqSetModel(r.h, model)
+	runtime.KeepAlive(r)
+	return err
+}
+
+// SetAttributes sets typed attributes on the request span in one call
+// (pdt_request_set_attrs). Every one is applied even if another is
+// refused; the error is that of the first refused.
+func (r *Request) SetAttributes(attrs ...Attr) error {
+	return r.Leg(LegRequest).SetAttributes(attrs...)
+}
+
+// SendPrefill writes the prefill leg's headers into h (as InjectPrefill)
+// and records mark Ps at `at` (as PrefillSent) in one cgo call. If the
+// mark is refused, the headers are still written and its error returned.
+func (r *Request) SendPrefill(h http.Header, at Time) error {
+	return r.send(LegPrefill, markPrefillSent, h, at)
+}
+
+// SendDecode is InjectDecode and DecodeSent in one cgo call.
+func (r *Request) SendDecode(h http.Header, at Time) error {
+	return r.send(LegDecode, markDecodeSent, h, at)
+}
+
+func (r *Request) send(leg Leg, m mark, h http.Header, at Time) error {
+	if r == nil || r.h == nil {
+		return errReleased("pdt_request_inject")
+	}
+	p, err := cReqSend(r.h, leg, m, at)
+	ok := p.traceparent != ""
+	if ok {
+		if !r.tsOK {
+			r.ts, r.tsOK = goStr(p.tracestate), true
+		}
+		if !r.idOK {
+			r.id, r.idOK = goStr(p.requestID), true
+		}
+	}
+	runtime.KeepAlive(r)
+	if ok {
+		writeHeaders(h, r.values(leg), p.traceparent, r.ts, r.id, true)
+	}
+	return err
+}
+
+// PrefillResult records mark Pe (the prefill response was fully read) and
+// the prefill leg's outcome (as SetLeg(LegPrefill, ...)) in one cgo call.
+func (r *Request) PrefillResult(at Time, target string, status int, errorType string) error {
+	if r == nil || r.h == nil {
+		return errReleased("pdt_request_mark")
+	}
+	err := cReqLegDone(r.h, LegPrefill, markPrefillDone, at, target, status, errorType)
+	runtime.KeepAlive(r)
+	return err
+}
+
+// Outcome is the end of a request, for Finish.
+type Outcome struct {
+	// Status is the HTTP status sent to the client and ErrorType its error
+	// type if it failed (SetResponse); Status 0 records neither.
+	Status    int
+	ErrorType string
+	// The decode leg's outcome (SetLeg(LegDecode, ...)), recorded when
+	// DecodeStatus or DecodeErrorType is set.
+	DecodeTarget    string
+	DecodeStatus    int
+	DecodeErrorType string
+	// With Usage set, the token counts from the upstream's usage
+	// (SetUsage; a negative count is unknown).
+	Usage                                        bool
+	InputTokens, OutputTokens, CachedInputTokens int64
+}
+
+// Finish records the outcome and ends the request at `at` (End) in one
+// cgo call. Every step is applied even if an earlier one is refused; the
+// error is the first refusal. The Breakdown is valid when the request was
+// ended, which is the case unless End itself failed with other than
+// StatusRange (for example a second end, StatusState).
+func (r *Request) Finish(at Time, o *Outcome) (Breakdown, error) {
+	if r == nil || r.h == nil {
+		return Breakdown{OutputTokens: -1}, errReleased("pdt_request_end")
+	}
+	if o == nil {
+		o = &Outcome{}
+	}
+	bd, err, _ := cReqFinish(r.h, at, o)
+	runtime.KeepAlive(r)
+	return bd, err
+}
+
 // SetString sets a string attribute on the request span.
 func (r *Request) SetString(key, value string) error {
 	return r.Leg(LegRequest).attr(key, kindStr, value, 0, 0)
@@ -307,14 +458,27 @@ func (r *Request) Inject(leg Leg, h http.Header) error {
 	if err != nil {
 		return err
 	}
-	writeHeaders(h, p.traceparent, r.ts, r.id, true)
+	writeHeaders(h, r.values(leg), p.traceparent, r.ts, r.id, true)
 	return nil
 }
 
-// writeHeaders sets the propagation headers with one allocation for the
-// three value slices.
-func writeHeaders(h http.Header, tp, ts, id string, withID bool) {
-	v := new([3]string)
+// values gives the backing array for a leg's header values.
+func (r *Request) values(leg Leg) *[3]string {
+	if i := int(leg) - 1; i == 0 || i == 1 {
+		if !r.hvUsed[i] {
+			r.hvUsed[i] = true
+			return &r.hv[i]
+		}
+	}
+	return new([3]string)
+}
+
+// writeHeaders sets the propagation headers, with the three value slices
+// in v (nil: one allocation for them).
+func writeHeaders(h http.Header, v *[3]string, tp, ts, id string, withID bool) {
+	if v == nil {
+		v = new([3]string)
+	}
 	v[0], v[1], v[2] = tp, ts, id
 	h[HeaderTraceparent] = v[0:1:1]
 	if ts != "" {
@@ -370,6 +534,19 @@ func (l LegSpan) attr(key string, kind attrKind, sv string, iv int64, dv float64
 		return errReleased("pdt_request_set_attribute")
 	}
 	err := cReqAttr(r.h, l.leg, key, kind, sv, iv, dv)
+	runtime.KeepAlive(r)
+	return err
+}
+
+// SetAttributes sets typed attributes on the leg's span in one call
+// (pdt_request_set_attrs); see Request.SetAttributes. The span must exist
+// (StatusState before its SENT mark).
+func (l LegSpan) SetAttributes(attrs ...Attr) error {
+	r := l.r
+	if r == nil || r.h == nil {
+		return errReleased("pdt_request_set_attrs")
+	}
+	err := cReqSetAttrs(r.h, l.leg, attrs)
 	runtime.KeepAlive(r)
 	return err
 }

@@ -97,6 +97,18 @@ func (s *Span) attr(event bool, key string, kind attrKind, sv string, iv int64, 
 	return err
 }
 
+// SetAttributes sets typed attributes in one call (pdt_span_set_attrs).
+// Every one is applied even if another is refused; the error is that of
+// the first refused.
+func (s *Span) SetAttributes(attrs ...Attr) error {
+	if s == nil || s.h == nil {
+		return errReleased("pdt_span_set_attrs")
+	}
+	err := cSpanSetAttrs(s.h, attrs)
+	runtime.KeepAlive(s)
+	return err
+}
+
 // SetString sets a string attribute (embedded NUL bytes are kept).
 func (s *Span) SetString(key, value string) error { return s.attr(false, key, kindStr, value, 0, 0) }
 
@@ -172,7 +184,7 @@ func (s *Span) Inject(h http.Header) error {
 	if err != nil {
 		return err
 	}
-	writeHeaders(h, p.traceparent, ts, "", false)
+	writeHeaders(h, nil, p.traceparent, ts, "", false)
 	return nil
 }
 

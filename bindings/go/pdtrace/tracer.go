@@ -146,11 +146,13 @@ type Stats struct {
 
 // Tracer owns a libpdtrace tracer and its exporter thread.
 type Tracer struct {
-	mu      sync.RWMutex // write-held only by Close
-	h       tracerHandle // nil once closed
-	live    atomic.Int64 // open Requests and Spans
-	log     cgo.Handle
-	cleanup runtime.Cleanup
+	mu   sync.RWMutex // write-held only by Close
+	h    tracerHandle // nil once closed
+	live atomic.Int64 // open Requests and Spans
+	// metricsCap is the buffer size the last Metrics call needed.
+	metricsCap atomic.Int64
+	log        cgo.Handle
+	cleanup    runtime.Cleanup
 
 	orphan     tracerHandle // set when Close left the C tracer to the last handle
 	orphanOnce sync.Once
@@ -228,6 +230,40 @@ func (t *Tracer) Flush(ctx context.Context) error {
 	defer t.mu.RUnlock()
 	_, err = cFlush(h, timeoutMs(ctx))
 	return err
+}
+
+// MetricsContentType is the Content-Type of the text Metrics returns.
+const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// Metrics renders the tracer's Prometheus metrics (pdt_tracer_metrics) in
+// the text exposition format 0.0.4, to serve on /metrics with
+// MetricsContentType. It may be called from any goroutine while requests
+// end on others. A buffer that turns out too small is retried with the
+// size the library asks for.
+func (t *Tracer) Metrics() (string, error) {
+	h, err := t.rlock("pdt_tracer_metrics")
+	if err != nil {
+		return "", err
+	}
+	defer t.mu.RUnlock()
+	size := int(t.metricsCap.Load())
+	if size == 0 {
+		size = 32 << 10
+	}
+	for {
+		buf := make([]byte, size)
+		n, err := cMetrics(h, buf)
+		if e, ok := err.(*Error); ok && e.Status == StatusBufferSize {
+			// Counters move between calls: a little headroom.
+			size = n + n/16 + 256
+			t.metricsCap.Store(int64(size))
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
 }
 
 // Stats returns the tracer's counters.

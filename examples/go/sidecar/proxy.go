@@ -93,6 +93,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/health":
 		w.WriteHeader(http.StatusOK)
 		_, _ = io.WriteString(w, "OK")
+	case "/metrics":
+		p.serveMetrics(w, r)
 	case "/v1/models":
 		p.passThrough(w, r)
 	case "/v1/completions", "/v1/chat/completions":
@@ -104,6 +106,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// serveMetrics serves the tracer's Prometheus metrics: true TTFT and its
+// stages per connector, model and mode.
+func (p *Proxy) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	text, err := p.tracer.Metrics()
+	if err != nil {
+		http.Error(w, "metrics unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", pdtrace.MetricsContentType)
+	_, _ = io.WriteString(w, text)
 }
 
 func (p *Proxy) target(path string) string {
@@ -176,7 +194,37 @@ func (u *usage) merge(o *openAIUsage) {
 
 func (p *Proxy) serveInference(w http.ResponseWriter, r *http.Request) {
 	arrival := pdtrace.Now()
-	req, err := p.tracer.Begin(r, arrival)
+	raw, rerr := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+	var body map[string]any
+	bad := ""
+	switch {
+	case rerr != nil || len(raw) > maxBodyBytes:
+		bad = "cannot read the request body"
+	case json.Unmarshal(raw, &body) != nil:
+		bad = "the body is not a JSON object"
+	}
+	// The request is begun once the body is read (A is still the
+	// arrival), so that its connector, model and attributes go with the
+	// begin in one call.
+	var model string
+	var attrs []pdtrace.Attr
+	stream := false
+	if bad == "" {
+		stream, _ = body["stream"].(bool)
+		op := "text_completion"
+		if r.URL.Path == "/v1/chat/completions" {
+			op = "chat"
+		}
+		model, _ = body["model"].(string)
+		attrs = append(make([]pdtrace.Attr, 0, 4),
+			pdtrace.String("gen_ai.operation.name", op),
+			pdtrace.Bool("gen_ai.request.stream", stream),
+			pdtrace.Bool(attrPrefix+"decode.streaming", stream))
+		if mt, ok := maxTokens(body); ok {
+			attrs = append(attrs, pdtrace.Int("gen_ai.request.max_tokens", mt))
+		}
+	}
+	req, err := p.tracer.BeginWith(r, arrival, p.cfg.Connector, model, attrs...)
 	if req == nil {
 		// Tracing is unavailable (tracer closed): serve untraced would
 		// need a second code path; refuse instead.
@@ -184,52 +232,22 @@ func (p *Proxy) serveInference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		p.logf("pdtrace: inbound request id refused: %v", err)
+		p.logf("pdtrace: a setting of the request was refused: %v", err)
 	}
 	defer req.Close() // ends an unfinished request as abandoned
 	t := &traced{req: req}
-	t.do(func(q *pdtrace.Request) error { return q.SetConnector(p.cfg.Connector) })
 
 	fail := func(status int, errType, msg string) {
-		t.do(func(q *pdtrace.Request) error { return q.SetResponse(status, errType) })
-		t.do(func(q *pdtrace.Request) error { _, err := q.End(0); return err })
+		t.do(func(q *pdtrace.Request) error {
+			_, err := q.Finish(0, &pdtrace.Outcome{Status: status, ErrorType: errType})
+			return err
+		})
 		http.Error(w, msg, status)
 	}
-
-	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
-	if err != nil || len(raw) > maxBodyBytes {
-		fail(http.StatusBadRequest, "invalid_request", "cannot read the request body")
+	if bad != "" {
+		fail(http.StatusBadRequest, "invalid_request", bad)
 		return
 	}
-	var body map[string]any
-	if err := json.Unmarshal(raw, &body); err != nil {
-		fail(http.StatusBadRequest, "invalid_request", "the body is not a JSON object")
-		return
-	}
-	stream, _ := body["stream"].(bool)
-	op := "text_completion"
-	if r.URL.Path == "/v1/chat/completions" {
-		op = "chat"
-	}
-	t.do(func(q *pdtrace.Request) error {
-		if m, ok := body["model"].(string); ok && m != "" {
-			if err := q.SetString("gen_ai.request.model", m); err != nil {
-				return err
-			}
-		}
-		if mt, ok := maxTokens(body); ok {
-			if err := q.SetInt("gen_ai.request.max_tokens", mt); err != nil {
-				return err
-			}
-		}
-		if err := q.SetString("gen_ai.operation.name", op); err != nil {
-			return err
-		}
-		if err := q.SetBool("gen_ai.request.stream", stream); err != nil {
-			return err
-		}
-		return q.SetBool(attrPrefix+"decode.streaming", stream)
-	})
 
 	candidates := prefillers(r.Header)
 	var u usage
@@ -376,21 +394,11 @@ func (p *Proxy) prefillOnce(ctx context.Context, t *traced, pbody []byte, target
 		return nil, http.StatusBadGateway, "bad_target", false, true
 	}
 	out.Header.Set("Content-Type", "application/json")
-	t.do(func(q *pdtrace.Request) error {
-		if err := q.InjectPrefill(out.Header); err != nil {
-			return err
-		}
-		return q.PrefillSent(0)
-	})
+	t.do(func(q *pdtrace.Request) error { return q.SendPrefill(out.Header, 0) })
 	resp, err := p.client.Do(out)
 	if err != nil {
 		et := errorType(err)
-		t.do(func(q *pdtrace.Request) error {
-			if err := q.PrefillDone(0); err != nil {
-				return err
-			}
-			return q.SetLeg(pdtrace.LegPrefill, target, 0, et)
-		})
+		t.do(func(q *pdtrace.Request) error { return q.PrefillResult(0, target, 0, et) })
 		return nil, 0, et, false, true
 	}
 	answer, rerr := io.ReadAll(io.LimitReader(resp.Body, maxPrefillAnswer))
@@ -402,12 +410,7 @@ func (p *Proxy) prefillOnce(ctx context.Context, t *traced, pbody []byte, target
 	case resp.StatusCode >= 500:
 		et = fmt.Sprintf("http_%d", resp.StatusCode)
 	}
-	t.do(func(q *pdtrace.Request) error {
-		if err := q.PrefillDone(0); err != nil {
-			return err
-		}
-		return q.SetLeg(pdtrace.LegPrefill, target, resp.StatusCode, et)
-	})
+	t.do(func(q *pdtrace.Request) error { return q.PrefillResult(0, target, resp.StatusCode, et) })
 	if et != "" || resp.StatusCode >= 300 {
 		if et == "" {
 			et = fmt.Sprintf("http_%d", resp.StatusCode)
@@ -496,24 +499,22 @@ func (p *Proxy) serveConcurrent(w http.ResponseWriter, r *http.Request, t *trace
 // runs before the request is ended.
 func (p *Proxy) decode(w http.ResponseWriter, r *http.Request, t *traced, dbody []byte, stream bool, u *usage, sentAt pdtrace.Time, beforeEnd func()) {
 	target := p.decoder.Host
-	end := func(status int, errType string) {
+	// end records the decode leg's outcome (when o has one), the usage and
+	// the response, and ends the request, in one call.
+	end := func(status int, errType string, o pdtrace.Outcome) {
 		if beforeEnd != nil {
 			beforeEnd()
 		}
+		o.Status, o.ErrorType = status, errType
+		o.Usage, o.InputTokens, o.OutputTokens, o.CachedInputTokens = true, u.input, u.output, u.cached
 		t.do(func(q *pdtrace.Request) error {
-			if err := q.SetUsage(u.input, u.output, u.cached); err != nil {
-				return err
-			}
-			if err := q.SetResponse(status, errType); err != nil {
-				return err
-			}
-			_, err := q.End(0)
+			_, err := q.Finish(0, &o)
 			return err
 		})
 	}
 	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.target(r.URL.Path), bytes.NewReader(dbody))
 	if err != nil {
-		end(http.StatusInternalServerError, "internal")
+		end(http.StatusInternalServerError, "internal", pdtrace.Outcome{})
 		http.Error(w, "cannot build the decode request", http.StatusInternalServerError)
 		return
 	}
@@ -521,17 +522,12 @@ func (p *Proxy) decode(w http.ResponseWriter, r *http.Request, t *traced, dbody 
 	if a := r.Header.Get("Authorization"); a != "" {
 		out.Header.Set("Authorization", a)
 	}
-	t.do(func(q *pdtrace.Request) error {
-		if err := q.InjectDecode(out.Header); err != nil {
-			return err
-		}
-		return q.DecodeSent(sentAt)
-	})
+	t.do(func(q *pdtrace.Request) error { return q.SendDecode(out.Header, sentAt) })
 	resp, err := p.client.Do(out)
 	if err != nil {
 		et := errorType(err)
-		t.do(func(q *pdtrace.Request) error { return q.SetLeg(pdtrace.LegDecode, target, 0, et) })
-		end(http.StatusBadGateway, "decode_"+et)
+		end(http.StatusBadGateway, "decode_"+et,
+			pdtrace.Outcome{DecodeTarget: target, DecodeErrorType: et})
 		http.Error(w, "decode failed", http.StatusBadGateway)
 		return
 	}
@@ -556,18 +552,15 @@ func (p *Proxy) decode(w http.ResponseWriter, r *http.Request, t *traced, dbody 
 	case resp.StatusCode >= 400:
 		clientErr = fmt.Sprintf("http_%d", resp.StatusCode)
 	}
-	t.do(func(q *pdtrace.Request) error {
-		if err := q.SetLeg(pdtrace.LegDecode, target, resp.StatusCode, legErr); err != nil {
-			return err
-		}
-		if legErr != "" && resp.StatusCode < 500 {
-			// The response started well and was cut: SetLeg counts
-			// only transport failures without a status, and >= 500.
+	if legErr != "" && resp.StatusCode < 500 {
+		// The response started well and was cut: the decode span fails
+		// with that error whatever its status.
+		t.do(func(q *pdtrace.Request) error {
 			return q.Leg(pdtrace.LegDecode).SetStatus(pdtrace.StatusError, legErr)
-		}
-		return nil
-	})
-	end(resp.StatusCode, clientErr)
+		})
+	}
+	end(resp.StatusCode, clientErr, pdtrace.Outcome{DecodeTarget: target,
+		DecodeStatus: resp.StatusCode, DecodeErrorType: legErr})
 }
 
 func copyHeader(dst, src http.Header) {

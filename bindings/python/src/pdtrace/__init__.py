@@ -62,9 +62,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttributeValue", "Breakdown", "Compression", "Exporter", "Leg",
-    "LogLevel", "METRICS_CONTENT_TYPE", "Mark", "Mode", "Request", "Sampler", "Span", "SpanKind",
-    "Stats", "StatusCode", "Tracer", "now_ns", "parse_traceparent",
-    "status_str", "version", "version_number",
+    "LogLevel", "METRICS_CONTENT_TYPE", "Mark", "Mode", "Request", "Sampler",
+    "Span", "SpanKind", "Stats", "StatusCode", "Tracer", "now_ns",
+    "parse_traceparent", "status_str", "version", "version_number",
     "BufferSizeError", "ClosedError", "FileIOError", "InternalError",
     "InvalidArgumentError", "LimitError", "NotSupportedError",
     "OutOfMemoryError", "ParseError", "PdtraceError", "RangeError",

@@ -4,9 +4,12 @@ Rules followed here (see STYLE.md, "bindings hold no logic"):
 - every C call's status goes through errors.error_for_status(), which
   reads the thread's last error right after the failing call;
 - every C object is owned by one Python object, freed by its context
-  manager, by free()/close(), or when it is garbage-collected (ffi.gc);
+  manager, by free()/close(), or when it is garbage-collected (ffi.gc,
+  or __del__ for requests, which is cheaper to set up per request);
 - nothing is computed in Python: marks, formulas, sampling, propagation
-  and export are the library's.
+  and export are the library's. Where several calls are usually made in a
+  row, one foreign call makes them (the pdtpy_* sequences in
+  build_ffi.py), since the price of a call is mostly the crossing.
 
 Lifetime: requests and spans keep their tracer alive. Tracer.close()
 first frees the requests and spans still open on it (the C library
@@ -705,12 +708,12 @@ _set_id = lib.pdt_request_set_id
 _set_connector = lib.pdt_request_set_connector
 _set_usage = lib.pdt_request_set_usage
 _set_response = lib.pdt_request_set_response
-_LEG_P = Leg.PREFILL.value
-_LEG_D = Leg.DECODE.value
 _ERANGE = lib.PDT_ERANGE
 _MARK_PS = Mark.PREFILL_SENT.value
 _MARK_PE = Mark.PREFILL_DONE.value
 _MARK_DS = Mark.DECODE_SENT.value
+_LEG_P = Leg.PREFILL.value
+_LEG_D = Leg.DECODE.value
 _MARK_F = Mark.FIRST_TOKEN.value
 _MARK_L = Mark.LAST_TOKEN.value
 
@@ -898,26 +901,44 @@ class Request:
         if rc:
             raise error_for_status(rc)
 
-    def send_prefill(self, ts_ns: int = 0) -> Dict[str, str]:
-        """prefill_sent() and headers(Leg.PREFILL) in one foreign call:
-        marks Ps and returns the headers to send with the prefill. If the
-        mark is refused the error carries the headers as ``.headers``."""
-        return self._send(_LEG_P, _MARK_PS, ts_ns)
+    def _sender(leg: int, mark: int) -> Callable[..., Dict[str, str]]:
+        # send_prefill and send_decode: one body with the leg and mark
+        # bound, and headers() inlined (a Python call costs about as much
+        # as the foreign one).
+        def send(self: "Request", ts_ns: int = 0) -> Dict[str, str]:
+            sc = _scratch
+            pb = sc.prop_bytes
+            pb[_TP_START] = 0
+            rc = _send(self._h, leg, mark, ts_ns, sc.prop)
+            if rc:
+                err = error_for_status(rc)
+                if pb[_TP_START]:
+                    err.headers = self._headers(sc)
+                raise err
+            h = {"traceparent": pb[_TP_START:_TP_END].decode("ascii")}
+            ts = self._ts
+            if ts is _NULL:
+                return self._headers(sc)
+            if ts is not None:
+                h["tracestate"] = ts
+            rid = self._rid
+            if rid is None:
+                return self._headers(sc)
+            h["x-request-id"] = rid
+            return h
+        return send
 
-    def send_decode(self, ts_ns: int = 0) -> Dict[str, str]:
-        """decode_sent() and headers(Leg.DECODE) in one foreign call."""
-        return self._send(_LEG_D, _MARK_DS, ts_ns)
-
-    def _send(self, leg: int, mark: int, ts_ns: int) -> Dict[str, str]:
-        sc = _scratch
-        sc.prop_bytes[_TP_START] = 0
-        rc = _send(self._h, leg, mark, ts_ns, sc.prop)
-        if rc:
-            err = error_for_status(rc)
-            if sc.prop_bytes[_TP_START]:
-                err.headers = self._headers(sc)
-            raise err
-        return self._headers(sc)
+    send_prefill = _sender(_LEG_P, _MARK_PS)
+    send_prefill.__name__ = "send_prefill"
+    send_prefill.__doc__ = """prefill_sent() and headers(Leg.PREFILL) in one
+        foreign call: marks Ps and returns the headers to send with the
+        prefill. If the mark is refused the error carries the headers as
+        ``.headers``."""
+    send_decode = _sender(_LEG_D, _MARK_DS)
+    send_decode.__name__ = "send_decode"
+    send_decode.__doc__ = """decode_sent() and headers(Leg.DECODE) in one
+        foreign call; see send_prefill()."""
+    del _sender
 
     def first_token(self, ts_ns: int = 0) -> None:
         """F: the first token is forwarded to the client."""
