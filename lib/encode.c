@@ -1,12 +1,11 @@
 /*
  * The OTLP encoder: ExportTraceServiceRequest from frozen span records, in
  * one pass. Every length is computed before it is written, so nothing is
- * sized twice; the bytes go out through nanopb's stream primitives.
+ * sized twice, and the bytes are written straight into a buffer of the
+ * exact size (the nanopb descriptors serve the decoders and the tests).
  */
 #include <stdlib.h>
 #include <string.h>
-
-#include <pb_encode.h>
 
 #include "core.h"
 #include "error.h"
@@ -68,64 +67,91 @@ size_t pdti_span_body_size(const pdti_rec *r)
     return n;
 }
 
-static bool put_bytes(pb_ostream_t *s, uint32_t field, const void *p,
-                      size_t n)
+/* The writers below fill a buffer sized in advance by the *_size()
+ * functions above: no bounds checks per field, one pass, every length
+ * known before it is written. */
+
+static inline uint8_t *w_tag(uint8_t *p, uint32_t field, unsigned wire)
 {
-    return pb_encode_tag(s, PB_WT_STRING, field) &&
-           pb_encode_string(s, (const pb_byte_t *)p, n);
+    return pdti_put_varint(p, ((uint64_t)field << 3) | wire);
 }
 
-static bool put_span(pb_ostream_t *s, const pdti_rec *r, size_t body)
+static inline uint8_t *w_bytes(uint8_t *p, uint32_t field, const void *d,
+                               size_t n)
+{
+    p = w_tag(p, field, 2);
+    p = pdti_put_varint(p, n);
+    if (n != 0)
+        memcpy(p, d, n);
+    return p + n;
+}
+
+static inline uint8_t *w_fixed64(uint8_t *p, uint32_t field, uint64_t v)
+{
+    int i;
+
+    p = w_tag(p, field, 1);
+    for (i = 0; i < 8; i++) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+    return p + 8;
+}
+
+static uint8_t *put_span(uint8_t *p, const pdti_rec *r, size_t body)
 {
     size_t st = status_body_size(r);
     uint32_t flags = r->trace_flags | SPAN_FLAGS_HAS_IS_REMOTE |
                      (r->parent_remote ? SPAN_FLAGS_IS_REMOTE : 0);
+    int i;
 
-    if (!pb_encode_tag(s, PB_WT_STRING, F_SS_SPANS) ||
-        !pb_encode_varint(s, body) ||
-        !put_bytes(s, F_SPAN_TRACE_ID, r->trace_id, 16) ||
-        !put_bytes(s, F_SPAN_SPAN_ID, r->span_id, 8))
-        return false;
-    if (r->tracestate.len != 0 &&
-        !put_bytes(s, F_SPAN_TRACE_STATE, r->tracestate.data,
-                   r->tracestate.len))
-        return false;
-    if (r->has_parent && !put_bytes(s, F_SPAN_PARENT, r->parent_id, 8))
-        return false;
-    if (!put_bytes(s, F_SPAN_NAME, r->name.data, r->name.len) ||
-        !pb_encode_tag(s, PB_WT_VARINT, F_SPAN_KIND) ||
-        !pb_encode_varint(s, (uint64_t)r->kind) ||
-        !pb_encode_tag(s, PB_WT_64BIT, F_SPAN_START) ||
-        !pb_encode_fixed64(s, &r->start_unix_ns) ||
-        !pb_encode_tag(s, PB_WT_64BIT, F_SPAN_END) ||
-        !pb_encode_fixed64(s, &r->end_unix_ns) ||
-        !pb_write(s, r->attrs.data, r->attrs.len))
-        return false;
-    if (r->dropped_attrs &&
-        (!pb_encode_tag(s, PB_WT_VARINT, F_SPAN_DROPPED_ATTRS) ||
-         !pb_encode_varint(s, r->dropped_attrs)))
-        return false;
-    if (!pb_write(s, r->events.data, r->events.len))
-        return false;
-    if (r->dropped_events &&
-        (!pb_encode_tag(s, PB_WT_VARINT, F_SPAN_DROPPED_EVENTS) ||
-         !pb_encode_varint(s, r->dropped_events)))
-        return false;
-    if (st != 0) {
-        if (!pb_encode_tag(s, PB_WT_STRING, F_SPAN_STATUS) ||
-            !pb_encode_varint(s, st))
-            return false;
-        if (r->status_msg.len != 0 &&
-            !put_bytes(s, F_STATUS_MESSAGE, r->status_msg.data,
-                       r->status_msg.len))
-            return false;
-        if (r->status_code != 0 &&
-            (!pb_encode_tag(s, PB_WT_VARINT, F_STATUS_CODE) ||
-             !pb_encode_varint(s, (uint64_t)r->status_code)))
-            return false;
+    p = w_tag(p, F_SS_SPANS, 2);
+    p = pdti_put_varint(p, body);
+    p = w_bytes(p, F_SPAN_TRACE_ID, r->trace_id, 16);
+    p = w_bytes(p, F_SPAN_SPAN_ID, r->span_id, 8);
+    if (r->tracestate.len != 0)
+        p = w_bytes(p, F_SPAN_TRACE_STATE, r->tracestate.data,
+                    r->tracestate.len);
+    if (r->has_parent)
+        p = w_bytes(p, F_SPAN_PARENT, r->parent_id, 8);
+    p = w_bytes(p, F_SPAN_NAME, r->name.data, r->name.len);
+    p = w_tag(p, F_SPAN_KIND, 0);
+    p = pdti_put_varint(p, (uint64_t)r->kind);
+    p = w_fixed64(p, F_SPAN_START, r->start_unix_ns);
+    p = w_fixed64(p, F_SPAN_END, r->end_unix_ns);
+    if (r->attrs.len != 0) {
+        memcpy(p, r->attrs.data, r->attrs.len);
+        p += r->attrs.len;
     }
-    return pb_encode_tag(s, PB_WT_32BIT, F_SPAN_FLAGS) &&
-           pb_encode_fixed32(s, &flags);
+    if (r->dropped_attrs) {
+        p = w_tag(p, F_SPAN_DROPPED_ATTRS, 0);
+        p = pdti_put_varint(p, r->dropped_attrs);
+    }
+    if (r->events.len != 0) {
+        memcpy(p, r->events.data, r->events.len);
+        p += r->events.len;
+    }
+    if (r->dropped_events) {
+        p = w_tag(p, F_SPAN_DROPPED_EVENTS, 0);
+        p = pdti_put_varint(p, r->dropped_events);
+    }
+    if (st != 0) {
+        p = w_tag(p, F_SPAN_STATUS, 2);
+        p = pdti_put_varint(p, st);
+        if (r->status_msg.len != 0)
+            p = w_bytes(p, F_STATUS_MESSAGE, r->status_msg.data,
+                        r->status_msg.len);
+        if (r->status_code != 0) {
+            p = w_tag(p, F_STATUS_CODE, 0);
+            p = pdti_put_varint(p, (uint64_t)r->status_code);
+        }
+    }
+    p = w_tag(p, F_SPAN_FLAGS, 5);
+    for (i = 0; i < 4; i++) {
+        p[i] = (uint8_t)flags;
+        flags >>= 8;
+    }
+    return p + 4;
 }
 
 int pdti_encode_request(const uint8_t *resource, size_t resource_len,
@@ -133,11 +159,10 @@ int pdti_encode_request(const uint8_t *resource, size_t resource_len,
                         pdti_rec *const *recs, size_t n, pdti_buf *out)
 {
     size_t spans = 0, ss_body, rs_body, total, i;
-    pb_ostream_t s;
     size_t bodies_stack[64];
     size_t *bodies = bodies_stack;
     pdti_buf bodies_heap = PDTI_BUF_INIT;
-    int rc = PDT_OK;
+    uint8_t *p;
 
     if (n > 64) {
         if (pdti_buf_reserve(&bodies_heap, n * sizeof(size_t)) != 0)
@@ -157,24 +182,23 @@ int pdti_encode_request(const uint8_t *resource, size_t resource_len,
         pdti_buf_free(&bodies_heap);
         return pdti_err(PDT_ENOMEM, "out of memory encoding a batch");
     }
-    s = pb_ostream_from_buffer(out->data, total);
-    if (!pb_encode_tag(&s, PB_WT_STRING, F_REQ_RESOURCE_SPANS) ||
-        !pb_encode_varint(&s, rs_body) ||
-        !pb_write(&s, resource, resource_len) ||
-        !pb_encode_tag(&s, PB_WT_STRING, F_RS_SCOPE_SPANS) ||
-        !pb_encode_varint(&s, ss_body) ||
-        !pb_write(&s, scope, scope_len)) {
-        rc = PDT_EINTERNAL;
-    }
-    for (i = 0; rc == PDT_OK && i < n; i++)
-        if (!put_span(&s, recs[i], bodies[i]))
-            rc = PDT_EINTERNAL;
-    if (rc == PDT_OK && s.bytes_written != total)
-        rc = PDT_EINTERNAL;
+    p = out->data;
+    p = w_tag(p, F_REQ_RESOURCE_SPANS, 2);
+    p = pdti_put_varint(p, rs_body);
+    memcpy(p, resource, resource_len);
+    p += resource_len;
+    p = w_tag(p, F_RS_SCOPE_SPANS, 2);
+    p = pdti_put_varint(p, ss_body);
+    memcpy(p, scope, scope_len);
+    p += scope_len;
+    for (i = 0; i < n; i++)
+        p = put_span(p, recs[i], bodies[i]);
     pdti_buf_free(&bodies_heap);
-    if (rc != PDT_OK)
-        return pdti_err(rc, "encoder size mismatch: %s",
-                        PB_GET_ERROR(&s));
+    if ((size_t)(p - out->data) != total) {
+        /* The size functions and the writers disagree: a bug. */
+        pdti_buf_reset(out);
+        return pdti_err(PDT_EINTERNAL, "encoder size mismatch");
+    }
     out->len = total;
     return PDT_OK;
 }
