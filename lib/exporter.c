@@ -28,6 +28,7 @@ typedef struct exporter {
     pdti_transport *transport; /* OTLP exporter */
     FILE *out;                 /* console exporter */
     int out_owned;
+    int out_fd;                /* descriptor of an owned `out` */
     pdti_buf body;
     pdti_buf json;
     pdti_rec **batch;
@@ -546,10 +547,12 @@ static int state_new(pdt_tracer *t, int in_child)
             if (x->out == NULL)
                 rc = pdti_err(PDT_EIO, "cannot open console output '%s': %s",
                               path, strerror(errno));
-            else
+            else {
                 /* One write() a line: lines from several processes (after
                  * fork) appending to the same file never interleave. */
                 setvbuf(x->out, NULL, _IONBF, 0);
+                x->out_fd = fileno(x->out);
+            }
         }
     } else {
         rc = pdti_transport_new(&x->transport, &t->cfg);
@@ -580,7 +583,13 @@ static int state_new(pdt_tracer *t, int in_child)
     return PDT_OK;
 }
 
-static void state_free(pdt_tracer *t)
+/*
+ * in_child: called in a forked child for the parent's exporter state. A
+ * thread of the parent may have held the console FILE's lock at the fork,
+ * so the FILE is not touched: its descriptor is closed and the small
+ * structure is left behind.
+ */
+static void state_free(pdt_tracer *t, int in_child)
 {
     exporter *x = t->exporter_state;
 
@@ -588,8 +597,12 @@ static void state_free(pdt_tracer *t)
         return;
     if (x->transport != NULL)
         pdti_transport_free(x->transport);
-    if (x->out_owned && x->out != NULL)
-        fclose(x->out);
+    if (x->out_owned && x->out != NULL) {
+        if (in_child)
+            close(x->out_fd);
+        else
+            fclose(x->out);
+    }
     pdti_spool_close(x->spool); /* touches no file: safe after a fork */
     pdti_buf_free(&x->replay);
     pdti_buf_free(&x->body);
@@ -688,7 +701,7 @@ int pdti_exporter_ensure(pdt_tracer *t)
         t->thread_started = 0;
         if (t->export_enabled) {
             update_pid(t);
-            state_free(t);
+            state_free(t, 1);
             if (state_new(t, 1) == PDT_OK)
                 thread_start(t);
         }
@@ -749,5 +762,5 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
 
 void pdti_exporter_free(pdt_tracer *t)
 {
-    state_free(t);
+    state_free(t, 0);
 }

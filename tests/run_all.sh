@@ -150,7 +150,7 @@ tsan() {
 }
 
 valgrind_run() {
-    meson test -C build --print-errorlogs --num-processes 2 --suite unit \
+    PDTRACE_UNDER_VALGRIND=1 meson test -C build --print-errorlogs --num-processes 2 --suite unit \
         --wrap='valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect' \
         --timeout-multiplier 10
 }
