@@ -96,6 +96,7 @@ struct pdt_tracer {
     int exited;
     int abort_flag;           /* read by the transport, atomically */
     int thread_started;
+    int stuck;                /* the exporter thread was abandoned */
     unsigned fork_gen;        /* fork generation the thread belongs to */
     long pid;                 /* process the resource's process.pid names */
     int fork_claim;           /* serialises the restart after a fork */

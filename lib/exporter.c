@@ -24,6 +24,9 @@
 #include "spool.h"
 #include "transport.h"
 
+/* How long close waits past its deadline for an aborted thread to stop. */
+#define STOP_GRACE_NS 2000000000ull
+
 typedef struct exporter {
     pdti_transport *transport; /* OTLP exporter */
     FILE *out;                 /* console exporter */
@@ -747,8 +750,26 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
             if (x != NULL)
                 __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
             pthread_cond_signal(&t->cv_work);
-            while (!t->exited)
-                pthread_cond_wait(&t->cv_done, &t->mu);
+            /* The thread stops within milliseconds once aborted; a grace
+             * period past the deadline covers a slow machine. A thread
+             * that still has not stopped is stuck outside our control
+             * (seen: an allocator lock left held by a fork): close must
+             * still return, so the thread is let go and the tracer's
+             * memory is left to it. */
+            ts_at(deadline + STOP_GRACE_NS, &ts);
+            while (!t->exited && pdt_now_ns() < deadline + STOP_GRACE_NS)
+                pthread_cond_timedwait(&t->cv_done, &t->mu, &ts);
+            if (!t->exited) {
+                PDTI_COUNT(t, dropped_shutdown, t->q_len);
+                t->stuck = 1;
+                pthread_mutex_unlock(&t->mu);
+                pthread_detach(t->thread);
+                t->thread_started = 0;
+                pdti_log(&t->log, PDT_LOG_ERROR, "the exporter thread did "
+                         "not stop; it is abandoned with its memory");
+                return __atomic_load_n(&t->counters.dropped_shutdown,
+                                       __ATOMIC_RELAXED) - before;
+            }
         }
     }
     pthread_mutex_unlock(&t->mu);

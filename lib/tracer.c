@@ -408,6 +408,15 @@ int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
         dropped = pdti_exporter_stop(t, deadline_after(t, timeout_ms));
     else
         __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
+    if (t->stuck) {
+        /* The abandoned exporter thread may still touch the tracer: its
+         * memory is left to it (a one-off leak, reported in the log). */
+        if (dropped_out != NULL)
+            *dropped_out = dropped;
+        return pdti_err(PDT_ETIMEOUT, "close timed out; the exporter thread "
+                        "did not stop; %llu spans dropped",
+                        (unsigned long long)dropped);
+    }
     /* Spans still queued only if the thread never ran. */
     pthread_mutex_lock(&t->mu);
     while ((r = t->q_head) != NULL) {

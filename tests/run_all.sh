@@ -134,7 +134,7 @@ asan() {
     CC=clang meson setup build-asan -Db_sanitize=address,undefined \
         -Db_lundef=false -Dc_args=-fno-sanitize-recover=all &&
         ninja -C build-asan &&
-        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        PDTRACE_UNDER_ASAN=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         meson test -C build-asan --print-errorlogs --num-processes 2 \
             --suite unit --suite fuzz --suite integration
