@@ -18,6 +18,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -653,37 +654,45 @@ static void render_tracer(writer *w, pdt_tracer *t, pdti_metrics *m,
            LOAD(dropped_shutdown));
     sample(w, "pdtrace_spans_dropped_total", "reason=\"disabled\"",
            LOAD(dropped_disabled));
-    header(w, "pdtrace_spans_rejected_total", "counter",
-           "Spans the receiver rejected through an OTLP partial success.");
-    sample(w, "pdtrace_spans_rejected_total", NULL, LOAD(spans_rejected));
-    header(w, "pdtrace_spans_not_sampled_total", "counter",
-           "Spans ended but not exported because of the sampler.");
-    sample(w, "pdtrace_spans_not_sampled_total", NULL,
-           LOAD(spans_not_sampled));
-    header(w, "pdtrace_spans_spooled_total", "counter",
-           "Spans written to the persistent spool.");
-    sample(w, "pdtrace_spans_spooled_total", NULL, LOAD(spans_spooled));
-    header(w, "pdtrace_spans_replayed_total", "counter",
-           "Spans read back from the spool and delivered.");
-    sample(w, "pdtrace_spans_replayed_total", NULL, LOAD(spans_replayed));
-    header(w, "pdtrace_spool_dropped_total", "counter",
-           "Spans evicted from a full spool.");
-    sample(w, "pdtrace_spool_dropped_total", NULL, LOAD(spool_dropped));
-    header(w, "pdtrace_spool_corrupt_total", "counter",
-           "Corrupt spool frames skipped.");
-    sample(w, "pdtrace_spool_corrupt_total", NULL, LOAD(spool_corrupt));
-    header(w, "pdtrace_export_requests_total", "counter",
-           "OTLP export requests sent, retries included.");
-    sample(w, "pdtrace_export_requests_total", NULL, LOAD(export_requests));
-    header(w, "pdtrace_export_retries_total", "counter",
-           "OTLP export requests that were retries.");
-    sample(w, "pdtrace_export_retries_total", NULL, LOAD(export_retries));
-    header(w, "pdtrace_export_failures_total", "counter",
-           "OTLP export requests that failed.");
-    sample(w, "pdtrace_export_failures_total", NULL, LOAD(export_failures));
-    header(w, "pdtrace_export_bytes_total", "counter",
-           "OTLP request body bytes sent, after compression.");
-    sample(w, "pdtrace_export_bytes_total", NULL, LOAD(bytes_sent));
+    {
+        /* Plain counters: one sample each, straight from the tracer. */
+        static const struct {
+            const char *name, *help;
+            size_t off;
+        } plain[] = {
+#define C(n, h, f) { n, h, offsetof(pdti_stats_counters, f) }
+            C("pdtrace_spans_rejected_total", "Spans the receiver rejected "
+              "through an OTLP partial success.", spans_rejected),
+            C("pdtrace_spans_not_sampled_total", "Spans ended but not "
+              "exported because of the sampler.", spans_not_sampled),
+            C("pdtrace_spans_spooled_total",
+              "Spans written to the persistent spool.", spans_spooled),
+            C("pdtrace_spans_replayed_total", "Spans read back from the "
+              "spool and delivered.", spans_replayed),
+            C("pdtrace_spool_dropped_total",
+              "Spans evicted from a full spool.", spool_dropped),
+            C("pdtrace_spool_corrupt_total",
+              "Corrupt spool frames skipped.", spool_corrupt),
+            C("pdtrace_export_requests_total", "OTLP export requests sent, "
+              "retries included.", export_requests),
+            C("pdtrace_export_retries_total",
+              "OTLP export requests that were retries.", export_retries),
+            C("pdtrace_export_failures_total",
+              "OTLP export requests that failed.", export_failures),
+            C("pdtrace_export_bytes_total", "OTLP request body bytes sent, "
+              "after compression.", bytes_sent),
+#undef C
+        };
+        size_t i;
+
+        for (i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+            const uint64_t *f = (const uint64_t *)(const void *)
+                ((const char *)c + plain[i].off);
+            header(w, plain[i].name, "counter", plain[i].help);
+            sample(w, plain[i].name, NULL,
+                   __atomic_load_n(f, __ATOMIC_RELAXED));
+        }
+    }
 #undef LOAD
     pthread_mutex_lock(&t->mu);
     depth = t->q_len;
