@@ -106,52 +106,30 @@ int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r)
  * then lets the caller's AnyValue bytes follow. The lengths are computed
  * first so each byte is written once.
  */
+static uint8_t *kv_begin_lit(pdti_buf *b, uint8_t tag, const char *key,
+                             size_t klen, size_t av_len);
+
+/* The same for a caller's key: checked, and repaired if it is not UTF-8. */
 static int kv_begin(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
                     size_t av_len, uint8_t **out)
 {
-    size_t klen, kv_len, need;
+    size_t klen = strlen(key);
     const uint8_t *k = (const uint8_t *)key;
-    uint8_t *p;
+    pdti_buf kb = PDTI_BUF_INIT;
+    int rc;
 
-    klen = strlen(key);
-    if (!pdti_ascii(k, klen) && pdti_utf8_valid(k, klen) != klen) {
-        /* Keys with bad UTF-8: go through the generic string path. */
-        pdti_buf kb = PDTI_BUF_INIT;
-        int rc = pdti_put_string_field(t, &kb, TAG_KV_KEY, key, klen, -1);
+    if (pdti_ascii(k, klen) || pdti_utf8_valid(k, klen) == klen) {
+        *out = kv_begin_lit(b, tag, key, klen, av_len);
+    } else {
+        rc = pdti_put_utf8(t, &kb, key, klen);
         if (rc != PDT_OK) {
             pdti_buf_free(&kb);
             return rc;
         }
-        kv_len = kb.len + 1 + pdti_varint_len(av_len) + av_len;
-        need = 1 + pdti_varint_len(kv_len) + kb.len + 1 + 10;
-        if (pdti_buf_reserve(b, need + av_len) != 0) {
-            pdti_buf_free(&kb);
-            return pdti_err(PDT_ENOMEM, "out of memory");
-        }
-        p = b->data + b->len;
-        *p++ = tag;
-        p = pdti_put_varint(p, kv_len);
-        memcpy(p, kb.data, kb.len);
-        p += kb.len;
+        *out = kv_begin_lit(b, tag, (const char *)kb.data, kb.len, av_len);
         pdti_buf_free(&kb);
-    } else {
-        kv_len = 1 + pdti_varint_len(klen) + klen + 1 + pdti_varint_len(av_len)
-                 + av_len;
-        need = 1 + pdti_varint_len(kv_len) + kv_len;
-        if (pdti_buf_reserve(b, need) != 0)
-            return pdti_err(PDT_ENOMEM, "out of memory");
-        p = b->data + b->len;
-        *p++ = tag;
-        p = pdti_put_varint(p, kv_len);
-        *p++ = TAG_KV_KEY;
-        p = pdti_put_varint(p, klen);
-        memcpy(p, key, klen);
-        p += klen;
     }
-    *p++ = TAG_KV_VALUE;
-    p = pdti_put_varint(p, av_len);
-    *out = p;
-    return PDT_OK;
+    return *out != NULL ? PDT_OK : pdti_err(PDT_ENOMEM, "out of memory");
 }
 
 int pdti_attr_str(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
