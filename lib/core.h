@@ -49,6 +49,10 @@ typedef struct pdti_rec {
     pdti_buf tracestate;  /* not framed */
     pdti_buf status_msg;  /* not framed */
     pdti_buf attrs;       /* framed Span.attributes fields (tag 9) */
+    pdti_buf deferred;    /* attributes recorded on the caller's thread,
+                             encoded into attrs on the exporter's
+                             (defer.c); counted in nattrs already */
+    size_t deferred_bound; /* upper bound of their encoded size */
     pdti_buf events;      /* framed Span.events fields (tag 11) */
     pdti_buf ev_cur;      /* body of the event still open for attributes */
     int ev_open;
@@ -141,6 +145,13 @@ void pdti_tracer_unref(pdt_tracer *t);
 
 /* Records. */
 pdti_rec *pdti_rec_acquire(pdt_tracer *t);
+/* Takes up to n pooled records (lock held by the caller), ready for use;
+ * returns how many it took. */
+size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n);
+/* Makes a fresh or pooled record ready for a new span. */
+void pdti_rec_reset(pdti_rec *r);
+/* Gives a record taken but never used back to the pool (lock held). */
+void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r);
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r);
 /* Releases n records under one lock (the exporter's batches). */
 void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n);
@@ -157,10 +168,14 @@ int pdti_sample_root(const pdt_tracer *t, const uint8_t trace_id[16]);
 int pdti_sample_with_parent(const pdt_tracer *t, const uint8_t trace_id[16],
                             int parent_sampled, int parent_remote);
 
-/* Span internals shared with request.c. */
-int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name, int kind,
-                   const pdt_span *parent, const char *traceparent,
-                   const char *tracestate, uint64_t start_ns, int record);
+/* Span internals shared with request.c. name_lit_len > 0: name is a
+ * library literal of that length (no UTF-8 check). spare: a record to use
+ * instead of taking one from the pool (consumed: *spare is set to NULL),
+ * or NULL. */
+int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
+                   size_t name_lit_len, int kind, const pdt_span *parent,
+                   const char *traceparent, const char *tracestate,
+                   uint64_t start_ns, int record, pdti_rec **spare);
 /* Freezes the span at end_ns: returns the record (caller enqueues). */
 pdti_rec *pdti_span_finish(pdt_span *s, uint64_t end_ns);
 
@@ -191,6 +206,90 @@ int pdti_put_string_field(pdt_tracer *t, pdti_buf *b, uint8_t tag,
                           const char *s, size_t n, int64_t limit);
 /* Copies UTF-8-sanitized s[0..n) into b (unframed). */
 int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n);
+
+/*
+ * Deferred attributes (defer.c). On the caller's thread an attribute is
+ * only copied into the record's `deferred` buffer; the exporter thread
+ * encodes it (pdti_rec_materialize) right before the batch is encoded.
+ * The count limit is applied when recorded (the caller checks
+ * pdti_rec_attr_room and these bump nattrs); UTF-8 repair and the value
+ * length limit are applied when encoded, with the same counters.
+ *
+ * A literal key (key_lit) is a string constant of the library: only its
+ * address is kept. Other keys are copied.
+ */
+enum {
+    PDTI_DEF_STR = 1,
+    PDTI_DEF_INT,
+    PDTI_DEF_DOUBLE,
+    PDTI_DEF_BOOL,
+    PDTI_DEF_BREAKDOWN, /* value: a pdti_def_breakdown */
+    PDTI_DEF_TARGET     /* value: "host:port" or a URL; becomes
+                           server.address and server.port */
+};
+
+/* The breakdown attributes of docs/spans.md, recorded as one entry. */
+typedef struct pdti_def_breakdown {
+    uint32_t present;  /* PDT_BD_* bits */
+    double v[8];       /* queue, prefill, kv, decode ttft, true ttft,
+                          decode duration, total, tpot */
+} pdti_def_breakdown;
+
+/* One entry: this header, then a copied key (NUL-ended) unless key_lit,
+ * then vlen value bytes, padded to a multiple of 8 bytes. */
+typedef struct pdti_dent {
+    uint8_t kind;
+    uint8_t key_lit;   /* key is a library constant (not copied) */
+    uint16_t nattrs;   /* attributes counted for it when recorded */
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t pad;
+    const char *key;   /* the literal key, when key_lit */
+    int64_t v;         /* int, bool, or the bits of a double */
+} pdti_dent;
+
+#define PDTI_DENT_SIZE(kcopy, vlen) \
+    ((sizeof(pdti_dent) + (kcopy) + (vlen) + 7u) & ~(size_t)7u)
+
+/* General form (any key; strings cut to the value length limit + 4). */
+int pdti_defer(pdt_tracer *t, pdti_rec *r, int kind, const char *key,
+               size_t klen, int key_lit, const void *val, size_t vlen,
+               int64_t i, double d, unsigned nattrs);
+
+/* The hot path for a literal key and a value already within limits:
+ * one reserve and two copies. */
+static inline int pdti_defer_lit(pdti_rec *r, int kind, const char *key,
+                                 size_t klen, const void *val, size_t vlen,
+                                 int64_t v, unsigned nattrs)
+{
+    size_t total = PDTI_DENT_SIZE(0, vlen);
+    pdti_dent h;
+    uint8_t *p;
+
+    if (vlen > UINT32_MAX)
+        return PDT_ELIMIT;
+    if (pdti_buf_reserve(&r->deferred, total) != 0)
+        return PDT_ENOMEM;
+    h.kind = (uint8_t)kind;
+    h.key_lit = 1;
+    h.nattrs = (uint16_t)nattrs;
+    h.klen = (uint32_t)klen;
+    h.vlen = (uint32_t)vlen;
+    h.pad = 0;
+    h.key = key;
+    h.v = v;
+    p = r->deferred.data + r->deferred.len;
+    memcpy(p, &h, sizeof(h));
+    if (vlen != 0)
+        memcpy(p + sizeof(h), val, vlen);
+    r->deferred.len += total;
+    r->deferred_bound += kind == PDTI_DEF_BREAKDOWN ? 8 * 64
+                         : 48 + 3 * (klen + vlen);
+    r->nattrs += nattrs;
+    return PDT_OK;
+}
+/* Encodes the deferred attributes into r->attrs (exporter thread). */
+void pdti_rec_materialize(pdt_tracer *t, pdti_rec *r);
 
 /* Span-level checks before adding an attribute: 0 = go ahead. */
 int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r);

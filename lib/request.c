@@ -15,19 +15,21 @@
 #include "metrics.h"
 #include "propagation.h"
 
-#define TAG_SPAN_ATTR 0x4a
 #define PFX "llm_d.pd_proxy."
 #define PDTI_REQUEST_ID_MAX 255
 #define PDTI_CONNECTOR_MAX 63
 #define PDTI_MODEL_MAX PDTI_METRICS_MODEL_MAX
 #define PDTI_REASON_MAX 255
+#define PDTI_TARGET_MAX 4096
 #define PDTI_MAX_PREFILL_ATTEMPTS 8
 #define PDTI_FREE_REQS_MAX 1024
 #define PDTI_FUTURE_SLACK_NS 1000000000ull
 
 struct pdt_request {
     struct pdt_request *next_free;
-    pdti_buf summary;      /* scratch: encoded summary attributes (kept) */
+    /* Records taken with the request for its prefill and decode spans, so
+     * that starting them needs no lock; given back if unused. */
+    pdti_rec *spare[2];
     /* Everything from here to `root` is reset at begin. */
     pdt_tracer *tracer;
     uint8_t next_prefill_id[8]; /* reserved for the next prefill attempt */
@@ -61,9 +63,13 @@ struct pdt_request {
 
 /* ---- object pool -------------------------------------------------------- */
 
-static pdt_request *req_alloc(pdt_tracer *t)
+/* A request object from the pool (or the heap), with up to `nrec` span
+ * records taken under the same lock: recs[0] for the root, the others as
+ * the request's spares. */
+static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
 {
     pdt_request *r;
+    size_t got = 0, i;
 
     pthread_mutex_lock(&t->mu);
     r = t->free_reqs;
@@ -71,18 +77,46 @@ static pdt_request *req_alloc(pdt_tracer *t)
         t->free_reqs = r->next_free;
         t->free_reqs_len--;
     }
+    if (nrec != 0)
+        got = pdti_rec_take_locked(t, recs, nrec);
     pthread_mutex_unlock(&t->mu);
+    for (i = 0; i < nrec; i++) {
+        if (i >= got && (recs[i] = calloc(1, sizeof(pdti_rec))) == NULL)
+            continue;
+        pdti_rec_reset(recs[i]);
+    }
     if (r == NULL) {
         r = malloc(sizeof(*r));
-        if (r != NULL)
-            memset(&r->summary, 0, sizeof(r->summary));
+        if (r == NULL) {
+            pthread_mutex_lock(&t->mu);
+            for (i = 0; i < nrec; i++)
+                if (recs[i] != NULL)
+                    pdti_rec_put_locked(t, recs[i]);
+            pthread_mutex_unlock(&t->mu);
+            return NULL;
+        }
     }
     return r;
 }
 
-static void req_recycle(pdt_tracer *t, pdt_request *r)
+/* Gives unused records back to the tracer's pool (lock held). */
+static void spares_put_locked(pdt_tracer *t, pdt_request *r,
+                              pdti_rec *unused)
+{
+    if (unused != NULL)
+        pdti_rec_put_locked(t, unused);
+    if (r->spare[0] != NULL)
+        pdti_rec_put_locked(t, r->spare[0]);
+    if (r->spare[1] != NULL)
+        pdti_rec_put_locked(t, r->spare[1]);
+    r->spare[0] = r->spare[1] = NULL;
+}
+
+/* Back to the pool, with the unused spare records. */
+static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
 {
     pthread_mutex_lock(&t->mu);
+    spares_put_locked(t, r, unused);
     if (t->free_reqs_len < PDTI_FREE_REQS_MAX && !t->stopping) {
         r->next_free = t->free_reqs;
         t->free_reqs = r;
@@ -90,8 +124,6 @@ static void req_recycle(pdt_tracer *t, pdt_request *r)
         r = NULL;
     }
     pthread_mutex_unlock(&t->mu);
-    if (r != NULL)
-        pdti_buf_free(&r->summary);
     free(r);
 }
 
@@ -103,7 +135,6 @@ void pdti_request_pool_free(pdt_tracer *t)
 
     while (r != NULL) {
         n = r->next_free;
-        pdti_buf_free(&r->summary);
         free(r);
         r = n;
     }
@@ -145,11 +176,12 @@ static double ms(uint64_t from, uint64_t to)
 
 /* Starts a leg span with a reserved id, parented by the root. */
 static int leg_start(pdt_request *req, pdt_span *s, const char *name,
-                     const uint8_t id[8], uint64_t ts)
+                     size_t name_len, const uint8_t id[8], uint64_t ts,
+                     pdti_rec **spare)
 {
-    int rc = pdti_span_init(s, req->tracer, name, PDT_SPAN_KIND_CLIENT,
-                            &req->root, NULL, NULL, ts,
-                            req->root.rec != NULL);
+    int rc = pdti_span_init(s, req->tracer, name, name_len,
+                            PDT_SPAN_KIND_CLIENT, &req->root, NULL, NULL, ts,
+                            req->root.rec != NULL, spare);
     if (rc != PDT_OK)
         return rc;
     memcpy(s->span_id, id, 8);
@@ -186,30 +218,39 @@ static void prefill_retire(pdt_request *req, uint64_t end)
     }
 }
 
-/* The library's own attributes: known-valid keys, count limit honoured. */
+/* The library's own attributes: literal keys, count limit honoured;
+ * encoded later by the exporter (defer.c). */
+static void put_strn(pdt_tracer *t, pdti_rec *r, const char *key,
+                     size_t klen, const char *v, size_t vlen)
+{
+    int64_t limit = t->cfg.attr_value_len_limit;
+
+    if (pdti_rec_attr_room(t, r) != PDT_OK)
+        return;
+    if (limit < 0 || (uint64_t)vlen <= (uint64_t)limit)
+        pdti_defer_lit(r, PDTI_DEF_STR, key, klen, v, vlen, 0, 1);
+    else
+        pdti_defer(t, r, PDTI_DEF_STR, key, klen, 1, v, vlen, 0, 0.0, 1);
+}
+
 static void put_str(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
                     const char *v)
 {
-    if (pdti_rec_attr_room(t, r) == PDT_OK &&
-        pdti_attr_str_lit(t, &r->attrs, TAG_SPAN_ATTR, key, klen, v,
-                          strlen(v)) == PDT_OK)
-        r->nattrs++;
+    put_strn(t, r, key, klen, v, strlen(v));
 }
 
 static void put_int(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
                     int64_t v)
 {
-    if (pdti_rec_attr_room(t, r) == PDT_OK &&
-        pdti_attr_int_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
-        r->nattrs++;
+    if (pdti_rec_attr_room(t, r) == PDT_OK)
+        pdti_defer_lit(r, PDTI_DEF_INT, key, klen, NULL, 0, v, 1);
 }
 
 static void put_bool(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
                      int v)
 {
-    if (pdti_rec_attr_room(t, r) == PDT_OK &&
-        pdti_attr_bool_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
-        r->nattrs++;
+    if (pdti_rec_attr_room(t, r) == PDT_OK)
+        pdti_defer_lit(r, PDTI_DEF_BOOL, key, klen, NULL, 0, v != 0, 1);
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -219,6 +260,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
                       uint64_t arrival_ns)
 {
     pdt_request *req;
+    pdti_rec *recs[3] = { NULL, NULL, NULL };
     int rc, record;
 
     if (out == NULL)
@@ -232,9 +274,11 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     if (rc != PDT_OK)
         return rc;
     pdti_fork_check(tracer);
-    req = req_alloc(tracer);
+    req = req_alloc(tracer, recs, tracer->export_enabled ? 3 : 0);
     if (req == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory for a request");
+    req->spare[0] = recs[1];
+    req->spare[1] = recs[2];
     memset(&req->tracer, 0, offsetof(struct pdt_request, root) -
                                 offsetof(struct pdt_request, tracer));
     req->prefill.rec = NULL;
@@ -246,12 +290,19 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     record = tracer->cfg.tail_keep_errors ||
              tracer->cfg.tail_ttft_threshold_ms > 0;
     req->record = record;
-    rc = pdti_span_init(&req->root, tracer, PFX "request",
+    rc = pdti_span_init(&req->root, tracer, PDTI_LIT(PFX "request"),
                         PDT_SPAN_KIND_SERVER, NULL, traceparent, tracestate,
-                        arrival_ns, record);
+                        arrival_ns, record, &recs[0]);
     if (rc != PDT_OK) {
-        req_recycle(tracer, req);
+        req_recycle(tracer, req, recs[0]);
         return rc;
+    }
+    if (req->root.rec == NULL && (recs[0] != NULL || req->spare[0] != NULL ||
+                                  req->spare[1] != NULL)) {
+        /* Not recorded: neither are its children; the records go back. */
+        pthread_mutex_lock(&tracer->mu);
+        spares_put_locked(tracer, req, recs[0]);
+        pthread_mutex_unlock(&tracer->mu);
     }
     req->root.in_request = 1;
     req->prefill.in_request = 1;
@@ -376,8 +427,8 @@ int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
             return pdti_err(PDT_ERANGE, "prefill retry before the previous "
                                         "attempt ended");
         prefill_retire(req, ts);
-        rc = leg_start(req, &req->prefill, PFX "prefill",
-                       req->next_prefill_id, ts);
+        rc = leg_start(req, &req->prefill, PDTI_LIT(PFX "prefill"),
+                       req->next_prefill_id, ts, &req->spare[0]);
         if (rc != PDT_OK)
             return rc;
         pdti_new_span_id(req->next_prefill_id);
@@ -414,7 +465,8 @@ int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
                 return pdti_err(PDT_ERANGE, "DECODE_SENT before "
                                             "PREFILL_DONE");
         }
-        rc = leg_start(req, &req->decode, PFX "decode", req->decode_id, ts);
+        rc = leg_start(req, &req->decode, PDTI_LIT(PFX "decode"),
+                       req->decode_id, ts, &req->spare[1]);
         if (rc != PDT_OK)
             return rc;
         req->decode_live = 1;
@@ -481,63 +533,13 @@ int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
     return PDT_OK;
 }
 
-/* Splits "scheme://host:port/path", "host:port" or "[v6]:port". */
-static void parse_target(const char *s, char *host, size_t hostcap,
-                         long *port)
-{
-    const char *p = strstr(s, "://"), *end, *colon = NULL;
-    size_t n;
-
-    *port = -1;
-    host[0] = '\0';
-    if (p != NULL) {
-        if (strncmp(s, "https", 5) == 0)
-            *port = 443;
-        else if (strncmp(s, "http", 4) == 0)
-            *port = 80;
-        s = p + 3;
-    }
-    end = s + strcspn(s, "/?#");
-    if (*s == '[') {
-        const char *rb = memchr(s, ']', (size_t)(end - s));
-        if (rb == NULL)
-            return;
-        n = (size_t)(rb - s - 1);
-        if (n >= hostcap)
-            return;
-        memcpy(host, s + 1, n);
-        host[n] = '\0';
-        if (rb + 1 < end && rb[1] == ':')
-            colon = rb + 1;
-    } else {
-        colon = memchr(s, ':', (size_t)(end - s));
-        n = (size_t)((colon != NULL ? colon : end) - s);
-        if (n >= hostcap)
-            return;
-        memcpy(host, s, n);
-        host[n] = '\0';
-    }
-    if (colon != NULL) {
-        long v = 0;
-        const char *d = colon + 1;
-        if (d == end)
-            return;
-        for (; d < end; d++) {
-            if (*d < '0' || *d > '9' || v > 65535)
-                return;
-            v = v * 10 + (*d - '0');
-        }
-        if (v <= 65535)
-            *port = v;
-    }
-}
-
 int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
                         int http_status, const char *error_type)
 {
     pdt_span *s;
     int *set_flag, failed, rc = usable(req);
     pdt_tracer *t;
+    size_t tlen;
 
     if (rc != PDT_OK)
         return rc;
@@ -560,6 +562,10 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     if (http_status < 0 || http_status > 999)
         return pdti_err(PDT_EINVAL, "HTTP status %d out of range",
                         http_status);
+    tlen = target != NULL ? strlen(target) : 0;
+    if (tlen > PDTI_TARGET_MAX)
+        return pdti_err(PDT_ELIMIT, "target longer than %d bytes",
+                        PDTI_TARGET_MAX);
     if (*set_flag)
         return pdti_err(PDT_ESTATE, "outcome of this leg already set");
     *set_flag = 1;
@@ -571,15 +577,12 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
         req->error = 1;
     if (s->rec != NULL) {
         pdti_rec *r = s->rec;
-        if (target != NULL && target[0] != '\0') {
-            char host[256];
-            long port;
-            parse_target(target, host, sizeof(host), &port);
-            if (host[0] != '\0')
-                put_str(t, r, PDTI_LIT("server.address"), host);
-            if (port >= 0)
-                put_int(t, r, PDTI_LIT("server.port"), port);
-        }
+        /* server.address and server.port, split off the target by the
+         * exporter; counted as two here. */
+        if (tlen != 0 && (int64_t)r->nattrs + 2 <= t->cfg.attr_count_limit)
+            pdti_defer_lit(r, PDTI_DEF_TARGET, NULL, 0, target, tlen, 0, 2);
+        else if (tlen != 0)
+            pdti_rec_attr_room(t, r); /* counts the drop */
         if (http_status > 0)
             put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
         if (error_type != NULL) {
@@ -597,11 +600,11 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     }
     if (req->root.rec != NULL) {
         pdti_rec *r = req->root.rec;
-        if (target != NULL && target[0] != '\0') {
+        if (tlen != 0) {
             if (leg == PDT_LEG_PREFILL)
-                put_str(t, r, PDTI_LIT(PFX "prefill_target"), target);
+                put_strn(t, r, PDTI_LIT(PFX "prefill_target"), target, tlen);
             else
-                put_str(t, r, PDTI_LIT(PFX "decode_target"), target);
+                put_strn(t, r, PDTI_LIT(PFX "decode_target"), target, tlen);
         }
         if (leg == PDT_LEG_PREFILL)
             put_int(t, r, PDTI_LIT(PFX "prefill.status_code"), http_status);
@@ -728,17 +731,10 @@ int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
     return PDT_OK;
 }
 
-/* Appends one double attribute to the summary scratch buffer. */
-static void summary_double(pdt_request *req, unsigned *n, const char *key,
-                           size_t klen, double v)
-{
-    if (pdti_attr_double_lit(&req->summary, TAG_SPAN_ATTR, key, klen, v)
-        == PDT_OK)
-        (*n)++;
-}
-
-/* Copies the summary into a record, within its attribute limit. */
-static void add_summary(pdt_request *req, pdti_rec *r, unsigned n)
+/* The breakdown attributes, as one deferred entry, within the record's
+ * attribute limit. */
+static void add_summary(pdt_request *req, pdti_rec *r,
+                        const pdti_def_breakdown *sum, unsigned n)
 {
     int64_t limit = req->tracer->cfg.attr_count_limit;
 
@@ -747,8 +743,7 @@ static void add_summary(pdt_request *req, pdti_rec *r, unsigned n)
         PDTI_COUNT(req->tracer, attributes_dropped, n);
         return;
     }
-    if (pdti_buf_append(&r->attrs, req->summary.data, req->summary.len) == 0)
-        r->nattrs += n;
+    pdti_defer_lit(r, PDTI_DEF_BREAKDOWN, NULL, 0, sum, sizeof(*sum), 0, n);
 }
 
 static void compute(const pdt_request *req, pdt_breakdown *bd)
@@ -800,29 +795,23 @@ static void compute(const pdt_request *req, pdt_breakdown *bd)
 static void record_summary(pdt_request *req, const pdt_breakdown *bd)
 {
     pdti_rec *root = req->root.rec, *dec = req->decode.rec;
-    unsigned n = 0;
+    pdti_def_breakdown sum;
+    unsigned n = 0, k;
 
-    pdti_buf_reset(&req->summary);
-    if (bd->present & PDT_BD_QUEUE)
-        summary_double(req, &n, PDTI_LIT(PFX "queue_ms"), bd->queue_ms);
-    if (bd->present & PDT_BD_PREFILL)
-        summary_double(req, &n, PDTI_LIT(PFX "prefill_duration_ms"), bd->prefill_ms);
-    if (bd->present & PDT_BD_KV_TRANSFER)
-        summary_double(req, &n, PDTI_LIT(PFX "kv_transfer_overhead_ms"),
-                       bd->kv_transfer_overhead_ms);
-    if (bd->present & PDT_BD_DECODE_TTFT)
-        summary_double(req, &n, PDTI_LIT(PFX "decode_ttft_ms"), bd->decode_ttft_ms);
-    if (bd->present & PDT_BD_TRUE_TTFT)
-        summary_double(req, &n, PDTI_LIT(PFX "true_ttft_ms"), bd->true_ttft_ms);
-    if (bd->present & PDT_BD_DECODE_DURATION)
-        summary_double(req, &n, PDTI_LIT(PFX "decode_duration_ms"),
-                       bd->decode_duration_ms);
-    summary_double(req, &n, PDTI_LIT(PFX "total_duration_ms"), bd->total_ms);
-    if (bd->present & PDT_BD_TPOT)
-        summary_double(req, &n, PDTI_LIT(PFX "tpot_ms"), bd->tpot_ms);
+    sum.present = bd->present & 0xffu;
+    sum.v[0] = bd->queue_ms;
+    sum.v[1] = bd->prefill_ms;
+    sum.v[2] = bd->kv_transfer_overhead_ms;
+    sum.v[3] = bd->decode_ttft_ms;
+    sum.v[4] = bd->true_ttft_ms;
+    sum.v[5] = bd->decode_duration_ms;
+    sum.v[6] = bd->total_ms;
+    sum.v[7] = bd->tpot_ms;
+    for (k = 0; k < 8; k++)
+        n += (sum.present >> k) & 1u;
 
     if (root != NULL) {
-        add_summary(req, root, n);
+        add_summary(req, root, &sum, n);
         put_str(req->tracer, root, PDTI_LIT(PFX "request_id"), req->request_id);
         if (req->connector[0] != '\0')
             put_str(req->tracer, root, PDTI_LIT(PFX "connector"), req->connector);
@@ -851,7 +840,7 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
         }
     }
     if (dec != NULL) {
-        add_summary(req, dec, n);
+        add_summary(req, dec, &sum, n);
         put_str(req->tracer, dec, PDTI_LIT(PFX "request_id"), req->request_id);
         if (bd->output_tokens >= 0)
             put_int(req->tracer, dec, PDTI_LIT("gen_ai.usage.output_tokens"),
@@ -959,6 +948,6 @@ void pdt_request_free(pdt_request *req)
         pdt_request_end(req, 0, NULL);
     }
     t = req->tracer;
-    req_recycle(t, req);
+    req_recycle(t, req, NULL);
     pdti_tracer_unref(t);
 }

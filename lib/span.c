@@ -9,7 +9,6 @@
 #include "ids.h"
 #include "propagation.h"
 
-#define TAG_SPAN_ATTR 0x4a   /* Span.attributes */
 #define TAG_EVENT_ATTR 0x1a  /* Event.attributes */
 #define TAG_SPAN_EVENT 0x5a  /* Span.events */
 
@@ -33,9 +32,10 @@ static int check_time(uint64_t *ts, const char *what)
     return PDT_OK;
 }
 
-int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name, int kind,
-                   const pdt_span *parent, const char *traceparent,
-                   const char *tracestate, uint64_t start_ns, int record)
+int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
+                   size_t name_lit_len, int kind, const pdt_span *parent,
+                   const char *traceparent, const char *tracestate,
+                   uint64_t start_ns, int record, pdti_rec **spare)
 {
     uint8_t parent_id[8];
     uint8_t pflags = 0;
@@ -58,7 +58,7 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name, int kind,
         memcpy(parent_id, parent->span_id, 8);
         pflags = parent->trace_flags;
         has_parent = 1;
-        memcpy(s->tracestate, parent->tracestate, sizeof(s->tracestate));
+        strcpy(s->tracestate, parent->tracestate);
     } else if (traceparent != NULL &&
                pdti_traceparent_parse(traceparent, strlen(traceparent),
                                       s->trace_id, parent_id, &pflags)
@@ -84,9 +84,12 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name, int kind,
 
     if (!t->export_enabled || !(s->sampled || record))
         return PDT_OK;
-    r = pdti_rec_acquire(t);
-    if (r == NULL)
+    if (spare != NULL && *spare != NULL) {
+        r = *spare;
+        *spare = NULL;
+    } else if ((r = pdti_rec_acquire(t)) == NULL) {
         return pdti_err(PDT_ENOMEM, "out of memory for a span");
+    }
     memcpy(r->trace_id, s->trace_id, 16);
     memcpy(r->span_id, s->span_id, 8);
     if (has_parent)
@@ -96,9 +99,12 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name, int kind,
     r->trace_flags = s->trace_flags;
     r->kind = kind;
     r->start_unix_ns = pdti_unix_ns(t, start_ns);
-    if (pdti_put_utf8(t, &r->name, name, strlen(name)) != PDT_OK ||
-        pdti_buf_append(&r->tracestate, s->tracestate,
-                        strlen(s->tracestate)) != 0) {
+    if ((name_lit_len != 0
+             ? pdti_buf_append(&r->name, name, name_lit_len) != 0
+             : pdti_put_utf8(t, &r->name, name, strlen(name)) != PDT_OK) ||
+        (s->tracestate[0] != '\0' &&
+         pdti_buf_append(&r->tracestate, s->tracestate,
+                         strlen(s->tracestate)) != 0)) {
         pdti_rec_release(t, r);
         return pdti_err(PDT_ENOMEM, "out of memory for a span");
     }
@@ -182,8 +188,8 @@ int pdt_span_start(pdt_span **out, pdt_tracer *tracer, const char *name,
     s = malloc(sizeof(*s));
     if (s == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory for a span");
-    rc = pdti_span_init(s, tracer, name, kind, parent, traceparent,
-                        tracestate, start_ns, 0);
+    rc = pdti_span_init(s, tracer, name, 0, kind, parent, traceparent,
+                        tracestate, start_ns, 0, NULL);
     if (rc != PDT_OK) {
         free(s);
         return rc;
@@ -226,11 +232,8 @@ int pdt_span_set_strn(pdt_span *span, const char *key, const char *value,
     r = writable(span, key, &rc);
     if (r == NULL)
         return rc;
-    rc = pdti_attr_str(span->tracer, &r->attrs, TAG_SPAN_ATTR, key,
-                       value != NULL ? value : "", len);
-    if (rc == PDT_OK)
-        r->nattrs++;
-    return rc;
+    return pdti_defer(span->tracer, r, PDTI_DEF_STR, key, strlen(key), 0,
+                      value, len, 0, 0.0, 1);
 }
 
 int pdt_span_set_str(pdt_span *span, const char *key, const char *value)
@@ -247,10 +250,8 @@ int pdt_span_set_int(pdt_span *span, const char *key, int64_t value)
 
     if (r == NULL)
         return rc;
-    rc = pdti_attr_int(span->tracer, &r->attrs, TAG_SPAN_ATTR, key, value);
-    if (rc == PDT_OK)
-        r->nattrs++;
-    return rc;
+    return pdti_defer(span->tracer, r, PDTI_DEF_INT, key, strlen(key), 0,
+                      NULL, 0, value, 0.0, 1);
 }
 
 int pdt_span_set_double(pdt_span *span, const char *key, double value)
@@ -260,11 +261,8 @@ int pdt_span_set_double(pdt_span *span, const char *key, double value)
 
     if (r == NULL)
         return rc;
-    rc = pdti_attr_double(span->tracer, &r->attrs, TAG_SPAN_ATTR, key,
-                          value);
-    if (rc == PDT_OK)
-        r->nattrs++;
-    return rc;
+    return pdti_defer(span->tracer, r, PDTI_DEF_DOUBLE, key, strlen(key), 0,
+                      NULL, 0, 0, value, 1);
 }
 
 int pdt_span_set_bool(pdt_span *span, const char *key, int value)
@@ -274,10 +272,8 @@ int pdt_span_set_bool(pdt_span *span, const char *key, int value)
 
     if (r == NULL)
         return rc;
-    rc = pdti_attr_bool(span->tracer, &r->attrs, TAG_SPAN_ATTR, key, value);
-    if (rc == PDT_OK)
-        r->nattrs++;
-    return rc;
+    return pdti_defer(span->tracer, r, PDTI_DEF_BOOL, key, strlen(key), 0,
+                      NULL, 0, value != 0, 0.0, 1);
 }
 
 int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)

@@ -88,6 +88,44 @@ static uint64_t ratio_bound(double ratio)
 
 /* ---- records and the queue ---------------------------------------------- */
 
+void pdti_rec_reset(pdti_rec *r)
+{
+    r->next = NULL;
+    r->has_parent = 0;
+    r->parent_remote = 0;
+    r->status_code = 0;
+    r->ev_open = 0;
+    r->nattrs = r->dropped_attrs = r->ev_nattrs = r->ev_dropped_attrs = 0;
+    r->nevents = r->dropped_events = 0;
+    pdti_buf_reset(&r->name);
+    pdti_buf_reset(&r->tracestate);
+    pdti_buf_reset(&r->status_msg);
+    pdti_buf_reset(&r->attrs);
+    pdti_buf_reset(&r->deferred);
+    r->deferred_bound = 0;
+    pdti_buf_reset(&r->events);
+    pdti_buf_reset(&r->ev_cur);
+}
+
+size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n)
+{
+    size_t k = 0;
+
+    while (k < n && t->free_recs != NULL) {
+        out[k++] = t->free_recs;
+        t->free_recs = t->free_recs->next;
+        t->free_len--;
+    }
+    return k;
+}
+
+void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r)
+{
+    r->next = t->free_recs;
+    t->free_recs = r;
+    t->free_len++;
+}
+
 pdti_rec *pdti_rec_acquire(pdt_tracer *t)
 {
     pdti_rec *r;
@@ -105,19 +143,7 @@ pdti_rec *pdti_rec_acquire(pdt_tracer *t)
         if (r == NULL)
             return NULL;
     }
-    r->next = NULL;
-    r->has_parent = 0;
-    r->parent_remote = 0;
-    r->status_code = 0;
-    r->ev_open = 0;
-    r->nattrs = r->dropped_attrs = r->ev_nattrs = r->ev_dropped_attrs = 0;
-    r->nevents = r->dropped_events = 0;
-    pdti_buf_reset(&r->name);
-    pdti_buf_reset(&r->tracestate);
-    pdti_buf_reset(&r->status_msg);
-    pdti_buf_reset(&r->attrs);
-    pdti_buf_reset(&r->events);
-    pdti_buf_reset(&r->ev_cur);
+    pdti_rec_reset(r);
     return r;
 }
 
@@ -127,6 +153,7 @@ static void rec_destroy(pdti_rec *r)
     pdti_buf_free(&r->tracestate);
     pdti_buf_free(&r->status_msg);
     pdti_buf_free(&r->attrs);
+    pdti_buf_free(&r->deferred);
     pdti_buf_free(&r->events);
     pdti_buf_free(&r->ev_cur);
     free(r);
@@ -137,8 +164,9 @@ static void rec_destroy(pdti_rec *r)
 
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
 {
-    size_t big = r->attrs.cap + r->events.cap + r->ev_cur.cap +
-                 r->status_msg.cap + r->name.cap + r->tracestate.cap;
+    size_t big = r->attrs.cap + r->deferred.cap + r->events.cap +
+                 r->ev_cur.cap + r->status_msg.cap + r->name.cap +
+                 r->tracestate.cap;
 
     pthread_mutex_lock(&t->mu);
     if (big <= PDTI_POOL_REC_MAX_BYTES &&
@@ -168,8 +196,9 @@ void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
     /* Chain the ones worth keeping outside the lock, free the rest. */
     for (i = 0; i < n; i++) {
         pdti_rec *r = recs[i];
-        size_t big = r->attrs.cap + r->events.cap + r->ev_cur.cap +
-                     r->status_msg.cap + r->name.cap + r->tracestate.cap;
+        size_t big = r->attrs.cap + r->deferred.cap + r->events.cap +
+                     r->ev_cur.cap + r->status_msg.cap + r->name.cap +
+                     r->tracestate.cap;
         if (big > PDTI_POOL_REC_MAX_BYTES || kept >= room) {
             rec_destroy(r);
             continue;

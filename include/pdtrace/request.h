@@ -129,9 +129,10 @@ PDT_API int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
  * failure, an error type (e.g. "timeout", "connection_refused",
  * "stream_interrupted"; NULL for none). An error type, or a status >= 500,
  * marks the leg span and the request span ERROR (a 200 whose stream broke
- * off is recorded as 200 with an error type). Also sets server.address / server.port from
- * `target` ("host:port" or a URL; NULL to skip) as `prefill_target` or
- * `decode_target`. Errors: PDT_EINVAL, PDT_ESTATE. Since 0.1.0.
+ * off is recorded as 200 with an error type). Also sets server.address /
+ * server.port from `target` ("host:port" or a URL of at most 4096 bytes;
+ * NULL to skip) as `prefill_target` or `decode_target`. Errors:
+ * PDT_EINVAL, PDT_ESTATE, PDT_ELIMIT (target too long). Since 0.1.0.
  */
 PDT_API int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
                                 int http_status, const char *error_type);

@@ -725,6 +725,15 @@ static void test_leg_failures(void **state)
                      PDT_OK);
     assert_int_equal(pdt_request_mark(r, PDT_MARK_DECODE_SENT, a + 10),
                      PDT_OK);
+    {
+        /* A target longer than 4096 bytes is refused, and the leg can
+         * still be set. */
+        char longt[4200];
+        memset(longt, 'h', sizeof(longt) - 1);
+        longt[sizeof(longt) - 1] = '\0';
+        assert_int_equal(pdt_request_set_leg(r, PDT_LEG_DECODE, longt, 0,
+                                             "x"), PDT_ELIMIT);
+    }
     assert_int_equal(pdt_request_set_leg(r, PDT_LEG_DECODE, "[::1]:9000", 0,
                                          "connection_refused"), PDT_OK);
     assert_int_equal(pdt_request_end(r, a + 30, &bd), PDT_OK);
@@ -738,7 +747,8 @@ static void test_leg_failures(void **state)
                      PDT_OK);
     assert_int_equal(pdt_request_mark(r, PDT_MARK_DECODE_SENT, a + 10),
                      PDT_OK);
-    assert_int_equal(pdt_request_set_leg(r, PDT_LEG_DECODE, "d:1", 404,
+    assert_int_equal(pdt_request_set_leg(r, PDT_LEG_DECODE,
+                                         "https://dec.example/v1?x=1", 404,
                                          NULL), PDT_OK);
     assert_int_equal(pdt_request_end(r, a + 30, &bd), PDT_OK);
     pdt_request_free(r);
@@ -784,6 +794,10 @@ static void test_leg_failures(void **state)
     assert_int_not_equal(dec->status_code, PDT_SPAN_STATUS_ERROR);
     assert_int_not_equal(req->status_code, PDT_SPAN_STATUS_ERROR);
     assert_iattr(dec, "http.response.status_code", 404);
+    /* A URL without a port: the scheme's. */
+    assert_sattr(dec, "server.address", "dec.example");
+    assert_iattr(dec, "server.port", 443);
+    assert_sattr(req, PFX "decode_target", "https://dec.example/v1?x=1");
     fx_close(&f);
 }
 

@@ -219,6 +219,63 @@ static void test_attribute_limits(void **state)
     tpath_remove(path);
 }
 
+/*
+ * Values are copied on the caller's thread and cut to the length limit
+ * when the exporter encodes them: the result must be what cutting the
+ * whole repaired string gives, even for values far over the limit with
+ * multi-byte or invalid bytes around the cut.
+ */
+static void test_long_values_cut_late(void **state)
+{
+    pdt_tracer *t;
+    pdt_tracer_options o;
+    char path[256];
+    pdt_span *sp;
+    pdt_stats st = PDT_STATS_INIT;
+    tspans s;
+    const tspan *x;
+    char big[10000];
+    (void)state;
+
+    topts_console(&o, path);
+    o.attribute_value_length_limit = 7;
+    assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
+    assert_int_equal(pdt_span_start(&sp, t, "late", PDT_SPAN_KIND_INTERNAL,
+                                     NULL, NULL, NULL, 0), PDT_OK);
+    /* A 4-byte character straddling the cut, then many more bytes. */
+    assert_int_equal(pdt_span_set_str(sp, "four", "abcde\xf0\x9f\x98\x80"
+                                                  "zzzzzzzzzzzz"), PDT_OK);
+    /* Invalid bytes become U+FFFD (3 bytes): two fit in 7, not three. */
+    assert_int_equal(pdt_span_set_str(sp, "bad", "\xff\xfe\xfd\xfc\xfb"
+                                                 "\xfa\xf9\xf8\xf7"), PDT_OK);
+    /* A 3-byte character ending exactly at the limit is kept. */
+    assert_int_equal(pdt_span_set_str(sp, "euro", "abcd\xe2\x82\xacqqqqq"),
+                     PDT_OK);
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(pdt_span_set_str(sp, "big", big), PDT_OK);
+    assert_int_equal(pdt_span_set_strn(sp, "short", "ok", 2), PDT_OK);
+    assert_int_equal(pdt_span_set_double(sp, "d", -0.25), PDT_OK);
+    pdt_span_free(sp);
+    assert_int_equal(pdt_tracer_flush(t, 5000, NULL), PDT_OK);
+    assert_int_equal(pdt_tracer_stats(t, &st), PDT_OK);
+    assert_int_equal(st.values_truncated, 4);
+
+    tclose_and_load(t, path, &s);
+    assert_int_equal(s.n, 1);
+    x = &s.v[0];
+    assert_int_equal(x->nattrs, 6);
+    assert_string_equal(need_attr(x, "four", 's')->s, "abcde");
+    assert_string_equal(need_attr(x, "bad", 's')->s,
+                        "\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(need_attr(x, "euro", 's')->s, "abcd\xe2\x82\xac");
+    assert_string_equal(need_attr(x, "big", 's')->s, "xxxxxxx");
+    assert_string_equal(need_attr(x, "short", 's')->s, "ok");
+    assert_true(need_attr(x, "d", 'd')->d == -0.25);
+    tspans_free(&s);
+    tpath_remove(path);
+}
+
 static void test_utf8_repair(void **state)
 {
     pdt_tracer *t;
@@ -673,6 +730,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generic_span),
         cmocka_unit_test(test_attribute_limits),
+        cmocka_unit_test(test_long_values_cut_late),
         cmocka_unit_test(test_utf8_repair),
         cmocka_unit_test(test_malformed_traceparent),
         cmocka_unit_test(test_misuse_null),
