@@ -256,38 +256,50 @@ int pdti_defer(pdt_tracer *t, pdti_rec *r, int kind, const char *key,
                size_t klen, int key_lit, const void *val, size_t vlen,
                int64_t i, double d, unsigned nattrs);
 
-/* The hot path for a literal key and a value already within limits:
- * one reserve and two copies. */
-static inline int pdti_defer_lit(pdti_rec *r, int kind, const char *key,
-                                 size_t klen, const void *val, size_t vlen,
-                                 int64_t v, unsigned nattrs)
+/* The hot path for a value already within limits: one reserve and the
+ * copies. key_lit: key is a library constant, else it is copied. */
+static inline int pdti_defer_fast(pdti_rec *r, int kind, const char *key,
+                                  size_t klen, int key_lit, const void *val,
+                                  size_t vlen, int64_t v, unsigned nattrs)
 {
-    size_t total = PDTI_DENT_SIZE(0, vlen);
+    size_t kcopy = key_lit ? 0 : klen + 1;
+    size_t total = PDTI_DENT_SIZE(kcopy, vlen);
     pdti_dent h;
     uint8_t *p;
 
-    if (vlen > UINT32_MAX)
+    if (vlen > UINT32_MAX || klen > UINT32_MAX)
         return PDT_ELIMIT;
     if (pdti_buf_reserve(&r->deferred, total) != 0)
         return PDT_ENOMEM;
     h.kind = (uint8_t)kind;
-    h.key_lit = 1;
+    h.key_lit = (uint8_t)(key_lit != 0);
     h.nattrs = (uint16_t)nattrs;
     h.klen = (uint32_t)klen;
     h.vlen = (uint32_t)vlen;
     h.pad = 0;
-    h.key = key;
+    h.key = key_lit ? key : NULL;
     h.v = v;
     p = r->deferred.data + r->deferred.len;
     memcpy(p, &h, sizeof(h));
+    p += sizeof(h);
+    if (kcopy != 0) {
+        memcpy(p, key, klen);
+        p[klen] = '\0';
+        p += kcopy;
+    }
     if (vlen != 0)
-        memcpy(p + sizeof(h), val, vlen);
+        memcpy(p, val, vlen);
     r->deferred.len += total;
     r->deferred_bound += kind == PDTI_DEF_BREAKDOWN ? 8 * 64
                          : 48 + 3 * (klen + vlen);
     r->nattrs += nattrs;
     return PDT_OK;
 }
+
+#define pdti_defer_lit(r, kind, key, klen, val, vlen, v, nattrs) \
+    pdti_defer_fast((r), (kind), (key), (klen), 1, (val), (vlen), (v), \
+                    (nattrs))
+
 /* Encodes the deferred attributes into r->attrs (exporter thread). */
 void pdti_rec_materialize(pdt_tracer *t, pdti_rec *r);
 

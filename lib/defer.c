@@ -39,9 +39,7 @@ int pdti_defer(pdt_tracer *t, pdti_rec *r, int kind, const char *key,
                int64_t i, double d, unsigned nattrs)
 {
     int64_t limit = t->cfg.attr_value_len_limit;
-    size_t kcopy = key_lit ? 0 : klen + 1, total;
-    dent h;
-    uint8_t *p;
+    int rc;
 
     if (kind == PDTI_DEF_STR && limit >= 0 && (uint64_t)vlen >
                                                  (uint64_t)limit + 4) {
@@ -51,37 +49,13 @@ int pdti_defer(pdt_tracer *t, pdti_rec *r, int kind, const char *key,
          * limit + 4 input bytes decide the result. */
         vlen = (size_t)limit + 4;
     }
-    if (klen > UINT32_MAX || vlen > UINT32_MAX)
-        return pdti_err(PDT_ELIMIT, "attribute too large");
-    total = ALIGN8(sizeof(dent) + kcopy + vlen);
-    if (pdti_buf_reserve(&r->deferred, total) != 0)
-        return pdti_err(PDT_ENOMEM, "out of memory for an attribute");
-    h.kind = (uint8_t)kind;
-    h.key_lit = (uint8_t)(key_lit != 0);
-    h.nattrs = (uint16_t)nattrs;
-    h.klen = (uint32_t)klen;
-    h.vlen = (uint32_t)vlen;
-    h.pad = 0;
-    h.key = key_lit ? key : NULL;
     if (kind == PDTI_DEF_DOUBLE)
-        memcpy(&h.v, &d, sizeof(d));
-    else
-        h.v = i;
-    p = r->deferred.data + r->deferred.len;
-    memcpy(p, &h, sizeof(h));
-    p += sizeof(h);
-    if (kcopy != 0) {
-        memcpy(p, key, klen);
-        p[klen] = '\0';
-        p += kcopy;
-    }
-    if (vlen != 0)
-        memcpy(p, val, vlen);
-    r->deferred.len += total;
-    /* Worst case once encoded: each byte repaired into 3, plus framing. */
-    r->deferred_bound += kind == PDTI_DEF_BREAKDOWN ? 8 * 64
-                         : 48 + 3 * ((size_t)klen + vlen);
-    r->nattrs += nattrs;
+        memcpy(&i, &d, sizeof(d));
+    rc = pdti_defer_fast(r, kind, key, klen, key_lit, val, vlen, i, nattrs);
+    if (rc == PDT_ELIMIT)
+        return pdti_err(rc, "attribute too large");
+    if (rc != PDT_OK)
+        return pdti_err(rc, "out of memory for an attribute");
     return PDT_OK;
 }
 

@@ -21,7 +21,9 @@ typedef struct rng_state {
     int seeded;
 } rng_state;
 
-static __thread rng_state tls_rng;
+/* initial-exec: the library is loaded with the process (or early, by a
+ * binding's import), and this avoids a __tls_get_addr call per id. */
+static __thread rng_state tls_rng __attribute__((tls_model("initial-exec")));
 static unsigned fork_generation;
 
 void pdti_ids_after_fork(void)
@@ -104,13 +106,19 @@ uint64_t pdti_random64(void)
     return result;
 }
 
-static void put64(uint8_t *p, uint64_t v)
+/* Big-endian store (ids read as hex keep the generator's byte order). */
+static inline void put64(uint8_t *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
+#else
     int i;
     for (i = 7; i >= 0; i--) {
         p[i] = (uint8_t)v;
         v >>= 8;
     }
+#endif
 }
 
 void pdti_new_trace_id(uint8_t id[16])
@@ -141,8 +149,9 @@ void pdti_new_uuid(char out[37])
     put64(b + 8, pdti_random64());
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    /* 8-4-4-4-12 hex digits; each pdti_hex call NUL-terminates and the
-     * next dash overwrites that NUL. */
+    /* 8-4-4-4-12 hex digits: the last group first (it NUL-terminates),
+     * then the others, each NUL overwritten by the dash after it. */
+    pdti_hex(out + 24, b + 10, 6);
     pdti_hex(out, b, 4);
     out[8] = '-';
     pdti_hex(out + 9, b + 4, 2);
@@ -151,5 +160,4 @@ void pdti_new_uuid(char out[37])
     out[18] = '-';
     pdti_hex(out + 19, b + 8, 2);
     out[23] = '-';
-    pdti_hex(out + 24, b + 10, 6);
 }

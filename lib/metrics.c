@@ -334,7 +334,7 @@ static inline void observe_one(hist *h, double v_ms)
 }
 
 /* This thread's stripe, 1-based (0: not assigned yet). */
-static __thread unsigned tls_stripe;
+static __thread unsigned tls_stripe __attribute__((tls_model("initial-exec")));
 
 static stripe *stripe_lock(pdti_metrics *m, mset *s)
 {

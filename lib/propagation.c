@@ -26,36 +26,48 @@ static int is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/* Lowercase hex digit values plus one; 0 marks anything else. */
-static const uint8_t hex_plus1[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
-    ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12,
-    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16
+/* Lowercase hex digit values; 0x10 marks anything else, so that OR-ing
+ * the entries of a string tells whether any character was invalid. */
+#define X16 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, \
+            0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10
+static const uint8_t hex_val[256] = {
+    X16, X16, X16,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+    X16, X16,
+    0x10, 10, 11, 12, 13, 14, 15, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+    0x10, 0x10,
+    X16,
+    X16, X16, X16, X16, X16, X16, X16, X16
 };
+#undef X16
 
 /* Decodes 2n lowercase hex characters into n bytes; 0 on success. */
 static int parse_hex(const char *s, uint8_t *out, size_t n)
 {
+    const uint8_t *u = (const uint8_t *)s;
     unsigned bad = 0;
     size_t i;
 
     for (i = 0; i < n; i++) {
-        unsigned hi = hex_plus1[(uint8_t)s[2 * i]];
-        unsigned lo = hex_plus1[(uint8_t)s[2 * i + 1]];
-        bad |= (hi == 0) | (lo == 0);
-        out[i] = (uint8_t)(((hi - 1) << 4) | ((lo - 1) & 0x0f));
+        unsigned hi = hex_val[u[2 * i]], lo = hex_val[u[2 * i + 1]];
+        bad |= hi | lo;
+        out[i] = (uint8_t)((hi << 4) | (lo & 0x0f));
     }
-    return bad ? -1 : 0;
+    return (bad & 0x10) ? -1 : 0;
 }
 
 static int all_zero(const uint8_t *b, size_t n)
 {
+    uint64_t acc = 0, w;
     size_t i;
 
-    for (i = 0; i < n; i++)
-        if (b[i] != 0)
-            return 0;
-    return 1;
+    for (i = 0; i + 8 <= n; i += 8) {
+        memcpy(&w, b + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= b[i];
+    return acc == 0;
 }
 
 int pdti_traceparent_parse(const char *s, size_t len, uint8_t trace_id[16],
@@ -106,12 +118,27 @@ static const char hex_pairs[513] =
     "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
     "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
+/* Hex without the terminating NUL. */
+static inline void hex_raw(char *out, const uint8_t *bytes, size_t n)
+{
+    while (n >= 4) {
+        memcpy(out, hex_pairs + 2 * bytes[0], 2);
+        memcpy(out + 2, hex_pairs + 2 * bytes[1], 2);
+        memcpy(out + 4, hex_pairs + 2 * bytes[2], 2);
+        memcpy(out + 6, hex_pairs + 2 * bytes[3], 2);
+        out += 8;
+        bytes += 4;
+        n -= 4;
+    }
+    while (n-- > 0) {
+        memcpy(out, hex_pairs + 2 * *bytes++, 2);
+        out += 2;
+    }
+}
+
 void pdti_hex(char *out, const uint8_t *bytes, size_t n)
 {
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        memcpy(out + 2 * i, hex_pairs + 2 * bytes[i], 2);
+    hex_raw(out, bytes, n);
     out[2 * n] = '\0';
 }
 
@@ -121,11 +148,12 @@ void pdti_traceparent_format(char out[56], const uint8_t trace_id[16],
     out[0] = '0';
     out[1] = '0';
     out[2] = '-';
-    pdti_hex(out + TP_TRACE_OFF, trace_id, 16);
+    hex_raw(out + TP_TRACE_OFF, trace_id, 16);
     out[TP_SPAN_OFF - 1] = '-';
-    pdti_hex(out + TP_SPAN_OFF, span_id, 8);
+    hex_raw(out + TP_SPAN_OFF, span_id, 8);
     out[TP_FLAGS_OFF - 1] = '-';
-    pdti_hex(out + TP_FLAGS_OFF, &flags, 1);
+    hex_raw(out + TP_FLAGS_OFF, &flags, 1);
+    out[TP_LEN] = '\0';
 }
 
 /* lcalpha / DIGIT / "_" / "-" / "*" / "/" */
