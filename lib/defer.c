@@ -198,7 +198,12 @@ static void expand(pdt_tracer *t, pdti_rec *r, const dent *h,
 
 void pdti_rec_materialize(pdt_tracer *t, pdti_rec *r)
 {
-    const uint8_t *p = r->deferred.data, *end = p + r->deferred.len;
+    const uint8_t *p, *end;
+
+    if (r->deferred.len == 0)
+        return;
+    p = r->deferred.data;
+    end = p + r->deferred.len;
 
     while (p + sizeof(dent) <= end) {
         dent h;
