@@ -418,10 +418,18 @@ static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
 /* 1 if an OTLP export may start now (console: always). */
 static int slot_free(exporter *x)
 {
+    unsigned i;
+
     if (x->transport == NULL)
         return 1;
     if (x->inflight >= x->nslots)
         return 0;
+    /* An export being retried means the collector throttles (429,
+     * Retry-After) or fails: no other request joins it until it is over,
+     * so the collector sees one request at a time, paced by the retries. */
+    for (i = 0; i < x->nslots; i++)
+        if (x->slots[i].n != 0 && pdti_xfer_retrying(x->slots[i].xfer))
+            return 0;
     /* A raised yield flag stops the exports in flight: no new one joins
      * them before they have finished. */
     return x->inflight == 0 || x->spool == NULL ||

@@ -715,6 +715,11 @@ int pdti_xfer_busy(const pdti_xfer *x)
            (x->state == XFER_ACTIVE || x->state == XFER_WAITING);
 }
 
+int pdti_xfer_retrying(const pdti_xfer *x)
+{
+    return pdti_xfer_busy(x) && x->res.attempts > 0;
+}
+
 int pdti_xfer_take(pdti_xfer *x, pdti_export_result *res)
 {
     if (x == NULL || x->state != XFER_DONE)

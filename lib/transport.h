@@ -79,6 +79,9 @@ int pdti_xfer_new(pdti_transport *t, pdti_xfer **out);
 int pdti_xfer_start(pdti_xfer *x, const uint8_t *body, size_t len,
                     uint64_t deadline_ns, const int *abort_flag);
 int pdti_xfer_busy(const pdti_xfer *x);
+/* 1 while a busy export has had a failed attempt: waiting to retry, or
+ * retrying. */
+int pdti_xfer_retrying(const pdti_xfer *x);
 /* 1 and *res (if not NULL) when the export is done, else 0. */
 int pdti_xfer_take(pdti_xfer *x, pdti_export_result *res);
 unsigned pdti_transport_run(pdti_transport *t, int wait_ms);
