@@ -542,6 +542,7 @@ typedef struct resolver {
     int use_env;                 /* 0: ignore_environment */
     int has_spool_dir;           /* o->size covers spool_dir */
     int has_spool_max;           /* o->size covers spool_max_bytes */
+    int has_max_concurrent;      /* o->size covers max_concurrent_exports */
     pdti_logger *lg;
 } resolver;
 
@@ -1213,6 +1214,11 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     static const int_setting timeout = { "timeout_ms",
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT",
         PDTI_MS_MIN, PDTI_MS_MAX, 10000 };
+    /* Export requests in flight at once; see docs/configuration.md for
+     * why 4. */
+    static const int_setting max_concurrent = { "max_concurrent_exports",
+        NULL, "PDTRACE_EXPORT_MAX_CONCURRENT", 1, PDTI_MAX_CONCURRENT_MAX,
+        PDTI_MAX_CONCURRENT_DEFAULT };
     resolver r;
     int st;
 
@@ -1235,6 +1241,9 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     r.has_spool_max = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, spool_max_bytes) +
                       sizeof(opts->spool_max_bytes);
+    r.has_max_concurrent = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, max_concurrent_exports) +
+                      sizeof(opts->max_concurrent_exports);
     r.lg = lg;
 
     st = resolve_disabled(&r, cfg);
@@ -1272,6 +1281,11 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
                             &cfg->client_key);
     if (st == PDT_OK)
         st = resolve_batching(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_int(&r, &max_concurrent,
+                         r.has_max_concurrent ? opts->max_concurrent_exports
+                                              : 0,
+                         &cfg->max_concurrent, NULL);
     if (st == PDT_OK)
         st = resolve_limits(&r, cfg);
     if (st == PDT_OK)

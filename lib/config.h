@@ -23,6 +23,9 @@ typedef struct pdti_kvlist {
 
 #define PDTI_DEFAULT_ENDPOINT "http://localhost:4318/v1/traces"
 #define PDTI_DEFAULT_SERVICE_NAME "llm-d-pd-proxy"
+/* Export requests in flight at once: default and limit. */
+#define PDTI_MAX_CONCURRENT_DEFAULT 4
+#define PDTI_MAX_CONCURRENT_MAX 64
 
 typedef struct pdti_config {
     int disabled;               /* 1: export nothing */
@@ -50,11 +53,13 @@ typedef struct pdti_config {
                                       included, in a stable order */
     char *spool_dir;               /* NULL: no spool */
     int64_t spool_max_bytes;
+    int64_t max_concurrent;        /* export requests in flight, 1..64 */
 } pdti_config;
 
 /*
  * Fills *cfg from opts (may be NULL) and, unless opts->ignore_environment,
- * from the OTEL_* variables (and PDTRACE_CONSOLE_PATH, PDTRACE_SPOOL_DIR).
+ * from the OTEL_* variables (and PDTRACE_CONSOLE_PATH, PDTRACE_SPOOL_DIR,
+ * PDTRACE_EXPORT_MAX_CONCURRENT).
  * A malformed environment value is logged once through `lg` at WARN and
  * ignored (for OTEL_RESOURCE_ATTRIBUTES and the header lists, the whole
  * variable is discarded). A malformed option is an error: returns

@@ -381,5 +381,8 @@ static inline void pdti_fork_check(pdt_tracer *t)
  * for a while is cut short and its batch spooled. Only an atomic store;
  * callable with t->mu held. */
 void pdti_exporter_pressure(pdt_tracer *t);
+/* Work for the exporter (with t->mu held): wakes it also while it waits on
+ * exports in flight rather than on cv_work. */
+void pdti_exporter_wake(pdt_tracer *t);
 
 #endif

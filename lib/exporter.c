@@ -3,6 +3,16 @@
  * encodes them and delivers them (OTLP/HTTP or OTLP JSON lines), counts
  * every outcome, and stops within the deadline it is given.
  *
+ * OTLP/HTTP exports are asynchronous: up to cfg.max_concurrent requests
+ * are in flight at once, each in an export slot holding its encoded body.
+ * While a slot is free and a full batch waits (or the delay passed, or a
+ * flush or close asks), the thread encodes the next batch and starts it;
+ * between starts it drives the transport and finishes the exports that
+ * completed. A batch's spans count as processed (for flush and close)
+ * only once its export is finished, so flush and close wait for every
+ * request in flight. The spool's probe and replay run only with no export
+ * in flight, one request at a time.
+ *
  * With a spool (cfg.spool_dir), a batch that cannot be delivered is written
  * to it instead of being dropped, and spooled batches are replayed oldest
  * first whenever the collector answers; see the "spool" section below and
@@ -27,8 +37,19 @@
 /* How long close waits past its deadline for an aborted thread to stop. */
 #define STOP_GRACE_NS 2000000000ull
 
+/* One export in flight. */
+typedef struct export_slot {
+    pdti_xfer *xfer;
+    pdti_buf body;             /* the encoded request (must outlive it) */
+    size_t n;                  /* spans in it; 0: the slot is free */
+    uint64_t started_ns;
+} export_slot;
+
 typedef struct exporter {
     pdti_transport *transport; /* OTLP exporter */
+    export_slot *slots;        /* cfg.max_concurrent of them (OTLP only) */
+    unsigned nslots;
+    unsigned inflight;         /* slots in use */
     FILE *out;                 /* console exporter */
     int out_owned;
     int out_fd;                /* descriptor of an owned `out` */
@@ -125,16 +146,16 @@ static int spool_worthy(const pdti_export_result *res)
            pdti_status_retryable(res->http_status);
 }
 
-/* Writes x->body (n spans) to the spool, or counts them as dropped
+/* Writes body (n spans) to the spool, or counts them as dropped
  * (dropped_shutdown if `shutdown`, else dropped_export_failed). At close,
  * nothing is written after the close deadline. */
-static void spool_or_drop(pdt_tracer *t, exporter *x, size_t n, int shutdown,
-                          const char *why)
+static void spool_or_drop(pdt_tracer *t, exporter *x, const pdti_buf *body,
+                          size_t n, int shutdown, const char *why)
 {
     if (x->spool != NULL &&
         (!shutdown || pdt_now_ns() < __atomic_load_n(&x->close_deadline,
                                                      __ATOMIC_ACQUIRE))) {
-        int rc = pdti_spool_write(x->spool, x->body.data, x->body.len,
+        int rc = pdti_spool_write(x->spool, body->data, body->len,
                                   (uint32_t)n);
         spool_counts(t, x);
         if (rc == PDT_OK) {
@@ -155,11 +176,15 @@ static void spool_or_drop(pdt_tracer *t, exporter *x, size_t n, int shutdown,
 }
 
 /* The flag the transport watches: with a spool, x->yield (close or queue
- * pressure), re-armed for each export; else the tracer's abort flag. */
+ * pressure), re-armed when no export is in flight (a raised flag stops
+ * every export in flight, and none starts until they have all finished);
+ * else the tracer's abort flag. */
 static const int *export_abort_flag(pdt_tracer *t, exporter *x)
 {
     if (x->spool == NULL)
         return &t->abort_flag;
+    if (x->inflight > 0)
+        return &x->yield;
     __atomic_store_n(&x->yield, 0, __ATOMIC_SEQ_CST);
     /* pdti_exporter_stop() sets abort_flag, then yield: whatever the
      * interleaving, a close is never missed. */
@@ -176,7 +201,22 @@ static void export_counts(pdt_tracer *t, const pdti_export_result *res)
     PDTI_COUNT(t, bytes_sent, res->bytes_sent);
 }
 
-/* One export through the transport, marked busy for queue pressure. */
+/* Marks the exporter busy since its oldest export in flight (0: none),
+ * for queue pressure. */
+static void update_busy(exporter *x)
+{
+    uint64_t since = 0;
+    unsigned i;
+
+    for (i = 0; i < x->nslots; i++)
+        if (x->slots[i].n != 0 &&
+            (since == 0 || x->slots[i].started_ns < since))
+            since = x->slots[i].started_ns;
+    __atomic_store_n(&x->busy_since_ns, since, __ATOMIC_RELEASE);
+}
+
+/* One export through the transport, waited for (no export in flight),
+ * marked busy for queue pressure. */
 static void transport_export(pdt_tracer *t, exporter *x, const pdti_buf *body,
                              uint64_t deadline, pdti_export_result *res)
 {
@@ -292,6 +332,14 @@ void pdti_exporter_pressure(pdt_tracer *t)
         __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
 }
 
+void pdti_exporter_wake(pdt_tracer *t)
+{
+    exporter *x = t->exporter_state;
+
+    if (x != NULL && x->transport != NULL)
+        pdti_transport_wakeup(x->transport);
+}
+
 /* ---- delivery ---------------------------------------------------------- */
 
 /* Encodes x->batch[0..n) into x->body. PDT_OK, or counts the spans as
@@ -328,18 +376,140 @@ static void deliver_shutdown(pdt_tracer *t, exporter *x, size_t n)
         return;
     }
     if (encode_batch(t, x, n, 1) == PDT_OK)
-        spool_or_drop(t, x, n, 1, "shutdown deadline");
+        spool_or_drop(t, x, &x->body, n, 1, "shutdown deadline");
 }
 
-/* Delivers one batch; counts the outcome. Runs without the lock. */
-static void deliver(pdt_tracer *t, exporter *x, size_t n)
+/* What became of an OTLP export of n spans (`body`): counted, and on
+ * failure spooled or dropped. Runs without the lock. */
+static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
+                        size_t n, const pdti_export_result *res)
 {
-    pdti_export_result res;
-    uint64_t deadline;
+    export_counts(t, res);
+    if (res->outcome == PDTI_DELIVERED) {
+        uint64_t rej = res->rejected_spans < 0 ? 0
+                       : (uint64_t)res->rejected_spans > n ? n
+                       : (uint64_t)res->rejected_spans;
+        PDTI_COUNT(t, spans_exported, n - rej);
+        if (rej != 0) {
+            PDTI_COUNT(t, spans_rejected, rej);
+            pdti_log(&t->log, PDT_LOG_WARN, "collector rejected %llu of %zu "
+                     "spans: %s", (unsigned long long)rej, n, res->message);
+        }
+        spool_mark_up(x);
+        return;
+    }
+    PDTI_COUNT(t, export_failures, 1);
+    if (x->spool != NULL && spool_worthy(res)) {
+        int shutdown = res->outcome == PDTI_ABORTED &&
+                       __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE);
+        char why[320];
+        snprintf(why, sizeof(why), "export of %zu spans failed (HTTP %ld): "
+                 "%s", n, res->http_status, res->message);
+        if (!shutdown)
+            spool_mark_down(x);
+        spool_or_drop(t, x, body, n, shutdown, why);
+        return;
+    }
+    if (res->outcome == PDTI_ABORTED &&
+        __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
+        PDTI_COUNT(t, dropped_shutdown, n);
+        pdti_log(&t->log, PDT_LOG_WARN, "shutdown deadline: %zu spans "
+                 "dropped", n);
+    } else {
+        PDTI_COUNT(t, dropped_export_failed, n);
+        pdti_log(&t->log, PDT_LOG_ERROR, "export of %zu spans failed "
+                 "(HTTP %ld): %s", n, res->http_status, res->message);
+    }
+}
+
+/* 1 if an OTLP export may start now (console: always). */
+static int slot_free(exporter *x)
+{
+    unsigned i;
+
+    if (x->transport == NULL)
+        return 1;
+    if (x->inflight >= x->nslots)
+        return 0;
+    /* An export being retried means the collector throttles (429,
+     * Retry-After) or fails: no other request joins it until it is over,
+     * so the collector sees one request at a time, paced by the retries. */
+    for (i = 0; i < x->nslots; i++)
+        if (x->slots[i].n != 0 && pdti_xfer_retrying(x->slots[i].xfer))
+            return 0;
+    /* A raised yield flag stops the exports in flight: no new one joins
+     * them before they have finished. */
+    return x->inflight == 0 || x->spool == NULL ||
+           !__atomic_load_n(&x->yield, __ATOMIC_SEQ_CST);
+}
+
+/* Starts the export of x->body (n spans) in a free slot, which takes the
+ * encoded body; x->body gets the slot's previous buffer. */
+static void export_start(pdt_tracer *t, exporter *x, size_t n)
+{
+    export_slot *sl = NULL;
+    const int *flag = export_abort_flag(t, x);
+    uint64_t now = pdt_now_ns();
+    pdti_buf tmp;
+    unsigned i;
+
+    for (i = 0; i < x->nslots && sl == NULL; i++)
+        if (x->slots[i].n == 0)
+            sl = &x->slots[i];
+    tmp = sl->body;
+    sl->body = x->body;
+    x->body = tmp;
+    sl->n = n;
+    sl->started_ns = now;
+    x->inflight++;
+    update_busy(x);
+    if (pdti_xfer_start(sl->xfer, sl->body.data, sl->body.len,
+                        now + (uint64_t)t->cfg.export_timeout_ms * 1000000u,
+                        flag) != PDT_OK) {
+        /* Not expected (the slot is free); counted like any failure. */
+        pdti_export_result res;
+        memset(&res, 0, sizeof(res));
+        res.outcome = PDTI_FAILED;
+        snprintf(res.message, sizeof(res.message), "cannot start the "
+                 "export");
+        export_done(t, x, &sl->body, n, &res);
+        sl->n = 0;
+        x->inflight--;
+        update_busy(x);
+    }
+}
+
+/* Finishes the exports that completed. Returns their spans. Runs without
+ * the lock. */
+static uint64_t reap(pdt_tracer *t, exporter *x)
+{
+    uint64_t done = 0;
+    unsigned i;
+
+    for (i = 0; i < x->nslots; i++) {
+        export_slot *sl = &x->slots[i];
+        pdti_export_result res;
+
+        if (sl->n == 0 || !pdti_xfer_take(sl->xfer, &res))
+            continue;
+        export_done(t, x, &sl->body, sl->n, &res);
+        done += sl->n;
+        sl->n = 0;
+        x->inflight--;
+        update_busy(x);
+    }
+    return done;
+}
+
+/* Delivers one batch: console and spool at once, OTLP by starting its
+ * export. Returns 1 if the export is in flight, 0 if the batch is done
+ * (and counted). Runs without the lock. */
+static int deliver(pdt_tracer *t, exporter *x, size_t n)
+{
     int rc;
 
     if (encode_batch(t, x, n, 0) != PDT_OK)
-        return;
+        return 0;
     if (x->out != NULL) {
         rc = pdti_otlp_to_json(x->body.data, x->body.len, &x->json);
         if (rc == PDT_OK && pdti_buf_append(&x->json, "\n", 1) != 0)
@@ -358,54 +528,19 @@ static void deliver(pdt_tracer *t, exporter *x, size_t n)
             PDTI_COUNT(t, export_requests, 1);
             PDTI_COUNT(t, bytes_sent, x->json.len);
         }
-        return;
+        return 0;
     }
 
     if (x->spool != NULL && x->down) {
         /* The collector is down: straight to the spool; the probe of
          * spool_replay() finds out when it is back. */
-        spool_or_drop(t, x, n, __atomic_load_n(&t->abort_flag,
-                                               __ATOMIC_ACQUIRE),
+        spool_or_drop(t, x, &x->body, n,
+                      __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE),
                       "collector unreachable");
-        return;
+        return 0;
     }
-    deadline = pdt_now_ns() + (uint64_t)t->cfg.export_timeout_ms * 1000000u;
-    transport_export(t, x, &x->body, deadline, &res);
-    if (res.outcome == PDTI_DELIVERED) {
-        uint64_t rej = res.rejected_spans < 0 ? 0
-                       : (uint64_t)res.rejected_spans > n ? n
-                       : (uint64_t)res.rejected_spans;
-        PDTI_COUNT(t, spans_exported, n - rej);
-        if (rej != 0) {
-            PDTI_COUNT(t, spans_rejected, rej);
-            pdti_log(&t->log, PDT_LOG_WARN, "collector rejected %llu of %zu "
-                     "spans: %s", (unsigned long long)rej, n, res.message);
-        }
-        spool_mark_up(x);
-        return;
-    }
-    PDTI_COUNT(t, export_failures, 1);
-    if (x->spool != NULL && spool_worthy(&res)) {
-        int shutdown = res.outcome == PDTI_ABORTED &&
-                       __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE);
-        char why[320];
-        snprintf(why, sizeof(why), "export of %zu spans failed (HTTP %ld): "
-                 "%s", n, res.http_status, res.message);
-        if (!shutdown)
-            spool_mark_down(x);
-        spool_or_drop(t, x, n, shutdown, why);
-        return;
-    }
-    if (res.outcome == PDTI_ABORTED &&
-        __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
-        PDTI_COUNT(t, dropped_shutdown, n);
-        pdti_log(&t->log, PDT_LOG_WARN, "shutdown deadline: %zu spans "
-                 "dropped", n);
-    } else {
-        PDTI_COUNT(t, dropped_export_failed, n);
-        pdti_log(&t->log, PDT_LOG_ERROR, "export of %zu spans failed "
-                 "(HTTP %ld): %s", n, res.http_status, res.message);
-    }
+    export_start(t, x, n);
+    return 1;
 }
 
 /* Takes up to one batch off the queue (lock held). */
@@ -452,53 +587,31 @@ static void *exporter_main(void *arg)
 {
     pdt_tracer *t = arg;
     exporter *x = t->exporter_state;
-    uint64_t next_due;
+    uint64_t next_due, delay_ns;
     struct timespec ts;
 
     if (x->spool_wanted) /* a forked child reopens the spool here */
         spool_open_in_thread(t, x);
+    delay_ns = (uint64_t)t->cfg.schedule_delay_ms * 1000000u;
     pthread_mutex_lock(&t->mu);
-    next_due = pdt_now_ns() + (uint64_t)t->cfg.schedule_delay_ms * 1000000u;
+    next_due = pdt_now_ns() + delay_ns;
     for (;;) {
+        uint64_t now = pdt_now_ns(), wake;
+        int replay, urgent, want;
         size_t n;
-        int due, replay;
 
-        for (;;) {
-            uint64_t now = pdt_now_ns(), wake;
-            replay = spool_replay_due(t, x, now);
-            due = t->stopping || t->flush_target > t->processed_total ||
-                  t->q_len >= (uint64_t)t->cfg.max_export_batch_size ||
-                  (now >= next_due && t->q_len > 0) || replay;
-            if (due)
-                break;
-            if (now >= next_due)
-                next_due = now + (uint64_t)t->cfg.schedule_delay_ms *
-                                     1000000u;
-            wake = next_due;
-            if (x->spool != NULL && x->next_probe_ns < wake &&
-                pdti_spool_pending(x->spool))
-                wake = x->next_probe_ns;
-            ts_at(wake, &ts);
-            pthread_cond_timedwait(&t->cv_work, &t->mu, &ts);
-        }
-        if (t->q_len == 0) {
-            if (t->stopping)
-                break;
-            /* A flush with nothing left to do: bring the target level. */
-            if (t->flush_target > t->processed_total)
-                t->flush_target = t->processed_total;
-            pthread_cond_broadcast(&t->cv_done);
-            if (replay) {
-                /* Only spooled frames to send. */
-                pthread_mutex_unlock(&t->mu);
-                spool_replay(t, x);
-                pthread_mutex_lock(&t->mu);
-            }
-            continue;
-        }
-        if (__atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
+        replay = spool_replay_due(t, x, now);
+        /* Urgent: close, a full batch, or a flush whose spans are not all
+         * taken off the queue yet. */
+        urgent = t->stopping ||
+                 t->flush_target > t->enqueued_total - t->q_len ||
+                 t->q_len >= (uint64_t)t->cfg.max_export_batch_size;
+        want = t->q_len > 0 &&
+               (urgent || now >= next_due ||
+                __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE));
+        if (want && __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
             /* Out of time: spool (if there is one and time left) or drop
-             * the rest, counted. */
+             * the rest, counted. The exports in flight stop as well. */
             n = take_batch(t, x);
             pthread_mutex_unlock(&t->mu);
             if (n > 0)
@@ -509,27 +622,101 @@ static void *exporter_main(void *arg)
             pthread_cond_broadcast(&t->cv_done);
             continue;
         }
-        n = take_batch(t, x);
-        pthread_mutex_unlock(&t->mu);
-        if (n > 0)
-            deliver(t, x, n);
-        release_all(t, x->batch, n);
-        pthread_mutex_lock(&t->mu);
-        t->processed_total += n;
-        next_due = pdt_now_ns() + (uint64_t)t->cfg.schedule_delay_ms *
-                                      1000000u;
-        pthread_cond_broadcast(&t->cv_done);
-        if (spool_replay_due(t, x, pdt_now_ns())) {
-            /* After a delivery: catch up with the spool, a few frames. */
+        /* Spooled frames go out when nothing is in flight: while they are
+         * due, a batch started by the delay alone waits for the exports
+         * in flight to finish (then it goes first, and the replay after
+         * it, as a flush or a full batch would). */
+        if (want && slot_free(x) && (urgent || !replay || x->inflight == 0)) {
+            int started = 0;
+            n = take_batch(t, x);
+            pthread_mutex_unlock(&t->mu);
+            if (n > 0)
+                started = deliver(t, x, n);
+            release_all(t, x->batch, n);
+            pthread_mutex_lock(&t->mu);
+            if (!started)
+                t->processed_total += n;
+            next_due = pdt_now_ns() + delay_ns;
+            pthread_cond_broadcast(&t->cv_done);
+            continue;
+        }
+        if (x->inflight > 0) {
+            /* Drive the exports in flight: the transport returns within a
+             * poll slice, or at once when one of them finishes. */
+            uint64_t done;
+            int wait_ms = 1000;
+            if (!want && next_due > now && (next_due - now) / 1000000u <
+                                               (uint64_t)wait_ms)
+                wait_ms = (int)((next_due - now) / 1000000u) + 1;
+            pthread_mutex_unlock(&t->mu);
+            pdti_transport_run(x->transport, wait_ms);
+            done = reap(t, x);
+            pthread_mutex_lock(&t->mu);
+            if (done != 0) {
+                t->processed_total += done;
+                pthread_cond_broadcast(&t->cv_done);
+            }
+            continue;
+        }
+        if (t->q_len == 0) {
+            if (t->stopping)
+                break;
+            if (t->flush_target > t->processed_total) {
+                /* A flush with nothing left to do: bring the target
+                 * level. */
+                t->flush_target = t->processed_total;
+                pthread_cond_broadcast(&t->cv_done);
+            }
+        }
+        if (replay) {
             pthread_mutex_unlock(&t->mu);
             spool_replay(t, x);
             pthread_mutex_lock(&t->mu);
+            continue;
         }
+        if (now >= next_due)
+            next_due = now + delay_ns;
+        wake = next_due;
+        if (x->spool != NULL && x->next_probe_ns < wake &&
+            pdti_spool_pending(x->spool))
+            wake = x->next_probe_ns;
+        ts_at(wake, &ts);
+        pthread_cond_timedwait(&t->cv_work, &t->mu, &ts);
     }
     t->exited = 1;
     pthread_cond_broadcast(&t->cv_done);
     pthread_mutex_unlock(&t->mu);
     return NULL;
+}
+
+/* n export slots on x->transport. PDT_OK or an error (set). */
+static int slots_new(exporter *x, unsigned n)
+{
+    unsigned i;
+
+    x->slots = calloc(n, sizeof(*x->slots));
+    if (x->slots == NULL)
+        return pdti_err(PDT_ENOMEM, "out of memory");
+    x->nslots = n;
+    for (i = 0; i < n; i++) {
+        int rc = pdti_xfer_new(x->transport, &x->slots[i].xfer);
+        if (rc != PDT_OK)
+            return pdti_err(rc, "cannot set up export request %u of %u",
+                            i + 1, n);
+    }
+    return PDT_OK;
+}
+
+/* The slots' buffers; their xfers go with the transport. */
+static void slots_free(exporter *x)
+{
+    unsigned i;
+
+    for (i = 0; i < x->nslots; i++)
+        pdti_buf_free(&x->slots[i].body);
+    free(x->slots);
+    x->slots = NULL;
+    x->nslots = 0;
 }
 
 /* in_child: after a fork, the spool is reopened by the new thread, and a
@@ -566,6 +753,8 @@ static int state_new(pdt_tracer *t, int in_child)
         }
     } else {
         rc = pdti_transport_new(&x->transport, &t->cfg);
+        if (rc == PDT_OK)
+            rc = slots_new(x, (unsigned)t->cfg.max_concurrent);
     }
     /* The spool serves the OTLP exporter only. */
     x->probe_ms = SPOOL_PROBE_MIN_MS;
@@ -581,6 +770,7 @@ static int state_new(pdt_tracer *t, int in_child)
                  "serves the OTLP exporter only");
     }
     if (rc != PDT_OK) {
+        slots_free(x);
         if (x->transport != NULL)
             pdti_transport_free(x->transport);
         if (x->out_owned && x->out != NULL)
@@ -605,6 +795,7 @@ static void state_free(pdt_tracer *t, int in_child)
 
     if (x == NULL)
         return;
+    slots_free(x);
     if (x->transport != NULL)
         pdti_transport_free(x->transport);
     if (x->out_owned && x->out != NULL) {
@@ -746,6 +937,8 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
     __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
     t->flush_target = t->enqueued_total;
     pthread_cond_signal(&t->cv_work);
+    if (x != NULL)
+        pdti_exporter_wake(t);
     if (t->thread_started) {
         ts_at(soft, &ts);
         while (!t->exited && pdt_now_ns() < soft)
@@ -757,6 +950,8 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
             if (x != NULL)
                 __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
             pthread_cond_signal(&t->cv_work);
+            if (x != NULL)
+                pdti_exporter_wake(t);
             /* The thread stops within milliseconds once aborted; a grace
              * period past the deadline covers a slow machine. A thread
              * that still has not stopped is stuck outside our control

@@ -267,8 +267,10 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
            t->q_len + n >= (uint64_t)t->cfg.max_export_batch_size;
     t->q_len += n;
     t->enqueued_total += n;
-    if (wake)
+    if (wake) {
         pthread_cond_signal(&t->cv_work);
+        pdti_exporter_wake(t);
+    }
     if (t->q_len * 4 >= (uint64_t)t->cfg.max_queue_size * 3)
         pdti_exporter_pressure(t); /* spool: unblock the exporter */
     pthread_mutex_unlock(&t->mu);
@@ -372,6 +374,7 @@ int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
     if (t->flush_target < target)
         t->flush_target = target;
     pthread_cond_signal(&t->cv_work);
+    pdti_exporter_wake(t);
     while (t->processed_total < target && !t->exited) {
         if (pthread_cond_timedwait(&t->cv_done, &t->mu, &ts) != 0 &&
             pdt_now_ns() >= deadline)

@@ -1,6 +1,8 @@
 /*
- * Internal: the OTLP/HTTP transport. Runs only on the exporter thread.
- * One transport keeps one libcurl easy handle, so connections are reused.
+ * Internal: the OTLP/HTTP transport. Runs only on the exporter thread
+ * (except pdti_transport_wakeup()). One transport keeps a pool of
+ * connections, reused between exports, and runs several exports at once
+ * when asked to (pdti_xfer).
  */
 #ifndef PDTI_TRANSPORT_H
 #define PDTI_TRANSPORT_H
@@ -13,6 +15,11 @@
 #include "buf.h"
 
 typedef struct pdti_transport pdti_transport;
+/* One export in flight, with its own connection; owned by its transport. */
+typedef struct pdti_xfer pdti_xfer;
+
+/* Exports one transport can have in flight at once (pdti_xfer_new()). */
+#define PDTI_TRANSPORT_MAX_XFERS 64
 
 typedef enum pdti_outcome {
     PDTI_DELIVERED = 0, /* 2xx; rejected_spans may be > 0 (partial success) */
@@ -51,6 +58,35 @@ void pdti_transport_free(pdti_transport *t);
 int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
                           uint64_t deadline_ns, const int *abort_flag,
                           pdti_export_result *res);
+
+/*
+ * Exports that run side by side. pdti_xfer_new() adds one to the transport
+ * (at most PDTI_TRANSPORT_MAX_XFERS; freed with the transport).
+ * pdti_xfer_start() begins an export with the same policy as
+ * pdti_transport_export(); `body` must stay valid until the export is
+ * done (the compressed copy is the xfer's own). Nothing happens unless
+ * pdti_transport_run() is called, which moves every export of the
+ * transport forward: it waits at most wait_ms (and at most one poll slice
+ * of about 5 ms, or less when an export finishes or pdti_transport_wakeup()
+ * is called) and returns the number of exports still busy. Once
+ * pdti_xfer_busy() is 0 after a start, pdti_xfer_take() copies the result
+ * and makes the xfer ready for the next start.
+ * pdti_xfer_new: PDT_OK, PDT_EINVAL (NULL, too many), PDT_ENOMEM,
+ * PDT_EINTERNAL. pdti_xfer_start: PDT_OK, PDT_EINVAL (NULL body with a
+ * length, or the xfer is busy).
+ */
+int pdti_xfer_new(pdti_transport *t, pdti_xfer **out);
+int pdti_xfer_start(pdti_xfer *x, const uint8_t *body, size_t len,
+                    uint64_t deadline_ns, const int *abort_flag);
+int pdti_xfer_busy(const pdti_xfer *x);
+/* 1 while a busy export has had a failed attempt: waiting to retry, or
+ * retrying. */
+int pdti_xfer_retrying(const pdti_xfer *x);
+/* 1 and *res (if not NULL) when the export is done, else 0. */
+int pdti_xfer_take(pdti_xfer *x, pdti_export_result *res);
+unsigned pdti_transport_run(pdti_transport *t, int wait_ms);
+/* Cuts the current wait of pdti_transport_run() short; any thread. */
+void pdti_transport_wakeup(pdti_transport *t);
 
 /* Pieces exposed for unit tests and fuzzing. */
 

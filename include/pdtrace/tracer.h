@@ -108,11 +108,14 @@ typedef struct pdt_tracer_options {
     const char *spool_dir;       /* persistent spool (PDTRACE_SPOOL_DIR);
                                     NULL: none */
     int64_t spool_max_bytes;     /* spool cap; default 256 MiB */
+    int64_t max_concurrent_exports; /* export requests in flight at once,
+                                       1..64; 0: PDTRACE_EXPORT_MAX_CONCURRENT,
+                                       else 4 */
 } pdt_tracer_options;
 
 #define PDT_TRACER_OPTIONS_INIT { sizeof(pdt_tracer_options), NULL, NULL, 0, \
     NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, \
-    0.0, 0, 0, 0, NULL, NULL, NULL, 0 }
+    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0 }
 
 /*
  * Sets *opts to PDT_TRACER_OPTIONS_INIT. For bindings that cannot use the

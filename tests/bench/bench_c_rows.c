@@ -187,11 +187,12 @@ int main(int argc, char **argv)
         { "rate", required_argument, NULL, 'r' },
         { "seconds", required_argument, NULL, 's' },
         { "fresh-trace", no_argument, NULL, 't' },
+        { "max-concurrent", required_argument, NULL, 'm' },
         { NULL, 0, NULL, 0 }
     };
     const char *endpoint = NULL, *comp = "zstd";
     long n = 20000, warm = 5000, flush_every = 8192, batch = 1536;
-    long queue = 65536, delay_ms = 200, rate = 0;
+    long queue = 65536, delay_ms = 200, rate = 0, max_concurrent = 0;
     double seconds = 5.0;
     pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
     pdt_tracer *t;
@@ -210,13 +211,14 @@ int main(int argc, char **argv)
         case 'r': rate = atol(optarg); break;
         case 's': seconds = atof(optarg); break;
         case 't': fresh_trace = 1; break;
+        case 'm': max_concurrent = atol(optarg); break;
         default: return 2;
         }
     }
     if (endpoint == NULL || n <= 0 || flush_every <= 0) {
         fprintf(stderr, "usage: bench_c_rows --endpoint URL [--compression "
                         "none|gzip|zstd] [--n N] [--warm N] [--rate R "
-                        "--seconds S]\n");
+                        "--seconds S] [--max-concurrent N]\n");
         return 2;
     }
     memcpy(fresh, inbound, sizeof(inbound));
@@ -228,6 +230,7 @@ int main(int argc, char **argv)
     o.max_queue_size = queue;
     o.max_export_batch_size = batch;
     o.schedule_delay_ms = delay_ms;
+    o.max_concurrent_exports = max_concurrent; /* 0: the default */
     o.ignore_environment = 1;
     if (pdt_tracer_open(&t, &o) != PDT_OK) {
         fprintf(stderr, "open: %s\n", pdt_last_error());

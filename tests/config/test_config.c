@@ -74,6 +74,7 @@ static const char *const all_vars[] = {
     "PDTRACE_SPOOL_DIR",
     "PDTRACE_SPOOL_MAX_BYTES",
     "PDTRACE_TAIL_TTFT_MS",
+    "PDTRACE_EXPORT_MAX_CONCURRENT",
 };
 #define N_VARS (sizeof(all_vars) / sizeof(all_vars[0]))
 
@@ -1147,6 +1148,48 @@ static void test_spool_env(void **state)
     expect_one_warning(f, "PDTRACE_SPOOL_MAX_BYTES");
 }
 
+static void test_max_concurrent(void **state)
+{
+    static const char *const bad[] = { "0", "65", "-1", "two", "4.5" };
+    fixture *f = *state;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+    size_t i;
+
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.max_concurrent, 4);
+    set("PDTRACE_EXPORT_MAX_CONCURRENT", " 16 ");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.max_concurrent, 16);
+    expect_no_log(f);
+    /* The option wins; 0 leaves it to the environment. */
+    o.max_concurrent_exports = 1;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_concurrent, 1);
+    o.max_concurrent_exports = 0;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_concurrent, 16);
+    /* Options that end before the field do not read it. */
+    o.max_concurrent_exports = 1000;
+    o.size = offsetof(pdt_tracer_options, max_concurrent_exports);
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_concurrent, 16);
+    o.size = sizeof(o);
+    expect_opt_error(f, &o, PDT_EINVAL, "max_concurrent_exports");
+    o.max_concurrent_exports = -2;
+    expect_opt_error(f, &o, PDT_EINVAL, "max_concurrent_exports");
+    o.max_concurrent_exports = 64;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_concurrent, 64);
+    expect_no_log(f);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set("PDTRACE_EXPORT_MAX_CONCURRENT", bad[i]);
+        reset_log(f);
+        resolve_ok(f, NULL);
+        assert_int_equal(f->cfg.max_concurrent, 4);
+        expect_one_warning(f, "PDTRACE_EXPORT_MAX_CONCURRENT");
+    }
+}
+
 static void test_tail_ttft_env(void **state)
 {
     fixture *f = *state;
@@ -1307,7 +1350,8 @@ static void test_bad_env_warned_once(void **state)
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "PDTRACE_SPOOL_MAX_BYTES",
-        "PDTRACE_TAIL_TTFT_MS", "OTEL_RESOURCE_ATTRIBUTES",
+        "PDTRACE_TAIL_TTFT_MS", "PDTRACE_EXPORT_MAX_CONCURRENT",
+        "OTEL_RESOURCE_ATTRIBUTES",
         "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_ENDPOINT",
     };
     fixture *f = *state;
@@ -1791,6 +1835,7 @@ int main(void)
         T(test_limits_env),
         T(test_console_path),
         T(test_spool_env),
+        T(test_max_concurrent),
         T(test_tail_ttft_env),
         T(test_options_win),
         T(test_ignore_environment),

@@ -17,9 +17,12 @@ SCRIPT.json: {"responses": [RESPONSE, ...]} where RESPONSE has
   "retry_after_in"  Retry-After as an HTTP-date this many seconds ahead
                     (whole seconds after the current time, rounded up)
   "hang"            true: read the request, then never answer
+  "delay_ms"        wait this long before answering
 
 LOG.jsonl gets one flat JSON object per line and request, flushed at once:
   n, t (wall-clock time.time() on arrival), method, path, client_port,
+  concurrent (requests being served, this one included, when its body
+  had been read),
   h_<lowercased header name> for every request header, raw_len (bytes on
   the wire), body_len, sha256 and (up to 1 MiB) body_hex of the
   decompressed body, decode_error,
@@ -41,7 +44,7 @@ import time
 
 STOP = threading.Event()
 LOCK = threading.Lock()
-STATE = {"n": 0}
+STATE = {"n": 0, "active": 0}
 
 
 def zstd_decompress(data):
@@ -81,6 +84,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self):
+        try:
+            self._answer()
+        finally:
+            with LOCK:
+                STATE["active"] -= 1
+
+    def _answer(self):
+        with LOCK:
+            STATE["active"] += 1
         arrived = time.time()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
@@ -106,6 +118,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with LOCK:
             n = STATE["n"]
             STATE["n"] = n + 1
+            entry["concurrent"] = STATE["active"]
             responses = SCRIPT["responses"]
             resp = responses[min(n, len(responses) - 1)] if responses else {}
         entry["n"] = n
@@ -119,6 +132,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         entry["hang"] = bool(resp.get("hang", False))
         write_log(entry)
 
+        if resp.get("delay_ms"):
+            time.sleep(float(resp["delay_ms"]) / 1000.0)
         if resp.get("hang"):
             STOP.wait()
             self.close_connection = True
