@@ -52,6 +52,7 @@ struct pdti_transport {
     CURLM *multi;              /* owns the connection cache */
     CURL *easy;
     struct curl_slist *headers;
+    pdti_compressor *comp;     /* created at the first compressed export */
     pdti_buf zbody;            /* compressed request body */
     pdti_buf resp;             /* response body, at most RESP_MAX_BYTES */
     int resp_over;             /* the response was longer than that */
@@ -370,6 +371,7 @@ void pdti_transport_free(pdti_transport *t)
     if (t->multi != NULL)
         curl_multi_cleanup(t->multi);
     curl_slist_free_all(t->headers);
+    pdti_compressor_free(t->comp);
     pdti_buf_free(&t->zbody);
     pdti_buf_free(&t->resp);
     free(t);
@@ -553,11 +555,19 @@ int pdti_transport_export(pdti_transport *t, const uint8_t *body, size_t len,
 
     if (t->cfg->compression == PDT_COMPRESSION_GZIP ||
         t->cfg->compression == PDT_COMPRESSION_ZSTD) {
+        int st = PDT_OK;
+
         pdti_buf_reset(&t->zbody);
-        if (pdti_compress(t->cfg->compression, body, len, &t->zbody) !=
-            PDT_OK) {
+        if (t->comp == NULL)
+            st = pdti_compressor_new(&t->comp, t->cfg->compression,
+                                     t->cfg->compression_level);
+        if (st == PDT_OK)
+            st = pdti_compressor_run(t->comp, body, len, &t->zbody);
+        if (st != PDT_OK) {
             msgf(res->message, sizeof(res->message),
-                 "compressing %zu bytes failed (out of memory)", len);
+                 "compressing %zu bytes failed (%s)", len,
+                 st == PDT_EINVAL ? "invalid compression level"
+                                  : "out of memory");
             return PDT_OK;
         }
         payload = t->zbody.data;
