@@ -35,7 +35,7 @@ typedef struct pdti_kvlist {
 #define PDTI_GZIP_LEVEL_DEFAULT 1
 #define PDTI_ZSTD_LEVEL_MIN (-131072)
 #define PDTI_ZSTD_LEVEL_MAX 22
-#define PDTI_ZSTD_LEVEL_DEFAULT 3
+#define PDTI_ZSTD_LEVEL_DEFAULT 1
 
 typedef struct pdti_config {
     int disabled;               /* 1: export nothing */

@@ -109,7 +109,7 @@ typedef struct pdt_tracer_options {
                                     NULL: none */
     int64_t spool_max_bytes;     /* spool cap; default 256 MiB */
     int compression_level;       /* 0: PDTRACE_COMPRESSION_LEVEL, else the
-                                    codec's default (gzip 1, zstd 3); gzip
+                                    codec's default (gzip 1, zstd 1); gzip
                                     1..9, zstd -131072..22; ignored without
                                     compression. Since 0.1.0. */
 } pdt_tracer_options;

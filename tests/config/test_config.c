@@ -952,7 +952,7 @@ static void test_compression_level_env(void **state)
     assert_int_equal(f->cfg.compression_level, 1);
     set("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd");
     resolve_ok(f, NULL);
-    assert_int_equal(f->cfg.compression_level, 3);
+    assert_int_equal(f->cfg.compression_level, 1);
     expect_no_log(f);
 
     /* Valid values, trimmed; 0 is the default. */
@@ -964,7 +964,7 @@ static void test_compression_level_env(void **state)
     assert_int_equal(f->cfg.compression_level, -5);
     set("PDTRACE_COMPRESSION_LEVEL", "0");
     resolve_ok(f, NULL);
-    assert_int_equal(f->cfg.compression_level, 3);
+    assert_int_equal(f->cfg.compression_level, 1);
     set("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip");
     set("PDTRACE_COMPRESSION_LEVEL", "9");
     resolve_ok(f, NULL);
@@ -985,17 +985,17 @@ static void test_compression_level_env(void **state)
     set("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd");
     set("PDTRACE_COMPRESSION_LEVEL", "23");
     resolve_ok(f, NULL);
-    assert_int_equal(f->cfg.compression_level, 3);
+    assert_int_equal(f->cfg.compression_level, 1);
     expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
     reset_log(f);
     set("PDTRACE_COMPRESSION_LEVEL", "3.5");
     resolve_ok(f, NULL);
-    assert_int_equal(f->cfg.compression_level, 3);
+    assert_int_equal(f->cfg.compression_level, 1);
     expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
     reset_log(f);
     set("PDTRACE_COMPRESSION_LEVEL", "99999999999999999999");
     resolve_ok(f, NULL);
-    assert_int_equal(f->cfg.compression_level, 3);
+    assert_int_equal(f->cfg.compression_level, 1);
     expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
 }
 

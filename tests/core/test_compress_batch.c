@@ -315,7 +315,7 @@ static void test_default_levels(void **state)
     pdti_compressor_free(c);
     assert_int_equal(pdti_compressor_new(&c, PDT_COMPRESSION_ZSTD, 0),
                      PDT_OK);
-    assert_int_equal(pdti_compressor_level(c), 3);
+    assert_int_equal(pdti_compressor_level(c), 1);
     pdti_compressor_free(c);
 
     assert_int_equal(pdti_compress_level_range(PDT_COMPRESSION_GZIP, &min,
@@ -327,7 +327,7 @@ static void test_default_levels(void **state)
                                                &max, &def), PDT_OK);
     assert_true(min < 0);
     assert_int_equal(max, ZSTD_maxCLevel() < 22 ? ZSTD_maxCLevel() : 22);
-    assert_int_equal(def, 3);
+    assert_int_equal(def, 1);
     assert_int_equal(pdti_compress_level_range(PDT_COMPRESSION_NONE, NULL,
                                                NULL, NULL), PDT_EINVAL);
 }
