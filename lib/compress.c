@@ -112,7 +112,10 @@ int pdti_compressor_new(pdti_compressor **out, int kind, int level)
     else if (use_isal(c)) {
         c->isal_buf_size = level == 1 ? ISAL_DEF_LVL1_DEFAULT
                                       : ISAL_DEF_LVL2_DEFAULT;
-        c->isal_buf = malloc(c->isal_buf_size);
+        /* Zeroed: igzip checks every match it finds, so stale hash
+         * entries are harmless to it, but never-written ones would be
+         * read uninitialised (and reported by memory checkers). */
+        c->isal_buf = calloc(1, c->isal_buf_size);
         if (c->isal_buf == NULL)
             goto nomem;
     }
@@ -199,6 +202,7 @@ static int compress_isal(pdti_compressor *c, const uint8_t *in, size_t n,
     struct isal_zstream zs;
     size_t pos = 0, room;
 
+    memset(&zs, 0, sizeof(zs));
     isal_deflate_init(&zs);
     zs.level = (uint32_t)c->level;
     zs.level_buf = c->isal_buf;
