@@ -543,6 +543,7 @@ typedef struct resolver {
     int has_spool_dir;           /* o->size covers spool_dir */
     int has_spool_max;           /* o->size covers spool_max_bytes */
     int has_max_concurrent;      /* o->size covers max_concurrent_exports */
+    int has_comp_level;          /* o->size covers compression_level */
     pdti_logger *lg;
 } resolver;
 
@@ -768,6 +769,58 @@ static int resolve_enum(const resolver *r, int opt, const char *field,
         env_enum(r, env_generic, table, out))
         return PDT_OK;
     *out = def;
+    return PDT_OK;
+}
+
+/*
+ * The compression level, once the codec is known: options.compression_level
+ * if set (out of the codec's range is an error), else
+ * PDTRACE_COMPRESSION_LEVEL (out of range or malformed: a warning and the
+ * default), else the codec's default. 0 anywhere means the default. Without
+ * compression the level is 0 and neither source is looked at.
+ */
+static int resolve_compression_level(const resolver *r, pdti_config *cfg)
+{
+    const char *name = cfg->compression == PDT_COMPRESSION_GZIP ? "gzip"
+                                                                : "zstd";
+    int opt = r->has_comp_level ? r->o->compression_level : 0;
+    int64_t min, max, def, v;
+    const char *env;
+
+    cfg->compression_level = 0;
+    if (cfg->compression == PDT_COMPRESSION_GZIP) {
+        min = PDTI_GZIP_LEVEL_MIN;
+        max = PDTI_GZIP_LEVEL_MAX;
+        def = PDTI_GZIP_LEVEL_DEFAULT;
+    } else if (cfg->compression == PDT_COMPRESSION_ZSTD) {
+        min = PDTI_ZSTD_LEVEL_MIN;
+        max = PDTI_ZSTD_LEVEL_MAX;
+        def = PDTI_ZSTD_LEVEL_DEFAULT;
+    } else {
+        return PDT_OK;
+    }
+    if (opt != 0) {
+        if (opt < min || opt > max)
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.compression_level "
+                            "must be from %lld to %lld for %s, or 0 for the "
+                            "default (got %d)", (long long)min,
+                            (long long)max, name, opt);
+        cfg->compression_level = opt;
+        return PDT_OK;
+    }
+    cfg->compression_level = (int)def;
+    env = env_get(r, "PDTRACE_COMPRESSION_LEVEL");
+    if (env == NULL)
+        return PDT_OK;
+    if (pdti_parse_int(env, min, max, &v) == PDT_OK) {
+        if (v != 0)
+            cfg->compression_level = (int)v;
+    } else if (pdti_parse_int(env, 0, 0, &v) != PDT_OK) {
+        pdti_log(r->lg, PDT_LOG_WARN, "ignoring PDTRACE_COMPRESSION_LEVEL="
+                 "\"%.64s\": expected a whole number from %lld to %lld for "
+                 "%s (0 for the default); using %lld", env, (long long)min,
+                 (long long)max, name, (long long)def);
+    }
     return PDT_OK;
 }
 
@@ -1244,6 +1297,9 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     r.has_max_concurrent = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, max_concurrent_exports) +
                       sizeof(opts->max_concurrent_exports);
+    r.has_comp_level = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, compression_level) +
+                      sizeof(opts->compression_level);
     r.lg = lg;
 
     st = resolve_disabled(&r, cfg);
@@ -1259,6 +1315,8 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
                           "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
                           "OTEL_EXPORTER_OTLP_COMPRESSION", compression_names,
                           PDT_COMPRESSION_NONE, &cfg->compression);
+    if (st == PDT_OK)
+        st = resolve_compression_level(&r, cfg);
     if (st == PDT_OK)
         st = resolve_int(&r, &timeout, opts != NULL ? opts->timeout_ms : 0,
                          &cfg->timeout_ms, NULL);

@@ -27,12 +27,26 @@ typedef struct pdti_kvlist {
 #define PDTI_MAX_CONCURRENT_DEFAULT 4
 #define PDTI_MAX_CONCURRENT_MAX 64
 
+/*
+ * Compression levels (PDTRACE_COMPRESSION_LEVEL, options.compression_level):
+ * gzip uses zlib's scale, zstd its own (negative levels are the fast ones;
+ * -131072 is ZSTD_minCLevel() of zstd 1.4 and later). The defaults were
+ * chosen with tests/bench/bench_compress.c on the benchmark's batches.
+ */
+#define PDTI_GZIP_LEVEL_MIN 1
+#define PDTI_GZIP_LEVEL_MAX 9
+#define PDTI_GZIP_LEVEL_DEFAULT 1
+#define PDTI_ZSTD_LEVEL_MIN (-131072)
+#define PDTI_ZSTD_LEVEL_MAX 22
+#define PDTI_ZSTD_LEVEL_DEFAULT 1
+
 typedef struct pdti_config {
     int disabled;               /* 1: export nothing */
     int exporter;               /* PDT_EXPORTER_OTLP, _CONSOLE or _NONE */
     char *endpoint;             /* full traces URL */
     pdti_kvlist headers;        /* extra HTTP headers; never logged */
     int compression;            /* PDT_COMPRESSION_NONE, _GZIP or _ZSTD */
+    int compression_level;      /* the codec's level; 0 with no compression */
     int64_t timeout_ms;         /* one HTTP request */
     char *console_path;         /* NULL: stdout */
     char *ca_file;
@@ -59,7 +73,8 @@ typedef struct pdti_config {
 /*
  * Fills *cfg from opts (may be NULL) and, unless opts->ignore_environment,
  * from the OTEL_* variables (and PDTRACE_CONSOLE_PATH, PDTRACE_SPOOL_DIR,
- * PDTRACE_EXPORT_MAX_CONCURRENT).
+ * PDTRACE_EXPORT_MAX_CONCURRENT, PDTRACE_COMPRESSION_LEVEL and the other
+ * PDTRACE_* variables).
  * A malformed environment value is logged once through `lg` at WARN and
  * ignored (for OTEL_RESOURCE_ATTRIBUTES and the header lists, the whole
  * variable is discarded). A malformed option is an error: returns

@@ -90,6 +90,8 @@ struct pdti_transport {
     pdti_xfer *sync;           /* the one pdti_transport_export() uses */
     pdti_xfer *xfers[PDTI_TRANSPORT_MAX_XFERS + 1]; /* all, owned */
     unsigned nxfers;
+    pdti_compressor *comp;     /* created at the first compressed export;
+                                  used by the starting thread only */
 };
 
 /* ---- one-time libcurl initialisation ----------------------------------- */
@@ -436,6 +438,7 @@ void pdti_transport_free(pdti_transport *t)
     if (t->multi != NULL)
         curl_multi_cleanup(t->multi);
     curl_slist_free_all(t->headers);
+    pdti_compressor_free(t->comp);
     free(t);
 }
 
@@ -694,11 +697,20 @@ int pdti_xfer_start(pdti_xfer *x, const uint8_t *body, size_t len,
     x->plen = len;
     if (cfg->compression == PDT_COMPRESSION_GZIP ||
         cfg->compression == PDT_COMPRESSION_ZSTD) {
+        pdti_transport *t = x->t;
+        int st = PDT_OK;
+
         pdti_buf_reset(&x->zbody);
-        if (pdti_compress(cfg->compression, body, len, &x->zbody) !=
-            PDT_OK) {
+        if (t->comp == NULL)
+            st = pdti_compressor_new(&t->comp, cfg->compression,
+                                     cfg->compression_level);
+        if (st == PDT_OK)
+            st = pdti_compressor_run(t->comp, body, len, &x->zbody);
+        if (st != PDT_OK) {
             msgf(x->res.message, sizeof(x->res.message),
-                 "compressing %zu bytes failed (out of memory)", len);
+                 "compressing %zu bytes failed (%s)", len,
+                 st == PDT_EINVAL ? "invalid compression level"
+                                  : "out of memory");
             finish(x, PDTI_FAILED);
             return PDT_OK;
         }

@@ -37,7 +37,8 @@ typedef struct pdti_export_result {
 } pdti_export_result;
 
 /*
- * Creates a transport for cfg->endpoint, cfg->headers, cfg->compression,
+ * Creates a transport for cfg->endpoint, cfg->headers, cfg->compression
+ * and cfg->compression_level,
  * cfg->timeout_ms and the TLS files. cfg must outlive the transport.
  * Returns PDT_OK, PDT_ENOMEM or PDT_EINTERNAL (libcurl init).
  */
@@ -116,9 +117,38 @@ int pdti_decode_export_response(const uint8_t *data, size_t len,
                                 int64_t *rejected, char *msg, size_t msgcap);
 
 /*
- * Compresses in[0..n) into out (appended) with PDT_COMPRESSION_GZIP
- * (gzip format, level 1) or PDT_COMPRESSION_ZSTD (level 1).
- * Returns PDT_OK, PDT_ENOMEM or PDT_EINVAL (unknown kind).
+ * The levels a codec accepts and its default (config.h: gzip 1..9, zstd
+ * -131072..22, narrowed to what the zstd in use supports). Any pointer may
+ * be NULL. Returns
+ * PDT_OK, or PDT_EINVAL for a kind other than PDT_COMPRESSION_GZIP or _ZSTD.
+ */
+int pdti_compress_level_range(int kind, int *min, int *max, int *def);
+
+/*
+ * A reusable compressor for one codec and level (0: the codec's default).
+ * Its memory is allocated once; pdti_compressor_run() compresses one whole
+ * body per call. Not thread-safe: one thread at a time.
+ * Returns PDT_OK, PDT_EINVAL (unknown kind, level out of range) or
+ * PDT_ENOMEM.
+ */
+typedef struct pdti_compressor pdti_compressor;
+int pdti_compressor_new(pdti_compressor **out, int kind, int level);
+void pdti_compressor_free(pdti_compressor *c);
+int pdti_compressor_kind(const pdti_compressor *c);
+/* The level in use (the default resolved), 0 for NULL. */
+int pdti_compressor_level(const pdti_compressor *c);
+
+/*
+ * Compresses in[0..n) into out (appended) as one gzip member or one zstd
+ * frame. Returns PDT_OK, PDT_ENOMEM (out is left as it was) or PDT_EINVAL.
+ */
+int pdti_compressor_run(pdti_compressor *c, const uint8_t *in, size_t n,
+                        pdti_buf *out);
+
+/*
+ * One-shot: compresses in[0..n) into out (appended) with
+ * PDT_COMPRESSION_GZIP (gzip format) or PDT_COMPRESSION_ZSTD at the codec's
+ * default level. Returns PDT_OK, PDT_ENOMEM or PDT_EINVAL (unknown kind).
  */
 int pdti_compress(int kind, const uint8_t *in, size_t n, pdti_buf *out);
 

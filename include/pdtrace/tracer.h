@@ -110,12 +110,16 @@ typedef struct pdt_tracer_options {
     int64_t spool_max_bytes;     /* spool cap; default 256 MiB */
     int64_t max_concurrent_exports; /* export requests in flight at once,
                                        1..64; 0: PDTRACE_EXPORT_MAX_CONCURRENT,
-                                       else 4 */
+                                       else 4. Since 0.1.0. */
+    int compression_level;       /* 0: PDTRACE_COMPRESSION_LEVEL, else the
+                                    codec's default (gzip 1, zstd 1); gzip
+                                    1..9, zstd -131072..22; ignored without
+                                    compression. Since 0.1.0. */
 } pdt_tracer_options;
 
 #define PDT_TRACER_OPTIONS_INIT { sizeof(pdt_tracer_options), NULL, NULL, 0, \
     NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, \
-    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0 }
+    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0 }
 
 /*
  * Sets *opts to PDT_TRACER_OPTIONS_INIT. For bindings that cannot use the

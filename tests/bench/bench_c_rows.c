@@ -14,6 +14,9 @@
  * calls per request on the caller's thread and in the whole process, and
  * ru_maxrss.
  *
+ * --compression-level L sets pdt_tracer_options.compression_level (0, the
+ * default, is the codec's default level).
+ *
  * Rate mode (--rate R --seconds S): offers R requests/s for S seconds
  * (open loop, 1 ms ticks), flushes, and reports how many spans the tracer
  * exported, dropped or failed, for the zero-loss ramp into a Collector.
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
         { "seconds", required_argument, NULL, 's' },
         { "fresh-trace", no_argument, NULL, 't' },
         { "max-concurrent", required_argument, NULL, 'm' },
+        { "compression-level", required_argument, NULL, 'l' },
         { NULL, 0, NULL, 0 }
     };
     const char *endpoint = NULL, *comp = "zstd";
@@ -212,13 +216,15 @@ int main(int argc, char **argv)
         case 's': seconds = atof(optarg); break;
         case 't': fresh_trace = 1; break;
         case 'm': max_concurrent = atol(optarg); break;
+        case 'l': o.compression_level = atoi(optarg); break;
         default: return 2;
         }
     }
     if (endpoint == NULL || n <= 0 || flush_every <= 0) {
         fprintf(stderr, "usage: bench_c_rows --endpoint URL [--compression "
-                        "none|gzip|zstd] [--n N] [--warm N] [--rate R "
-                        "--seconds S] [--max-concurrent N]\n");
+                        "none|gzip|zstd] [--compression-level L] [--n N] "
+                        "[--warm N] [--rate R --seconds S] "
+                        "[--max-concurrent N]\n");
         return 2;
     }
     memcpy(fresh, inbound, sizeof(inbound));

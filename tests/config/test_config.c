@@ -75,6 +75,7 @@ static const char *const all_vars[] = {
     "PDTRACE_SPOOL_MAX_BYTES",
     "PDTRACE_TAIL_TTFT_MS",
     "PDTRACE_EXPORT_MAX_CONCURRENT",
+    "PDTRACE_COMPRESSION_LEVEL",
 };
 #define N_VARS (sizeof(all_vars) / sizeof(all_vars[0]))
 
@@ -932,6 +933,118 @@ static void test_compression_env(void **state)
     resolve_ok(f, NULL);
     assert_int_equal(f->cfg.compression, PDT_COMPRESSION_ZSTD);
     expect_one_warning(f, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
+}
+
+static void test_compression_level_env(void **state)
+{
+    fixture *f = *state;
+
+    /* Without compression there is no level, whatever the variable says. */
+    set("PDTRACE_COMPRESSION_LEVEL", "bogus");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression, PDT_COMPRESSION_NONE);
+    assert_int_equal(f->cfg.compression_level, 0);
+    expect_no_log(f);
+    unsetenv("PDTRACE_COMPRESSION_LEVEL");
+
+    /* The codecs' defaults. */
+    set("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    set("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_no_log(f);
+
+    /* Valid values, trimmed; 0 is the default. */
+    set("PDTRACE_COMPRESSION_LEVEL", " 19 ");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 19);
+    set("PDTRACE_COMPRESSION_LEVEL", "-5");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, -5);
+    set("PDTRACE_COMPRESSION_LEVEL", "0");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    set("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip");
+    set("PDTRACE_COMPRESSION_LEVEL", "9");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 9);
+    expect_no_log(f);
+
+    /* Out of the codec's range or malformed: one warning, the default. */
+    set("PDTRACE_COMPRESSION_LEVEL", "10");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
+    reset_log(f);
+    set("PDTRACE_COMPRESSION_LEVEL", "-1");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
+    reset_log(f);
+    set("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd");
+    set("PDTRACE_COMPRESSION_LEVEL", "23");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
+    reset_log(f);
+    set("PDTRACE_COMPRESSION_LEVEL", "3.5");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
+    reset_log(f);
+    set("PDTRACE_COMPRESSION_LEVEL", "99999999999999999999");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_one_warning(f, "PDTRACE_COMPRESSION_LEVEL");
+}
+
+static void test_compression_level_option(void **state)
+{
+    fixture *f = *state;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+
+    set("PDTRACE_COMPRESSION_LEVEL", "7");
+    o.compression = PDT_COMPRESSION_ZSTD;
+    /* 0: the environment. */
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, 7);
+    /* Set: wins over the environment. */
+    o.compression_level = 12;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, 12);
+    o.compression_level = -131072;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, -131072);
+    expect_no_log(f);
+    /* Out of the codec's range: an error, not a fallback. */
+    o.compression_level = 23;
+    expect_opt_error(f, &o, PDT_EINVAL, "compression_level");
+    o.compression = PDT_COMPRESSION_GZIP;
+    o.compression_level = 12;
+    expect_opt_error(f, &o, PDT_EINVAL, "compression_level");
+    o.compression_level = -1;
+    expect_opt_error(f, &o, PDT_EINVAL, "compression_level");
+    o.compression_level = 6;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, 6);
+    /* Ignored without compression. */
+    o.compression = PDT_COMPRESSION_NONE;
+    o.compression_level = 99;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, 0);
+    /* An older header (size before the field): the field is not read. */
+    o.compression = PDT_COMPRESSION_GZIP;
+    o.compression_level = 99;
+    o.size = offsetof(pdt_tracer_options, compression_level);
+    set("PDTRACE_COMPRESSION_LEVEL", "4");
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, 4);
+    unsetenv("PDTRACE_COMPRESSION_LEVEL");
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.compression_level, 1);
+    expect_no_log(f);
 }
 
 static void test_tls_env(void **state)
@@ -1827,6 +1940,8 @@ int main(void)
         T(test_headers_injection_rejected),
         T(test_timeout_env),
         T(test_compression_env),
+        T(test_compression_level_env),
+        T(test_compression_level_option),
         T(test_tls_env),
         T(test_sampler_env),
         T(test_sampler_arg_env),
