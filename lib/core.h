@@ -135,6 +135,8 @@ struct pdt_span {
  * covers them. */
 #define PDTI_PROPAGATION_V0_1_SIZE \
     (offsetof(pdt_propagation, request_id) + sizeof(const char *))
+/* The options before spool_dir: the smallest pdt_tracer_open accepts. */
+#define PDTI_OPTIONS_V0_1_SIZE offsetof(pdt_tracer_options, spool_dir)
 #define PDTI_BREAKDOWN_V0_1_SIZE \
     (offsetof(pdt_breakdown, sampled) + sizeof(int))
 

@@ -280,12 +280,22 @@ static void tracer_destroy(pdt_tracer *t);
 
 /* ---- public API --------------------------------------------------------- */
 
-void pdt_tracer_options_init(pdt_tracer_options *opts)
+int pdt_tracer_options_init(pdt_tracer_options *opts, size_t size)
 {
     pdt_tracer_options init = PDT_TRACER_OPTIONS_INIT;
 
-    if (opts != NULL)
-        *opts = init;
+    if (opts == NULL)
+        return pdti_err(PDT_EINVAL, "opts is NULL");
+    if (size < PDTI_OPTIONS_V0_1_SIZE)
+        return pdti_err(PDT_EINVAL, "size %lu is smaller than any "
+                        "pdt_tracer_options (%lu)", (unsigned long)size,
+                        (unsigned long)PDTI_OPTIONS_V0_1_SIZE);
+    /* Fields newer than this library: zero, their documented default. */
+    if (size > sizeof(init))
+        memset((char *)opts + sizeof(init), 0, size - sizeof(init));
+    memcpy(opts, &init, size < sizeof(init) ? size : sizeof(init));
+    opts->size = size;
+    return PDT_OK;
 }
 
 int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)

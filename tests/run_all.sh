@@ -189,6 +189,9 @@ python_binding() {
     [ -f bindings/python/pyproject.toml ] || { echo "no Python binding"; return 0; }
     local venv="$root/.venv-py"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || return 1
+    # setuptools reuses objects in build/ without looking at the installed
+    # headers: start clean so the extension matches the library.
+    rm -rf bindings/python/build
     timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check \
         ./bindings/python pytest || return 1
     if [ -f examples/requirements.txt ]; then
@@ -203,6 +206,12 @@ python_binding() {
 go_binding() {
     [ -f bindings/go/go.mod ] || { echo "no Go binding"; return 0; }
     local rc=0
+    # Go's build cache does not see changes to the installed C headers; a
+    # digest of them in CGO_CFLAGS makes it rebuild the cgo code when they
+    # change.
+    local hdr
+    hdr="$(cat include/pdtrace.h include/pdtrace/*.h | sha256sum | cut -c1-16)"
+    export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -DPDTRACE_HEADERS_DIGEST=$hdr"
     (cd bindings/go && timeout 1200 go test -race -count=1 -v ./...) || rc=1
     if [ -f examples/go/go.mod ]; then
         (cd examples/go && PDTRACE_SIM_PYTHON="$root/.venv-py/bin/python3" \

@@ -67,7 +67,7 @@ typedef struct pdt_tracer_options {
     ...;
 } pdt_tracer_options;
 
-void pdt_tracer_options_init(pdt_tracer_options *opts);
+int pdt_tracer_options_init(pdt_tracer_options *opts, size_t size);
 int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts);
 int pdt_tracer_flush(pdt_tracer *tracer, int64_t timeout_ms,
                      uint64_t *pending_out);

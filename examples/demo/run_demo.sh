@@ -57,6 +57,7 @@ want="$(cat "$root/examples/requirements.txt" \
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] \
     || ! "$venv/bin/python" -c "import pdtrace" 2>/dev/null; then
     log "installing the pdtrace binding and the example requirements"
+    rm -rf "$root/bindings/python/build" # stale objects ignore the headers
     timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         -r "$root/examples/requirements.txt" "$root/bindings/python" >&2
     echo "$want" > "$stamp"

@@ -122,10 +122,15 @@ typedef struct pdt_tracer_options {
     0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0 }
 
 /*
- * Sets *opts to PDT_TRACER_OPTIONS_INIT. For bindings that cannot use the
- * macro. NULL is ignored. Since 0.1.0.
+ * Sets *opts to PDT_TRACER_OPTIONS_INIT, for bindings that cannot use the
+ * macro. `size` is sizeof(pdt_tracer_options) as the caller was compiled:
+ * only that many bytes are written and opts->size is set to it, so a
+ * program built against an older (smaller) or newer (larger) header gets
+ * its own layout, with the fields this library does not know zeroed.
+ * Returns PDT_OK, or PDT_EINVAL if opts is NULL or size is smaller than the
+ * 0.1.0 struct. Since 0.1.0.
  */
-PDT_API void pdt_tracer_options_init(pdt_tracer_options *opts);
+PDT_API int pdt_tracer_options_init(pdt_tracer_options *opts, size_t size);
 
 /*
  * Opens a tracer and starts its exporter thread.

@@ -417,7 +417,8 @@ static void test_misuse_null(void **state)
     topts_console(&o, path);
     EXPECT_ERR(pdt_tracer_open(NULL, &o), PDT_EINVAL);
     assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
-    pdt_tracer_options_init(NULL);
+    assert_int_equal(pdt_tracer_options_init(NULL, sizeof(pdt_tracer_options)),
+                     PDT_EINVAL);
 
     /* Spans. */
     sp = (pdt_span *)&o;

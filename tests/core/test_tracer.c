@@ -180,6 +180,46 @@ static void check_disabled(pdt_tracer *t, const char *path)
         assert_true(stat(path, &sb) != 0 || sb.st_size == 0);
 }
 
+/* pdt_tracer_options_init writes the caller's size, not the library's: a
+ * program built against an older header has a smaller struct, a newer one
+ * a larger struct whose unknown fields must come out zero. */
+static void test_options_init_sizes(void **state)
+{
+    unsigned char buf[sizeof(pdt_tracer_options) + 64];
+    pdt_tracer_options *o = (pdt_tracer_options *)(void *)buf;
+    size_t old = offsetof(pdt_tracer_options, spool_dir), i;
+    pdt_tracer *t;
+    (void)state;
+
+    memset(buf, 0xa5, sizeof(buf));
+    assert_int_equal(pdt_tracer_options_init(o, old), PDT_OK);
+    assert_int_equal(o->size, old);
+    assert_null(o->endpoint);
+    assert_int_equal(o->compression, 0);
+    for (i = old; i < sizeof(buf); i++)
+        assert_int_equal(buf[i], 0xa5); /* nothing past the caller's size */
+    o->ignore_environment = 1;
+    o->exporter = PDT_EXPORTER_NONE;
+    assert_int_equal(pdt_tracer_open(&t, o), PDT_OK);
+    pdt_tracer_close(t, 1000, NULL);
+
+    memset(buf, 0xa5, sizeof(buf));
+    assert_int_equal(pdt_tracer_options_init(o, sizeof(buf) - 8), PDT_OK);
+    assert_int_equal(o->size, sizeof(buf) - 8);
+    assert_int_equal(o->compression_level, 0);
+    for (i = sizeof(pdt_tracer_options); i < sizeof(buf) - 8; i++)
+        assert_int_equal(buf[i], 0);
+    for (; i < sizeof(buf); i++)
+        assert_int_equal(buf[i], 0xa5);
+    o->ignore_environment = 1;
+    o->exporter = PDT_EXPORTER_NONE;
+    assert_int_equal(pdt_tracer_open(&t, o), PDT_OK);
+    pdt_tracer_close(t, 1000, NULL);
+
+    assert_int_equal(pdt_tracer_options_init(o, old - 1), PDT_EINVAL);
+    assert_int_equal(pdt_last_error_code(), PDT_EINVAL);
+}
+
 static void test_disabled(void **state)
 {
     pdt_tracer *t;
@@ -218,7 +258,7 @@ static void test_disabled(void **state)
     tpath_remove(path);
 
     /* Exporter "none". */
-    pdt_tracer_options_init(&o);
+    assert_int_equal(pdt_tracer_options_init(&o, sizeof(o)), PDT_OK);
     o.ignore_environment = 1;
     o.exporter = PDT_EXPORTER_NONE;
     assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
@@ -586,6 +626,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_null_options),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_options_init_sizes),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_close_with_open_handles),
         cmocka_unit_test(test_stats_consistency),

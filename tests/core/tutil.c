@@ -929,7 +929,7 @@ void topts_console(pdt_tracer_options *opts, char *path)
              tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
     assert_non_null(mkdtemp(dir));
     snprintf(path, 256, "%s/spans.jsonl", dir);
-    pdt_tracer_options_init(opts);
+    pdt_tracer_options_init(opts, sizeof(*opts));
     opts->exporter = PDT_EXPORTER_CONSOLE;
     opts->console_path = path;
     opts->ignore_environment = 1;

@@ -120,7 +120,7 @@ static pdt_tracer_options *pdtg_options_new(void)
 {
     pdt_tracer_options *o = malloc(sizeof(*o));
     if (o != NULL)
-        pdt_tracer_options_init(o);
+        pdt_tracer_options_init(o, sizeof(*o));
     return o;
 }
 

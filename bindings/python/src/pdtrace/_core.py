@@ -395,7 +395,7 @@ class Tracer:
         self._metrics_cap = _METRICS_START
         given = dict(locals())
         opts = _new("pdt_tracer_options *")
-        lib.pdt_tracer_options_init(opts)
+        lib.pdt_tracer_options_init(opts, ffi.sizeof("pdt_tracer_options"))
         keep = []  # strings must outlive pdt_tracer_open (it copies them)
         for name in _STR_OPTIONS:
             v = given[name]
