@@ -25,6 +25,9 @@
 /* A span whose encoding would exceed this is dropped (the Collector's
  * request limit is 20 MiB). */
 #define PDTI_MAX_SPAN_BYTES (8u << 20)
+/* Initial room for a record's deferred attributes (a traced P/D request
+ * span with a handful of caller attributes needs about 1.3 KiB). */
+#define PDTI_DEFERRED_START 2048
 /* Encoded request size at which a batch is cut. */
 #define PDTI_MAX_REQUEST_BYTES (4u << 20)
 

@@ -887,22 +887,24 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     pdti_metrics_observe(t->metrics, req->connector, req->model, &bd);
     record_summary(req, &bd);
 
-    /* Freeze every span of the request. */
-    /* An attempt still open (no PREFILL_DONE) ends at E. */
-    prefill_retire(req, end_ns);
-    for (i = 0; i < req->n_old_prefill; i++)
-        list[n++] = req->old_prefill[i];
-    req->n_old_prefill = 0;
-    if (req->decode_live) {
-        pdti_rec *r = pdti_span_finish(&req->decode, end_ns);
-        if (r != NULL)
-            list[n++] = r;
-    }
+    /* Freeze every span of the request: request, decode, then the prefill
+     * attempts. That order puts the two spans that share the breakdown
+     * next to each other in a batch, which compresses better. */
     {
         pdti_rec *r = pdti_span_finish(&req->root, end_ns);
         if (r != NULL)
             list[n++] = r;
     }
+    if (req->decode_live) {
+        pdti_rec *r = pdti_span_finish(&req->decode, end_ns);
+        if (r != NULL)
+            list[n++] = r;
+    }
+    /* An attempt still open (no PREFILL_DONE) ends at E. */
+    prefill_retire(req, end_ns);
+    for (i = 0; i < req->n_old_prefill; i++)
+        list[n++] = req->old_prefill[i];
+    req->n_old_prefill = 0;
 
     keep = req->root.sampled ||
            (req->error && t->cfg.tail_keep_errors) ||

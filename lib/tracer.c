@@ -103,6 +103,11 @@ void pdti_rec_reset(pdti_rec *r)
     pdti_buf_reset(&r->attrs);
     pdti_buf_reset(&r->deferred);
     r->deferred_bound = 0;
+    /* Room for a request span's attributes from the start: a pooled record
+     * serves any span, and one that had to grow on a later use would make
+     * the calling thread allocate in steady state. */
+    if (r->deferred.cap < PDTI_DEFERRED_START)
+        (void)pdti_buf_reserve(&r->deferred, PDTI_DEFERRED_START);
     pdti_buf_reset(&r->events);
     pdti_buf_reset(&r->ev_cur);
 }
