@@ -146,7 +146,7 @@ static int sink_start(void)
 
 /* ---- one traced request ---------------------------------------------- */
 
-static void one_request(pdt_tracer *t, uint64_t i)
+__attribute__((noinline)) static void one_request(pdt_tracer *t, uint64_t i)
 {
     pdt_request *req;
     pdt_propagation prop = PDT_PROPAGATION_INIT;
@@ -179,7 +179,7 @@ static void one_request(pdt_tracer *t, uint64_t i)
 
 /* The same request with the caller's own timestamps (a proxy often has
  * them already): the library reads no clock. */
-static void one_request_ts(pdt_tracer *t, uint64_t a)
+__attribute__((noinline)) static void one_request_ts(pdt_tracer *t, uint64_t a)
 {
     pdt_request *req;
     pdt_propagation prop = PDT_PROPAGATION_INIT;

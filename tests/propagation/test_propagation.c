@@ -482,6 +482,89 @@ static void ts_idempotent(void **state)
     assert_string_equal(out1, out2);
 }
 
+/*
+ * Every byte value at every hex position of the trace id, span id and
+ * flags: accepted exactly for [0-9a-f], decoded to the right value (the
+ * parser works on eight characters at a time, so each lane is checked).
+ */
+static void tp_every_byte_every_position(void **state)
+{
+    static const char base[] =
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    static const int starts[3] = { 3, 36, 53 }, lens[3] = { 32, 16, 2 };
+    char tp[56];
+    uint8_t tid[16], sid[8], fl;
+    int f, pos, c;
+    (void)state;
+
+    for (f = 0; f < 3; f++) {
+        for (pos = 0; pos < lens[f]; pos++) {
+            for (c = 1; c < 256; c++) {
+                int off = starts[f] + pos, hexv, rc;
+                memcpy(tp, base, sizeof(base));
+                tp[off] = (char)c;
+                hexv = c >= '0' && c <= '9' ? c - '0'
+                       : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+                rc = pdti_traceparent_parse(tp, strlen(tp), tid, sid, &fl);
+                if (hexv < 0) {
+                    /* Whitespace at the ends is trimmed, then too short. */
+                    assert_int_not_equal(rc, PDT_OK);
+                    continue;
+                }
+                assert_int_equal(rc, PDT_OK);
+                {
+                    const uint8_t *b = f == 0 ? tid : f == 1 ? sid : &fl;
+                    uint8_t byte = b[pos / 2];
+                    int got = pos % 2 == 0 ? byte >> 4 : byte & 0x0f;
+                    assert_int_equal(got, hexv);
+                }
+            }
+        }
+    }
+}
+
+/* Formatting agrees with a plain per-nibble formatter on many ids. */
+static void tp_format_matches_reference(void **state)
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t tid[16], sid[8];
+    char got[56], want[56];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int k, i;
+    (void)state;
+
+    for (k = 0; k < 2000; k++) {
+        for (i = 0; i < 16; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            tid[i] = (uint8_t)x;
+        }
+        for (i = 0; i < 8; i++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            sid[i] = (uint8_t)(x >> 8);
+        }
+        if (k == 0)
+            memset(tid, 0xff, 16); /* every nibble a letter */
+        if (k == 1)
+            memset(sid, 0x09, 8);  /* the digit/letter border */
+        pdti_traceparent_format(got, tid, sid, (uint8_t)k);
+        memcpy(want, "00-", 3);
+        for (i = 0; i < 16; i++) {
+            want[3 + 2 * i] = digits[tid[i] >> 4];
+            want[4 + 2 * i] = digits[tid[i] & 15];
+        }
+        want[35] = '-';
+        for (i = 0; i < 8; i++) {
+            want[36 + 2 * i] = digits[sid[i] >> 4];
+            want[37 + 2 * i] = digits[sid[i] & 15];
+        }
+        want[52] = '-';
+        want[53] = digits[(k & 0xff) >> 4];
+        want[54] = digits[k & 15];
+        want[55] = '\0';
+        assert_string_equal(got, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -496,6 +579,8 @@ int main(void)
         cmocka_unit_test(tp_future_versions),
         cmocka_unit_test(tp_zero_ids),
         cmocka_unit_test(tp_format_roundtrip),
+        cmocka_unit_test(tp_every_byte_every_position),
+        cmocka_unit_test(tp_format_matches_reference),
         cmocka_unit_test(hex_basic),
         cmocka_unit_test(ts_basic),
         cmocka_unit_test(ts_empty),
