@@ -305,6 +305,11 @@ static inline int pdti_defer_fast(pdti_rec *r, int kind, const char *key,
     pdti_defer_fast((r), (kind), (key), (klen), 1, (val), (vlen), (v), \
                     (nattrs))
 
+/* The attribute setters of spans (and of a request's root span): checks,
+ * count limit, then deferral. v: int, bool, or the bits of a double. */
+int pdti_span_attr(pdt_span *s, int kind, const char *key, const void *val,
+                   size_t vlen, int64_t v);
+
 /* Encodes the deferred attributes into r->attrs (exporter thread). */
 void pdti_rec_materialize(pdt_tracer *t, pdti_rec *r);
 

@@ -143,21 +143,23 @@ void pdti_new_span_id(uint8_t id[8])
 
 void pdti_new_uuid(char out[37])
 {
+    static const char digits[] = "0123456789abcdef";
+    /* Where each of the 32 hex digits goes in 8-4-4-4-12. */
+    static const uint8_t at[32] = {
+        0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17,
+        19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35
+    };
     uint8_t b[16];
+    int i;
 
     put64(b, pdti_random64());
     put64(b + 8, pdti_random64());
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    /* 8-4-4-4-12 hex digits: the last group first (it NUL-terminates),
-     * then the others, each NUL overwritten by the dash after it. */
-    pdti_hex(out + 24, b + 10, 6);
-    pdti_hex(out, b, 4);
-    out[8] = '-';
-    pdti_hex(out + 9, b + 4, 2);
-    out[13] = '-';
-    pdti_hex(out + 14, b + 6, 2);
-    out[18] = '-';
-    pdti_hex(out + 19, b + 8, 2);
-    out[23] = '-';
+    for (i = 0; i < 16; i++) {
+        out[at[2 * i]] = digits[b[i] >> 4];
+        out[at[2 * i + 1]] = digits[b[i] & 0x0f];
+    }
+    out[8] = out[13] = out[18] = out[23] = '-';
+    out[36] = '\0';
 }

@@ -51,6 +51,8 @@ struct pdt_request {
     int64_t tokens_counted;
     int tokens_seen;
     int64_t usage_in, usage_out, usage_cached;
+    uint64_t coarse_ok;    /* timestamps up to this need no clock check */
+    /* Strings: only their first byte is reset at begin. */
     char request_id[PDTI_REQUEST_ID_MAX + 1];
     char connector[PDTI_CONNECTOR_MAX + 1];
     char model[PDTI_MODEL_MAX + 1]; /* gen_ai.request.model */
@@ -144,19 +146,28 @@ void pdti_request_pool_free(pdt_tracer *t)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static int resolve_ts(uint64_t *ts)
+/*
+ * A timestamp of 0 is now; another is checked not to lie in the future.
+ * *ok caches a bound below which no check is needed (the monotonic clock
+ * only moves forward), so most marks read no clock at all.
+ */
+static int resolve_ts(uint64_t *ts, uint64_t *ok)
 {
     uint64_t now;
 
     if (*ts == 0) {
         *ts = pdt_now_ns();
+        *ok = *ts + PDTI_FUTURE_SLACK_NS;
         return PDT_OK;
     }
+    if (*ts <= *ok)
+        return PDT_OK;
     now = pdti_coarse_now_ns();
     if (*ts > now + PDTI_FUTURE_SLACK_NS)
         return pdti_err(PDT_ERANGE, "timestamp is %.3f s in the future; "
                                     "use pdt_now_ns() nanoseconds",
                         (double)(*ts - now) / 1e9);
+    *ok = now + PDTI_FUTURE_SLACK_NS;
     return PDT_OK;
 }
 
@@ -175,19 +186,56 @@ static double ms(uint64_t from, uint64_t to)
 }
 
 /* Starts a leg span with a reserved id, parented by the root. */
+/*
+ * Starts a leg span with a reserved id, parented by the root. A leg is
+ * sampled and recorded exactly when the root is (every sampler decides a
+ * child of the root as it decided the root), so this only copies.
+ */
 static int leg_start(pdt_request *req, pdt_span *s, const char *name,
                      size_t name_len, const uint8_t id[8], uint64_t ts,
                      pdti_rec **spare)
 {
-    int rc = pdti_span_init(s, req->tracer, name, name_len,
-                            PDT_SPAN_KIND_CLIENT, &req->root, NULL, NULL, ts,
-                            req->root.rec != NULL, spare);
-    if (rc != PDT_OK)
-        return rc;
+    pdt_tracer *t = req->tracer;
+    const pdt_span *root = &req->root;
+    pdti_rec *r = NULL;
+
+    if (root->rec != NULL) {
+        if (*spare != NULL) {
+            r = *spare;
+            *spare = NULL;
+        } else if ((r = pdti_rec_acquire(t)) == NULL) {
+            return pdti_err(PDT_ENOMEM, "out of memory for a span");
+        }
+        if (pdti_buf_append(&r->name, name, name_len) != 0 ||
+            (root->tracestate[0] != '\0' &&
+             pdti_buf_append(&r->tracestate, root->tracestate,
+                             strlen(root->tracestate)) != 0)) {
+            pdti_rec_release(t, r);
+            return pdti_err(PDT_ENOMEM, "out of memory for a span");
+        }
+        memcpy(r->trace_id, root->trace_id, 16);
+        memcpy(r->span_id, id, 8);
+        memcpy(r->parent_id, root->span_id, 8);
+        r->has_parent = 1;
+        r->parent_remote = 0;
+        r->trace_flags = root->trace_flags;
+        r->kind = PDT_SPAN_KIND_CLIENT;
+        r->start_unix_ns = pdti_unix_ns(t, ts);
+    }
+    memset(s, 0, offsetof(pdt_span, tracestate));
+    if (root->tracestate[0] != '\0')
+        strcpy(s->tracestate, root->tracestate);
+    else
+        s->tracestate[0] = '\0';
+    s->tracer = t;
+    s->rec = r;
+    memcpy(s->trace_id, root->trace_id, 16);
     memcpy(s->span_id, id, 8);
-    if (s->rec != NULL)
-        memcpy(s->rec->span_id, id, 8);
+    s->trace_flags = root->trace_flags;
+    s->sampled = root->sampled;
+    s->start_ns = ts;
     s->in_request = 1;
+    PDTI_COUNT(t, spans_started, 1);
     return PDT_OK;
 }
 
@@ -261,6 +309,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
 {
     pdt_request *req;
     pdti_rec *recs[3] = { NULL, NULL, NULL };
+    uint64_t ok = 0;
     int rc, record;
 
     if (out == NULL)
@@ -270,7 +319,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
         return pdti_err(PDT_EINVAL, "tracer is NULL");
     if (__atomic_load_n(&tracer->stopping, __ATOMIC_ACQUIRE))
         return pdti_err(PDT_ECLOSED, "tracer is closing");
-    rc = resolve_ts(&arrival_ns);
+    rc = resolve_ts(&arrival_ns, &ok);
     if (rc != PDT_OK)
         return rc;
     pdti_fork_check(tracer);
@@ -279,8 +328,10 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
         return pdti_err(PDT_ENOMEM, "out of memory for a request");
     req->spare[0] = recs[1];
     req->spare[1] = recs[2];
-    memset(&req->tracer, 0, offsetof(struct pdt_request, root) -
+    memset(&req->tracer, 0, offsetof(struct pdt_request, request_id) -
                                 offsetof(struct pdt_request, tracer));
+    req->connector[0] = req->model[0] = req->reason[0] = '\0';
+    req->coarse_ok = ok;
     req->prefill.rec = NULL;
     req->decode.rec = NULL;
     req->prefill.tracer = tracer;
@@ -407,7 +458,7 @@ int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
 
     if (rc != PDT_OK)
         return rc;
-    rc = resolve_ts(&ts);
+    rc = resolve_ts(&ts, &req->coarse_ok);
     if (rc != PDT_OK)
         return rc;
     if (ts < req->a)
@@ -504,7 +555,7 @@ int pdt_request_tokens(pdt_request *req, uint64_t ts, uint32_t count)
 
     if (rc != PDT_OK)
         return rc;
-    rc = resolve_ts(&ts);
+    rc = resolve_ts(&ts, &req->coarse_ok);
     if (rc != PDT_OK)
         return rc;
     if (req->ds == 0)
@@ -647,13 +698,21 @@ int pdt_request_set_response(pdt_request *req, int http_status,
 int pdt_request_set_str(pdt_request *req, const char *key, const char *value)
 {
     int rc = usable(req);
-    return rc != PDT_OK ? rc : pdt_span_set_str(&req->root, key, value);
+
+    if (rc != PDT_OK)
+        return rc;
+    if (value == NULL)
+        return pdti_err(PDT_EINVAL, "value is NULL");
+    return pdti_span_attr(&req->root, PDTI_DEF_STR, key, value,
+                          strlen(value), 0);
 }
 
 int pdt_request_set_int(pdt_request *req, const char *key, int64_t value)
 {
     int rc = usable(req);
-    return rc != PDT_OK ? rc : pdt_span_set_int(&req->root, key, value);
+    return rc != PDT_OK ? rc
+                        : pdti_span_attr(&req->root, PDTI_DEF_INT, key, NULL,
+                                         0, value);
 }
 
 int pdt_request_set_double(pdt_request *req, const char *key, double value)
@@ -665,7 +724,9 @@ int pdt_request_set_double(pdt_request *req, const char *key, double value)
 int pdt_request_set_bool(pdt_request *req, const char *key, int value)
 {
     int rc = usable(req);
-    return rc != PDT_OK ? rc : pdt_span_set_bool(&req->root, key, value);
+    return rc != PDT_OK ? rc
+                        : pdti_span_attr(&req->root, PDTI_DEF_BOOL, key, NULL,
+                                         0, value != 0);
 }
 
 int pdt_request_set_attrs(pdt_request *req, int leg, const pdt_attr *attrs,
@@ -853,7 +914,7 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     pdt_tracer *t;
     pdt_breakdown bd;
     pdti_rec *list[PDTI_MAX_PREFILL_ATTEMPTS + 2];
-    uint64_t latest, now;
+    uint64_t latest;
     size_t n = 0, i;
     int rc = usable(req), keep;
 
@@ -865,7 +926,8 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     pdti_fork_check(t);
     if (end_ns == 0) {
         end_ns = pdt_now_ns();
-    } else if (end_ns > (now = pdti_coarse_now_ns()) + PDTI_FUTURE_SLACK_NS) {
+    } else if (end_ns > req->coarse_ok &&
+               end_ns > pdti_coarse_now_ns() + PDTI_FUTURE_SLACK_NS) {
         rc = pdti_err(PDT_ERANGE, "end time in the future; using now");
         end_ns = pdt_now_ns();
     }

@@ -199,81 +199,69 @@ int pdt_span_start(pdt_span **out, pdt_tracer *tracer, const char *name,
     return PDT_OK;
 }
 
-/* Common checks of the setters; returns the record or NULL with *rc set. */
-static pdti_rec *writable(pdt_span *s, const char *key, int *rc)
+int pdti_span_attr(pdt_span *s, int kind, const char *key, const void *val,
+                   size_t vlen, int64_t v)
 {
-    *rc = PDT_OK;
-    if (s == NULL) {
-        *rc = pdti_err(PDT_EINVAL, "span is NULL");
-        return NULL;
-    }
-    if (key == NULL || key[0] == '\0') {
-        *rc = pdti_err(PDT_EINVAL, "attribute key is NULL or empty");
-        return NULL;
-    }
-    if (s->ended) {
-        *rc = pdti_err(PDT_ESTATE, "span already ended");
-        return NULL;
-    }
-    if (s->rec == NULL)
-        return NULL; /* not recorded: accept and ignore */
-    *rc = pdti_rec_attr_room(s->tracer, s->rec);
-    return *rc == PDT_OK ? s->rec : NULL;
+    pdt_tracer *t;
+    pdti_rec *r;
+    int64_t limit;
+    size_t klen;
+    double d;
+
+    if (s == NULL)
+        return pdti_err(PDT_EINVAL, "span is NULL");
+    if (key == NULL || key[0] == '\0')
+        return pdti_err(PDT_EINVAL, "attribute key is NULL or empty");
+    if (s->ended)
+        return pdti_err(PDT_ESTATE, "span already ended");
+    r = s->rec;
+    if (r == NULL)
+        return PDT_OK; /* not recorded: accept and ignore */
+    t = s->tracer;
+    if ((int64_t)r->nattrs >= t->cfg.attr_count_limit)
+        return pdti_rec_attr_room(t, r); /* counts it, PDT_ELIMIT */
+    klen = strlen(key);
+    limit = t->cfg.attr_value_len_limit;
+    if ((kind != PDTI_DEF_STR || limit < 0 ||
+         (uint64_t)vlen <= (uint64_t)limit + 4) &&
+        pdti_defer_fast(r, kind, key, klen, 0, val, vlen, v, 1) == PDT_OK)
+        return PDT_OK;
+    /* Long value, or a failure to report: the general path. */
+    memcpy(&d, &v, sizeof(d));
+    return pdti_defer(t, r, kind, key, klen, 0, val, vlen, v, d, 1);
 }
 
 int pdt_span_set_strn(pdt_span *span, const char *key, const char *value,
                       size_t len)
 {
-    int rc;
-    pdti_rec *r;
-
     if (value == NULL && len != 0)
         return pdti_err(PDT_EINVAL, "value is NULL");
-    r = writable(span, key, &rc);
-    if (r == NULL)
-        return rc;
-    return pdti_defer(span->tracer, r, PDTI_DEF_STR, key, strlen(key), 0,
-                      value, len, 0, 0.0, 1);
+    return pdti_span_attr(span, PDTI_DEF_STR, key, value, len, 0);
 }
 
 int pdt_span_set_str(pdt_span *span, const char *key, const char *value)
 {
     if (value == NULL)
         return pdti_err(PDT_EINVAL, "value is NULL");
-    return pdt_span_set_strn(span, key, value, strlen(value));
+    return pdti_span_attr(span, PDTI_DEF_STR, key, value, strlen(value), 0);
 }
 
 int pdt_span_set_int(pdt_span *span, const char *key, int64_t value)
 {
-    int rc;
-    pdti_rec *r = writable(span, key, &rc);
-
-    if (r == NULL)
-        return rc;
-    return pdti_defer(span->tracer, r, PDTI_DEF_INT, key, strlen(key), 0,
-                      NULL, 0, value, 0.0, 1);
+    return pdti_span_attr(span, PDTI_DEF_INT, key, NULL, 0, value);
 }
 
 int pdt_span_set_double(pdt_span *span, const char *key, double value)
 {
-    int rc;
-    pdti_rec *r = writable(span, key, &rc);
+    int64_t bits;
 
-    if (r == NULL)
-        return rc;
-    return pdti_defer(span->tracer, r, PDTI_DEF_DOUBLE, key, strlen(key), 0,
-                      NULL, 0, 0, value, 1);
+    memcpy(&bits, &value, sizeof(bits));
+    return pdti_span_attr(span, PDTI_DEF_DOUBLE, key, NULL, 0, bits);
 }
 
 int pdt_span_set_bool(pdt_span *span, const char *key, int value)
 {
-    int rc;
-    pdti_rec *r = writable(span, key, &rc);
-
-    if (r == NULL)
-        return rc;
-    return pdti_defer(span->tracer, r, PDTI_DEF_BOOL, key, strlen(key), 0,
-                      NULL, 0, value != 0, 0.0, 1);
+    return pdti_span_attr(span, PDTI_DEF_BOOL, key, NULL, 0, value != 0);
 }
 
 int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)
