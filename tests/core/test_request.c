@@ -968,6 +968,20 @@ static void test_request_id_default(void **state)
     assert_int_equal(pdt_request_begin(&r2, t, NULL, NULL, 0), PDT_OK);
     assert_int_equal(strlen(pdt_request_id(r1)), 36);
     assert_string_not_equal(pdt_request_id(r1), pdt_request_id(r2));
+    {
+        /* A version 4 UUID: 8-4-4-4-12 lowercase hex, version nibble 4,
+         * variant bits 10. */
+        const char *id = pdt_request_id(r1);
+        int i;
+        for (i = 0; i < 36; i++) {
+            if (i == 8 || i == 13 || i == 18 || i == 23)
+                assert_int_equal(id[i], '-');
+            else
+                assert_non_null(strchr("0123456789abcdef", id[i]));
+        }
+        assert_int_equal(id[14], '4');
+        assert_non_null(strchr("89ab", id[19]));
+    }
     assert_int_equal(pdt_request_set_id(r1, ""), PDT_EINVAL);
     assert_int_equal(pdt_request_set_id(r1, "bad id"), PDT_EINVAL);
     assert_int_equal(pdt_request_set_id(r1, "bad\r\nid"), PDT_EINVAL);
