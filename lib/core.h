@@ -229,9 +229,30 @@ enum {
     PDTI_DEF_DOUBLE,
     PDTI_DEF_BOOL,
     PDTI_DEF_BREAKDOWN, /* value: a pdti_def_breakdown */
-    PDTI_DEF_TARGET     /* value: "host:port" or a URL; becomes
+    PDTI_DEF_TARGET,    /* value: "host:port" or a URL; becomes
                            server.address and server.port */
+    /* Groups: one entry for several of a request's attributes. */
+    PDTI_DEF_LEG,       /* a leg's outcome: target (first `split` bytes of
+                           the value) then error type; v: HTTP status;
+                           aux 1: failed without an error type */
+    PDTI_DEF_ROOTLEG,   /* the leg's target and status on the root span;
+                           value: target; v: status; aux: pdt_leg */
+    PDTI_DEF_REQINFO    /* a request's own attributes: value is a
+                           pdti_def_reqinfo then its strings; aux 1: the
+                           decode span's subset */
 };
+
+typedef struct pdti_def_reqinfo {
+    int64_t usage_in, output_tokens, usage_cached; /* < 0: absent */
+    int32_t mode;
+    uint16_t len_id, len_connector, len_model, len_reason;
+} pdti_def_reqinfo;
+
+/* Appends a group entry whose value is a || b (either may be empty);
+ * nattrs is what it expands to. */
+int pdti_defer_group(pdti_rec *r, int kind, uint32_t aux, uint32_t split,
+                     const void *a, size_t alen, const void *b, size_t blen,
+                     int64_t v, unsigned nattrs);
 
 /* The breakdown attributes of docs/spans.md, recorded as one entry. */
 typedef struct pdti_def_breakdown {
@@ -248,7 +269,7 @@ typedef struct pdti_dent {
     uint16_t nattrs;   /* attributes counted for it when recorded */
     uint32_t klen;
     uint32_t vlen;
-    uint32_t pad;
+    uint32_t aux;      /* group entries: kind-specific */
     const char *key;   /* the literal key, when key_lit */
     int64_t v;         /* int, bool, or the bits of a double */
 } pdti_dent;
@@ -281,7 +302,7 @@ static inline int pdti_defer_fast(pdti_rec *r, int kind, const char *key,
     h.nattrs = (uint16_t)nattrs;
     h.klen = (uint32_t)klen;
     h.vlen = (uint32_t)vlen;
-    h.pad = 0;
+    h.aux = 0;
     h.key = key_lit ? key : NULL;
     h.v = v;
     p = r->deferred.data + r->deferred.len;

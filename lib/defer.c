@@ -59,6 +59,40 @@ int pdti_defer(pdt_tracer *t, pdti_rec *r, int kind, const char *key,
     return PDT_OK;
 }
 
+int pdti_defer_group(pdti_rec *r, int kind, uint32_t aux, uint32_t split,
+                     const void *a, size_t alen, const void *b, size_t blen,
+                     int64_t v, unsigned nattrs)
+{
+    size_t vlen = alen + blen, total;
+    dent h;
+    uint8_t *p;
+
+    if (vlen > UINT32_MAX)
+        return PDT_ELIMIT;
+    total = ALIGN8(sizeof(dent) + vlen);
+    if (pdti_buf_reserve(&r->deferred, total) != 0)
+        return PDT_ENOMEM;
+    memset(&h, 0, sizeof(h));
+    h.kind = (uint8_t)kind;
+    h.key_lit = 1;
+    h.nattrs = (uint16_t)nattrs;
+    h.klen = split;
+    h.vlen = (uint32_t)vlen;
+    h.aux = aux;
+    h.v = v;
+    p = r->deferred.data + r->deferred.len;
+    memcpy(p, &h, sizeof(h));
+    p += sizeof(h);
+    if (alen != 0)
+        memcpy(p, a, alen);
+    if (blen != 0)
+        memcpy(p + alen, b, blen);
+    r->deferred.len += total;
+    r->deferred_bound += 64 * (size_t)nattrs + 3 * vlen;
+    r->nattrs += nattrs;
+    return PDT_OK;
+}
+
 /* Splits "scheme://host:port/path", "host:port" or "[v6]:port". */
 static void parse_target(const char *s, size_t len, const char **host,
                          size_t *hlen, long *port)
@@ -119,6 +153,109 @@ static void lost(pdt_tracer *t, pdti_rec *r, unsigned n)
     r->nattrs = r->nattrs >= n ? r->nattrs - n : 0;
     r->dropped_attrs += n;
     PDTI_COUNT(t, attributes_dropped, n);
+}
+
+/* One attribute of a group: counts what was written. */
+#define G_STR(key, v, n) \
+    made += pdti_attr_str_lit(t, b, TAG_SPAN_ATTR, PDTI_LIT(key), (v), \
+                              (n)) == PDT_OK
+#define G_INT(key, v) \
+    made += pdti_attr_int_lit(b, TAG_SPAN_ATTR, PDTI_LIT(key), (v)) == PDT_OK
+#define G_BOOL(key, v) \
+    made += pdti_attr_bool_lit(b, TAG_SPAN_ATTR, PDTI_LIT(key), (v)) == \
+            PDT_OK
+
+static unsigned expand_group(pdt_tracer *t, pdti_rec *r, const dent *h,
+                             const uint8_t *val)
+{
+    pdti_buf *b = &r->attrs;
+    unsigned made = 0;
+
+    if (h->kind == PDTI_DEF_LEG) {
+        const char *tgt = (const char *)val, *err = tgt + h->klen;
+        size_t tlen = h->klen, elen = h->vlen - h->klen;
+        if (tlen != 0) {
+            const char *host;
+            size_t hlen;
+            long port;
+            parse_target(tgt, tlen, &host, &hlen, &port);
+            if (hlen != 0)
+                G_STR("server.address", host, hlen);
+            if (port >= 0)
+                G_INT("server.port", port);
+        }
+        if (h->v > 0)
+            G_INT("http.response.status_code", h->v);
+        if (elen != 0) {
+            G_STR("error.type", err, elen);
+        } else if (h->aux & 1) {
+            /* OpenTelemetry: without a better type, the status code. */
+            char code[24];
+            int n = snprintf(code, sizeof(code), "%lld", (long long)h->v);
+            G_STR("error.type", code, (size_t)n);
+        }
+    } else if (h->kind == PDTI_DEF_ROOTLEG) {
+        if (h->vlen != 0) {
+            if (h->aux == PDT_LEG_PREFILL)
+                G_STR(PFX "prefill_target", (const char *)val, h->vlen);
+            else
+                G_STR(PFX "decode_target", (const char *)val, h->vlen);
+        }
+        if (h->aux == PDT_LEG_PREFILL)
+            G_INT(PFX "prefill.status_code", h->v);
+        else
+            G_INT(PFX "decode.status_code", h->v);
+    } else {
+        pdti_def_reqinfo ri;
+        const char *id, *conn, *model, *reason;
+        memcpy(&ri, val, sizeof(ri));
+        id = (const char *)val + sizeof(ri);
+        conn = id + ri.len_id;
+        model = conn + ri.len_connector;
+        reason = model + ri.len_model;
+        G_STR(PFX "request_id", id, ri.len_id);
+        if (h->aux == 1) { /* the decode span */
+            if (ri.output_tokens >= 0)
+                G_INT("gen_ai.usage.output_tokens", ri.output_tokens);
+            return made;
+        }
+        if (ri.len_connector != 0)
+            G_STR(PFX "connector", conn, ri.len_connector);
+        if (ri.len_model != 0)
+            G_STR("gen_ai.request.model", model, ri.len_model);
+        G_BOOL(PFX "disaggregation_enabled",
+               ri.mode != PDT_MODE_DECODE_ONLY);
+        G_BOOL(PFX "concurrent_pd", ri.mode == PDT_MODE_CONCURRENT);
+        if (ri.len_reason != 0)
+            G_STR(PFX "reason", reason, ri.len_reason);
+        if (ri.usage_in >= 0)
+            G_INT("gen_ai.usage.input_tokens", ri.usage_in);
+        if (ri.output_tokens >= 0)
+            G_INT("gen_ai.usage.output_tokens", ri.output_tokens);
+        if (ri.usage_cached >= 0)
+            G_INT("gen_ai.usage.cache_read.input_tokens", ri.usage_cached);
+    }
+    return made;
+}
+
+#undef G_STR
+#undef G_INT
+#undef G_BOOL
+
+/* A group wrote fewer attributes than counted: a target without a host
+ * or port is simply absent; anything else was lost to memory. */
+static void lost_or_absent(pdt_tracer *t, pdti_rec *r, const dent *h,
+                           unsigned made)
+{
+    unsigned missing = h->nattrs - made;
+
+    if (h->kind == PDTI_DEF_LEG && h->klen != 0) {
+        /* Up to two of the missing ones may be the target's parts. */
+        unsigned parts = missing < 2 ? missing : 2;
+        r->nattrs -= parts;
+        missing -= parts;
+    }
+    lost(t, r, missing);
 }
 
 static void expand(pdt_tracer *t, pdti_rec *r, const dent *h,
@@ -188,6 +325,15 @@ static void expand(pdt_tracer *t, pdti_rec *r, const dent *h,
             r->nattrs -= h->nattrs - made;
         return;
     }
+    case PDTI_DEF_LEG:
+    case PDTI_DEF_ROOTLEG:
+    case PDTI_DEF_REQINFO:
+        made = expand_group(t, r, h, val);
+        /* Counted when recorded; what did not come out (a target without
+         * a port, an allocation failure) is given back or dropped. */
+        if (made < h->nattrs)
+            lost_or_absent(t, r, h, made);
+        return;
     default:
         rc = PDT_EINTERNAL;
         break;

@@ -590,7 +590,7 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     pdt_span *s;
     int *set_flag, failed, rc = usable(req);
     pdt_tracer *t;
-    size_t tlen;
+    size_t tlen, elen;
 
     if (rc != PDT_OK)
         return rc;
@@ -626,8 +626,23 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     failed = http_status >= 500 || error_type != NULL;
     if (failed)
         req->error = 1;
+    elen = error_type != NULL ? strlen(error_type) : 0;
     if (s->rec != NULL) {
         pdti_rec *r = s->rec;
+        unsigned n = (tlen != 0 ? 2u : 0u) + (http_status > 0) + failed;
+        /* The whole outcome as one entry when it fits the limit and is of
+         * a sane size, else attribute by attribute. */
+        if ((int64_t)r->nattrs + n <= t->cfg.attr_count_limit &&
+            elen <= PDTI_TARGET_MAX &&
+            pdti_defer_group(r, PDTI_DEF_LEG, error_type == NULL && failed,
+                             (uint32_t)tlen, target, tlen, error_type, elen,
+                             http_status, n) == PDT_OK) {
+            if (failed)
+                pdt_span_set_status(s, PDT_SPAN_STATUS_ERROR,
+                                    error_type != NULL ? error_type
+                                                       : "upstream error");
+            goto root;
+        }
         /* server.address and server.port, split off the target by the
          * exporter; counted as two here. */
         if (tlen != 0 && (int64_t)r->nattrs + 2 <= t->cfg.attr_count_limit)
@@ -649,8 +664,14 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
                                 error_type != NULL ? error_type
                                                    : "upstream error");
     }
+root:
     if (req->root.rec != NULL) {
         pdti_rec *r = req->root.rec;
+        unsigned n = (tlen != 0) + 1u;
+        if ((int64_t)r->nattrs + n <= t->cfg.attr_count_limit &&
+            pdti_defer_group(r, PDTI_DEF_ROOTLEG, (uint32_t)leg, 0, target,
+                             tlen, NULL, 0, http_status, n) == PDT_OK)
+            return PDT_OK;
         if (tlen != 0) {
             if (leg == PDT_LEG_PREFILL)
                 put_strn(t, r, PDTI_LIT(PFX "prefill_target"), target, tlen);
@@ -853,10 +874,32 @@ static void compute(const pdt_request *req, pdt_breakdown *bd)
     }
 }
 
+/* The request's own attributes as one entry (decode: its subset). */
+static int reqinfo(pdti_rec *r, const pdti_def_reqinfo *ri,
+                   const pdt_request *req, int decode, unsigned n)
+{
+    char strs[PDTI_REQUEST_ID_MAX + PDTI_CONNECTOR_MAX + PDTI_MODEL_MAX +
+              PDTI_REASON_MAX + 4];
+    size_t len = ri->len_id;
+
+    memcpy(strs, req->request_id, ri->len_id);
+    if (!decode) {
+        memcpy(strs + len, req->connector, ri->len_connector);
+        len += ri->len_connector;
+        memcpy(strs + len, req->model, ri->len_model);
+        len += ri->len_model;
+        memcpy(strs + len, req->reason, ri->len_reason);
+        len += ri->len_reason;
+    }
+    return pdti_defer_group(r, PDTI_DEF_REQINFO, decode ? 1u : 0u, 0, ri,
+                            sizeof(*ri), strs, len, 0, n);
+}
+
 static void record_summary(pdt_request *req, const pdt_breakdown *bd)
 {
     pdti_rec *root = req->root.rec, *dec = req->decode.rec;
     pdti_def_breakdown sum;
+    pdti_def_reqinfo ri;
     unsigned n = 0, k;
 
     sum.present = bd->present & 0xffu;
@@ -871,8 +914,22 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
     for (k = 0; k < 8; k++)
         n += (sum.present >> k) & 1u;
 
+    ri.usage_in = req->usage_in;
+    ri.output_tokens = bd->output_tokens;
+    ri.usage_cached = req->usage_cached;
+    ri.mode = req->mode;
+    ri.len_id = (uint16_t)strlen(req->request_id);
+    ri.len_connector = (uint16_t)strlen(req->connector);
+    ri.len_model = (uint16_t)strlen(req->model);
+    ri.len_reason = (uint16_t)strlen(req->reason);
     if (root != NULL) {
+        unsigned g = 3u + (ri.len_connector != 0) + (ri.len_model != 0) +
+                     (ri.len_reason != 0) + (ri.usage_in >= 0) +
+                     (ri.output_tokens >= 0) + (ri.usage_cached >= 0);
         add_summary(req, root, &sum, n);
+        if ((int64_t)root->nattrs + g <= req->tracer->cfg.attr_count_limit &&
+            reqinfo(root, &ri, req, 0, g) == PDT_OK)
+            goto root_status;
         put_str(req->tracer, root, PDTI_LIT(PFX "request_id"), req->request_id);
         if (req->connector[0] != '\0')
             put_str(req->tracer, root, PDTI_LIT(PFX "connector"), req->connector);
@@ -894,6 +951,7 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
         if (req->usage_cached >= 0)
             put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.cache_read.input_tokens"),
                          req->usage_cached);
+root_status:
         if (req->error) {
             if (root->status_code != PDT_SPAN_STATUS_ERROR)
                 pdt_span_set_status(&req->root, PDT_SPAN_STATUS_ERROR,
@@ -901,7 +959,11 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
         }
     }
     if (dec != NULL) {
+        unsigned g = 1u + (ri.output_tokens >= 0);
         add_summary(req, dec, &sum, n);
+        if ((int64_t)dec->nattrs + g <= req->tracer->cfg.attr_count_limit &&
+            reqinfo(dec, &ri, req, 1, g) == PDT_OK)
+            return;
         put_str(req->tracer, dec, PDTI_LIT(PFX "request_id"), req->request_id);
         if (bd->output_tokens >= 0)
             put_int(req->tracer, dec, PDTI_LIT("gen_ai.usage.output_tokens"),
