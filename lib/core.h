@@ -37,30 +37,33 @@
  * the tracer's free list, so its buffers keep their capacity.
  */
 typedef struct pdti_rec {
+    /* What the calling thread writes, together in the first lines. */
     struct pdti_rec *next;
     uint8_t trace_id[16];
     uint8_t span_id[8];
     uint8_t parent_id[8];
-    int has_parent;
-    int parent_remote;
-    uint8_t trace_flags;
-    int kind;
     uint64_t start_unix_ns;
     uint64_t end_unix_ns;
+    int has_parent;
+    int parent_remote;
+    int kind;
     int status_code;
+    uint8_t trace_flags;
+    uint32_t nattrs;
+    uint32_t dropped_attrs;
     pdti_buf name;        /* UTF-8, not framed */
-    pdti_buf tracestate;  /* not framed */
-    pdti_buf status_msg;  /* not framed */
-    pdti_buf attrs;       /* framed Span.attributes fields (tag 9) */
     pdti_buf deferred;    /* attributes recorded on the caller's thread,
                              encoded into attrs on the exporter's
                              (defer.c); counted in nattrs already */
     size_t deferred_bound; /* upper bound of their encoded size */
+    /* The rest: events, status messages, tracestate, and what the
+     * exporter writes. */
+    pdti_buf tracestate;  /* not framed */
+    pdti_buf status_msg;  /* not framed */
+    pdti_buf attrs;       /* framed Span.attributes fields (tag 9) */
     pdti_buf events;      /* framed Span.events fields (tag 11) */
     pdti_buf ev_cur;      /* body of the event still open for attributes */
     int ev_open;
-    uint32_t nattrs;
-    uint32_t dropped_attrs;
     uint32_t ev_nattrs;
     uint32_t ev_dropped_attrs;
     uint32_t nevents;
@@ -94,8 +97,8 @@ struct pdt_tracer {
     pthread_cond_t cv_done;  /* flushers and close: progress */
     pdti_rec *q_head, *q_tail;
     uint64_t q_len;
-    pdti_rec *free_recs;
-    uint64_t free_len;
+    pdti_rec **free_recs;     /* pooled records, clean (a stack) */
+    uint64_t free_len, free_cap;
     uint64_t enqueued_total;  /* recs ever enqueued */
     uint64_t processed_total; /* recs taken off the queue and finished */
     uint64_t flush_target;    /* exporter exports without delay up to this */
@@ -148,14 +151,19 @@ struct pdt_span {
 void pdti_tracer_ref(pdt_tracer *t);
 void pdti_tracer_unref(pdt_tracer *t);
 
-/* Records. */
+/*
+ * Records. Pooled records are clean: released records are reset by the
+ * thread that releases them (mostly the exporter, which has just read
+ * them), so taking one costs the calling thread no more than its use.
+ */
 pdti_rec *pdti_rec_acquire(pdt_tracer *t);
+/* A new, clean record (NULL when out of memory). */
+pdti_rec *pdti_rec_new(void);
 /* Takes up to n pooled records (lock held by the caller), ready for use;
  * returns how many it took. */
 size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n);
-/* Makes a fresh or pooled record ready for a new span. */
-void pdti_rec_reset(pdti_rec *r);
-/* Gives a record taken but never used back to the pool (lock held). */
+/* Gives a clean record taken but never used back to the pool (lock
+ * held). */
 void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r);
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r);
 /* Releases n records under one lock (the exporter's batches). */

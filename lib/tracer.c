@@ -88,7 +88,8 @@ static uint64_t ratio_bound(double ratio)
 
 /* ---- records and the queue ---------------------------------------------- */
 
-void pdti_rec_reset(pdti_rec *r)
+/* Back to the state of a new record, keeping the buffers' memory. */
+static void rec_clean(pdti_rec *r)
 {
     r->next = NULL;
     r->has_parent = 0;
@@ -103,53 +104,51 @@ void pdti_rec_reset(pdti_rec *r)
     pdti_buf_reset(&r->attrs);
     pdti_buf_reset(&r->deferred);
     r->deferred_bound = 0;
+    pdti_buf_reset(&r->events);
+    pdti_buf_reset(&r->ev_cur);
+}
+
+pdti_rec *pdti_rec_new(void)
+{
+    pdti_rec *r = calloc(1, sizeof(*r));
+
     /* Room for a request span's attributes from the start: a pooled record
      * serves any span, and one that had to grow on a later use would make
      * the calling thread allocate in steady state. */
-    if (r->deferred.cap < PDTI_DEFERRED_START)
+    if (r != NULL)
         (void)pdti_buf_reserve(&r->deferred, PDTI_DEFERRED_START);
-    pdti_buf_reset(&r->events);
-    pdti_buf_reset(&r->ev_cur);
+    return r;
 }
 
 size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n)
 {
     size_t k = 0;
 
-    while (k < n && t->free_recs != NULL) {
-        out[k++] = t->free_recs;
-        t->free_recs = t->free_recs->next;
-        t->free_len--;
-    }
+    while (k < n && t->free_len > 0)
+        out[k++] = t->free_recs[--t->free_len];
     return k;
 }
 
+static void rec_destroy(pdti_rec *r);
+
 void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r)
 {
-    r->next = t->free_recs;
-    t->free_recs = r;
-    t->free_len++;
+    if (t->free_len < t->free_cap)
+        t->free_recs[t->free_len++] = r;
+    else
+        rec_destroy(r);
 }
 
 pdti_rec *pdti_rec_acquire(pdt_tracer *t)
 {
-    pdti_rec *r;
+    pdti_rec *r = NULL;
 
     pdti_fork_check(t);
     pthread_mutex_lock(&t->mu);
-    r = t->free_recs;
-    if (r != NULL) {
-        t->free_recs = r->next;
-        t->free_len--;
-    }
+    if (t->free_len > 0)
+        r = t->free_recs[--t->free_len];
     pthread_mutex_unlock(&t->mu);
-    if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL)
-            return NULL;
-    }
-    pdti_rec_reset(r);
-    return r;
+    return r != NULL ? r : pdti_rec_new();
 }
 
 static void rec_destroy(pdti_rec *r)
@@ -167,18 +166,21 @@ static void rec_destroy(pdti_rec *r)
 /* Records with buffers grown past this are freed instead of pooled. */
 #define PDTI_POOL_REC_MAX_BYTES (64u << 10)
 
+static size_t rec_bytes(const pdti_rec *r)
+{
+    return r->attrs.cap + r->deferred.cap + r->events.cap + r->ev_cur.cap +
+           r->status_msg.cap + r->name.cap + r->tracestate.cap;
+}
+
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
 {
-    size_t big = r->attrs.cap + r->deferred.cap + r->events.cap +
-                 r->ev_cur.cap + r->status_msg.cap + r->name.cap +
-                 r->tracestate.cap;
+    int keep = rec_bytes(r) <= PDTI_POOL_REC_MAX_BYTES;
 
+    if (keep)
+        rec_clean(r);
     pthread_mutex_lock(&t->mu);
-    if (big <= PDTI_POOL_REC_MAX_BYTES &&
-        t->free_len < (uint64_t)t->cfg.max_queue_size + 64) {
-        r->next = t->free_recs;
-        t->free_recs = r;
-        t->free_len++;
+    if (keep && t->free_len < t->free_cap) {
+        t->free_recs[t->free_len++] = r;
         r = NULL;
     }
     pthread_mutex_unlock(&t->mu);
@@ -188,39 +190,27 @@ void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
 
 void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
 {
-    pdti_rec *head = NULL, *tail = NULL;
     size_t i, kept = 0;
-    uint64_t room;
 
     if (n == 0)
         return;
-    pthread_mutex_lock(&t->mu);
-    room = (uint64_t)t->cfg.max_queue_size + 64 > t->free_len
-               ? (uint64_t)t->cfg.max_queue_size + 64 - t->free_len : 0;
-    pthread_mutex_unlock(&t->mu);
-    /* Chain the ones worth keeping outside the lock, free the rest. */
+    /* Clean outside the lock (the records are still in this thread's
+     * cache), keeping the ones worth pooling at the front. */
     for (i = 0; i < n; i++) {
         pdti_rec *r = recs[i];
-        size_t big = r->attrs.cap + r->deferred.cap + r->events.cap +
-                     r->ev_cur.cap + r->status_msg.cap + r->name.cap +
-                     r->tracestate.cap;
-        if (big > PDTI_POOL_REC_MAX_BYTES || kept >= room) {
+        if (rec_bytes(r) > PDTI_POOL_REC_MAX_BYTES) {
             rec_destroy(r);
             continue;
         }
-        r->next = head;
-        head = r;
-        if (tail == NULL)
-            tail = r;
-        kept++;
+        rec_clean(r);
+        recs[kept++] = r;
     }
-    if (head == NULL)
-        return;
     pthread_mutex_lock(&t->mu);
-    tail->next = t->free_recs;
-    t->free_recs = head;
-    t->free_len += kept;
+    for (i = 0; i < kept && t->free_len < t->free_cap; i++)
+        t->free_recs[t->free_len++] = recs[i];
     pthread_mutex_unlock(&t->mu);
+    for (; i < kept; i++)
+        rec_destroy(recs[i]);
 }
 
 void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
@@ -330,6 +320,15 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
     t->ratio_bound = ratio_bound(t->cfg.sampler_ratio);
     t->export_enabled = !t->cfg.disabled &&
                         t->cfg.exporter != PDT_EXPORTER_NONE;
+    /* The pool holds at most a queue's worth of records and some. */
+    t->free_cap = (uint64_t)t->cfg.max_queue_size + 64;
+    t->free_recs = calloc((size_t)t->free_cap, sizeof(*t->free_recs));
+    if (t->free_recs == NULL) {
+        pdti_config_free(&t->cfg);
+        pdti_logger_destroy(&t->log);
+        free(t);
+        return pdti_err(PDT_ENOMEM, "out of memory for the record pool");
+    }
     pthread_mutex_init(&t->mu, NULL);
     {
         /* Timed waits use the monotonic clock (see abs_time()). */
@@ -416,10 +415,9 @@ static void tracer_destroy(pdt_tracer *t)
         t->q_head = r->next;
         rec_destroy(r);
     }
-    while ((r = t->free_recs) != NULL) {
-        t->free_recs = r->next;
-        rec_destroy(r);
-    }
+    while (t->free_len > 0)
+        rec_destroy(t->free_recs[--t->free_len]);
+    free(t->free_recs);
     pdti_request_pool_free(t);
     pdti_metrics_free(t->metrics);
     pdti_buf_free(&t->preamble);
