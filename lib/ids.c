@@ -143,12 +143,9 @@ void pdti_new_span_id(uint8_t id[8])
 
 void pdti_new_uuid(char out[37])
 {
-    static const char digits[] = "0123456789abcdef";
-    /* Where each of the 32 hex digits goes in 8-4-4-4-12. */
-    static const uint8_t at[32] = {
-        0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17,
-        19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35
-    };
+    /* Where each byte's two hex digits go in 8-4-4-4-12. */
+    static const uint8_t at[16] = { 0, 2, 4, 6, 9, 11, 14, 16, 19, 21,
+                                    24, 26, 28, 30, 32, 34 };
     uint8_t b[16];
     int i;
 
@@ -156,10 +153,8 @@ void pdti_new_uuid(char out[37])
     put64(b + 8, pdti_random64());
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    for (i = 0; i < 16; i++) {
-        out[at[2 * i]] = digits[b[i] >> 4];
-        out[at[2 * i + 1]] = digits[b[i] & 0x0f];
-    }
+    for (i = 0; i < 16; i++)
+        memcpy(out + at[i], pdti_hex_pairs + 2 * b[i], 2);
     out[8] = out[13] = out[18] = out[23] = '-';
     out[36] = '\0';
 }

@@ -108,7 +108,7 @@ int pdti_traceparent_parse(const char *s, size_t len, uint8_t trace_id[16],
 }
 
 /* "000102...ff": two characters for every byte value. */
-static const char hex_pairs[513] =
+const char pdti_hex_pairs[513] =
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
     "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
     "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
@@ -122,16 +122,16 @@ static const char hex_pairs[513] =
 static inline void hex_raw(char *out, const uint8_t *bytes, size_t n)
 {
     while (n >= 4) {
-        memcpy(out, hex_pairs + 2 * bytes[0], 2);
-        memcpy(out + 2, hex_pairs + 2 * bytes[1], 2);
-        memcpy(out + 4, hex_pairs + 2 * bytes[2], 2);
-        memcpy(out + 6, hex_pairs + 2 * bytes[3], 2);
+        memcpy(out, pdti_hex_pairs + 2 * bytes[0], 2);
+        memcpy(out + 2, pdti_hex_pairs + 2 * bytes[1], 2);
+        memcpy(out + 4, pdti_hex_pairs + 2 * bytes[2], 2);
+        memcpy(out + 6, pdti_hex_pairs + 2 * bytes[3], 2);
         out += 8;
         bytes += 4;
         n -= 4;
     }
     while (n-- > 0) {
-        memcpy(out, hex_pairs + 2 * *bytes++, 2);
+        memcpy(out, pdti_hex_pairs + 2 * *bytes++, 2);
         out += 2;
     }
 }

@@ -22,6 +22,8 @@ void pdti_traceparent_format(char out[56], const uint8_t trace_id[16],
 
 /* Lowercase hex of n bytes into out (2n chars + NUL). */
 void pdti_hex(char *out, const uint8_t *bytes, size_t n);
+/* The two lowercase hex digits of every byte value, in order. */
+extern const char pdti_hex_pairs[513];
 
 /*
  * Normalises a tracestate value: list members separated by ',' (optional
