@@ -635,8 +635,8 @@ def bottleneck(r, nproc):
     if last["collector_cores"] > 0.8:
         return "the Collector (%.2f cores)" % last["collector_cores"]
     return ("loss with cores to spare (Collector %.2f, client %.2f cores, machine %.0f%% "
-            "busy): the client's exporter, one export request in flight at a time, "
-            "waits on the Collector's response latency" % (
+            "busy): the client's exporter waits on the Collector's response latency "
+            "with all its export requests in flight" % (
                 last["collector_cores"], last["client_cores"], 100 * last.get("machine_busy", 0)))
 
 

@@ -440,6 +440,9 @@ static void test_queue_full_and_timeouts(void **state)
     o.export_timeout_ms = 120000;
     o.timeout_ms = 60000;
     o.log_fn = quiet_log;
+    /* One export at a time, so that "the exporter is busy" below is exact
+     * (with more, later batches start before the first one's retries). */
+    o.max_concurrent_exports = 1;
     assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
 
     /* A full batch: the exporter takes it and keeps retrying. */
