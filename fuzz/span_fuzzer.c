@@ -77,9 +77,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r = pdti_span_finish(s, 0);
     if (r != NULL) {
         assert(pdti_utf8_valid(r->name.data, r->name.len) == r->name.len);
-        /* The exporter's step before encoding: the deferred attributes. */
-        pdti_rec_materialize(tracer, r);
-        assert(r->deferred.len == 0 && r->deferred_bound == 0);
         assert(pdti_encode_request(tracer->preamble.data, tracer->scope_off,
                                    tracer->preamble.data + tracer->scope_off,
                                    tracer->preamble.len - tracer->scope_off,

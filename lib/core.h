@@ -25,9 +25,9 @@
 /* A span whose encoding would exceed this is dropped (the Collector's
  * request limit is 20 MiB). */
 #define PDTI_MAX_SPAN_BYTES (8u << 20)
-/* Initial room for a record's deferred attributes (a traced P/D request
- * span with a handful of caller attributes needs about 1.3 KiB). */
-#define PDTI_DEFERRED_START 2048
+/* Initial room for a record's attributes (a traced P/D request span with
+ * a handful of caller attributes needs about 1.1 KiB). */
+#define PDTI_ATTRS_START 1536
 /* Encoded request size at which a batch is cut. */
 #define PDTI_MAX_REQUEST_BYTES (4u << 20)
 
@@ -52,15 +52,10 @@ typedef struct pdti_rec {
     uint32_t nattrs;
     uint32_t dropped_attrs;
     pdti_buf name;        /* UTF-8, not framed */
-    pdti_buf deferred;    /* attributes recorded on the caller's thread,
-                             encoded into attrs on the exporter's
-                             (defer.c); counted in nattrs already */
-    size_t deferred_bound; /* upper bound of their encoded size */
-    /* The rest: events, status messages, tracestate, and what the
-     * exporter writes. */
+    pdti_buf attrs;       /* framed Span.attributes fields (tag 9) */
+    /* The rest: events, status messages, tracestate. */
     pdti_buf tracestate;  /* not framed */
     pdti_buf status_msg;  /* not framed */
-    pdti_buf attrs;       /* framed Span.attributes fields (tag 9) */
     pdti_buf events;      /* framed Span.events fields (tag 11) */
     pdti_buf ev_cur;      /* body of the event still open for attributes */
     int ev_open;
@@ -220,127 +215,13 @@ int pdti_put_string_field(pdt_tracer *t, pdti_buf *b, uint8_t tag,
 /* Copies UTF-8-sanitized s[0..n) into b (unframed). */
 int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n);
 
-/*
- * Deferred attributes (defer.c). On the caller's thread an attribute is
- * only copied into the record's `deferred` buffer; the exporter thread
- * encodes it (pdti_rec_materialize) right before the batch is encoded.
- * The count limit is applied when recorded (the caller checks
- * pdti_rec_attr_room and these bump nattrs); UTF-8 repair and the value
- * length limit are applied when encoded, with the same counters.
- *
- * A literal key (key_lit) is a string constant of the library: only its
- * address is kept. Other keys are copied.
- */
-enum {
-    PDTI_DEF_STR = 1,
-    PDTI_DEF_INT,
-    PDTI_DEF_DOUBLE,
-    PDTI_DEF_BOOL,
-    PDTI_DEF_BREAKDOWN, /* value: a pdti_def_breakdown */
-    PDTI_DEF_TARGET,    /* value: "host:port" or a URL; becomes
-                           server.address and server.port */
-    /* Groups: one entry for several of a request's attributes. */
-    PDTI_DEF_LEG,       /* a leg's outcome: target (first `split` bytes of
-                           the value) then error type; v: HTTP status;
-                           aux 1: failed without an error type */
-    PDTI_DEF_ROOTLEG,   /* the leg's target and status on the root span;
-                           value: target; v: status; aux: pdt_leg */
-    PDTI_DEF_REQINFO    /* a request's own attributes: value is a
-                           pdti_def_reqinfo then its strings; aux 1: the
-                           decode span's subset */
-};
-
-typedef struct pdti_def_reqinfo {
-    int64_t usage_in, output_tokens, usage_cached; /* < 0: absent */
-    int32_t mode;
-    uint16_t len_id, len_connector, len_model, len_reason;
-} pdti_def_reqinfo;
-
-/* Appends a group entry whose value is a || b (either may be empty);
- * nattrs is what it expands to. */
-int pdti_defer_group(pdti_rec *r, int kind, uint32_t aux, uint32_t split,
-                     const void *a, size_t alen, const void *b, size_t blen,
-                     int64_t v, unsigned nattrs);
-
-/* The breakdown attributes of docs/spans.md, recorded as one entry. */
-typedef struct pdti_def_breakdown {
-    uint32_t present;  /* PDT_BD_* bits */
-    double v[8];       /* queue, prefill, kv, decode ttft, true ttft,
-                          decode duration, total, tpot */
-} pdti_def_breakdown;
-
-/* One entry: this header, then a copied key (NUL-ended) unless key_lit,
- * then vlen value bytes, padded to a multiple of 8 bytes. */
-typedef struct pdti_dent {
-    uint8_t kind;
-    uint8_t key_lit;   /* key is a library constant (not copied) */
-    uint16_t nattrs;   /* attributes counted for it when recorded */
-    uint32_t klen;
-    uint32_t vlen;
-    uint32_t aux;      /* group entries: kind-specific */
-    const char *key;   /* the literal key, when key_lit */
-    int64_t v;         /* int, bool, or the bits of a double */
-} pdti_dent;
-
-#define PDTI_DENT_SIZE(kcopy, vlen) \
-    ((sizeof(pdti_dent) + (kcopy) + (vlen) + 7u) & ~(size_t)7u)
-
-/* General form (any key; strings cut to the value length limit + 4). */
-int pdti_defer(pdt_tracer *t, pdti_rec *r, int kind, const char *key,
-               size_t klen, int key_lit, const void *val, size_t vlen,
-               int64_t i, double d, unsigned nattrs);
-
-/* The hot path for a value already within limits: one reserve and the
- * copies. key_lit: key is a library constant, else it is copied. */
-static inline int pdti_defer_fast(pdti_rec *r, int kind, const char *key,
-                                  size_t klen, int key_lit, const void *val,
-                                  size_t vlen, int64_t v, unsigned nattrs)
-{
-    size_t kcopy = key_lit ? 0 : klen + 1;
-    size_t total = PDTI_DENT_SIZE(kcopy, vlen);
-    pdti_dent h;
-    uint8_t *p;
-
-    if (vlen > UINT32_MAX || klen > UINT32_MAX)
-        return PDT_ELIMIT;
-    if (pdti_buf_reserve(&r->deferred, total) != 0)
-        return PDT_ENOMEM;
-    h.kind = (uint8_t)kind;
-    h.key_lit = (uint8_t)(key_lit != 0);
-    h.nattrs = (uint16_t)nattrs;
-    h.klen = (uint32_t)klen;
-    h.vlen = (uint32_t)vlen;
-    h.aux = 0;
-    h.key = key_lit ? key : NULL;
-    h.v = v;
-    p = r->deferred.data + r->deferred.len;
-    memcpy(p, &h, sizeof(h));
-    p += sizeof(h);
-    if (kcopy != 0) {
-        memcpy(p, key, klen);
-        p[klen] = '\0';
-        p += kcopy;
-    }
-    if (vlen != 0)
-        memcpy(p, val, vlen);
-    r->deferred.len += total;
-    r->deferred_bound += kind == PDTI_DEF_BREAKDOWN ? 8 * 64
-                         : 48 + 3 * (klen + vlen);
-    r->nattrs += nattrs;
-    return PDT_OK;
-}
-
-#define pdti_defer_lit(r, kind, key, klen, val, vlen, v, nattrs) \
-    pdti_defer_fast((r), (kind), (key), (klen), 1, (val), (vlen), (v), \
-                    (nattrs))
+/* Attribute kinds of pdti_span_attr(). */
+enum { PDTI_ATTR_STR = 1, PDTI_ATTR_INT, PDTI_ATTR_DOUBLE, PDTI_ATTR_BOOL };
 
 /* The attribute setters of spans (and of a request's root span): checks,
- * count limit, then deferral. v: int, bool, or the bits of a double. */
+ * count limit, then the encoding. v: int, bool, or the bits of a double. */
 int pdti_span_attr(pdt_span *s, int kind, const char *key, const void *val,
                    size_t vlen, int64_t v);
-
-/* Encodes the deferred attributes into r->attrs (exporter thread). */
-void pdti_rec_materialize(pdt_tracer *t, pdti_rec *r);
 
 /* Span-level checks before adding an attribute: 0 = go ahead. */
 int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r);

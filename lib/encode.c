@@ -55,7 +55,7 @@ size_t pdti_span_body_size(const pdti_rec *r)
     n += ld_len(r->name.len);
     n += 1 + pdti_varint_len((uint64_t)r->kind);
     n += 9 + 9;
-    n += r->attrs.len + r->deferred_bound;
+    n += r->attrs.len;
     if (r->dropped_attrs)
         n += 1 + pdti_varint_len(r->dropped_attrs);
     n += r->events.len;

@@ -346,14 +346,7 @@ void pdti_exporter_wake(pdt_tracer *t)
  * dropped (dropped_counter_shutdown selects the counter). */
 static int encode_batch(pdt_tracer *t, exporter *x, size_t n, int shutdown)
 {
-    int rc;
-    size_t i;
-
-    /* The attributes recorded on callers' threads become protobuf here. */
-    for (i = 0; i < n; i++)
-        if (x->batch[i]->deferred.len != 0)
-            pdti_rec_materialize(t, x->batch[i]);
-    rc = pdti_encode_request(t->preamble.data, t->scope_off,
+    int rc = pdti_encode_request(t->preamble.data, t->scope_off,
                                  t->preamble.data + t->scope_off,
                                  t->preamble.len - t->scope_off, x->batch, n,
                                  &x->body);

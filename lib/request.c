@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "propagation.h"
 
+#define TAG_SPAN_ATTR 0x4a
 #define PFX "llm_d.pd_proxy."
 #define PDTI_REQUEST_ID_MAX 255
 #define PDTI_CONNECTOR_MAX 63
@@ -27,6 +28,7 @@
 
 struct pdt_request {
     struct pdt_request *next_free;
+    pdti_buf summary;      /* scratch: encoded summary attributes (kept) */
     /* Records taken with the request for its prefill and decode spans, so
      * that starting them needs no lock; given back if unused. */
     pdti_rec *spare[2];
@@ -94,6 +96,8 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
         recs[i] = pdti_rec_new();
     if (r == NULL) {
         r = malloc(sizeof(*r));
+        if (r != NULL)
+            memset(&r->summary, 0, sizeof(r->summary));
         if (r == NULL) {
             pthread_mutex_lock(&t->mu);
             for (i = 0; i < nrec; i++)
@@ -131,6 +135,8 @@ static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
         r = NULL;
     }
     pthread_mutex_unlock(&t->mu);
+    if (r != NULL)
+        pdti_buf_free(&r->summary);
     free(r);
 }
 
@@ -142,6 +148,7 @@ void pdti_request_pool_free(pdt_tracer *t)
 
     while (r != NULL) {
         n = r->next_free;
+        pdti_buf_free(&r->summary);
         free(r);
         r = n;
     }
@@ -271,19 +278,65 @@ static void prefill_retire(pdt_request *req, uint64_t end)
     }
 }
 
-/* The library's own attributes: literal keys, count limit honoured;
- * encoded later by the exporter (defer.c). */
+/* Splits "scheme://host:port/path", "host:port" or "[v6]:port". */
+static void parse_target(const char *s, char *host, size_t hostcap,
+                         long *port)
+{
+    const char *p = strstr(s, "://"), *end, *colon = NULL;
+    size_t n;
+
+    *port = -1;
+    host[0] = '\0';
+    if (p != NULL) {
+        if (strncmp(s, "https", 5) == 0)
+            *port = 443;
+        else if (strncmp(s, "http", 4) == 0)
+            *port = 80;
+        s = p + 3;
+    }
+    end = s + strcspn(s, "/?#");
+    if (*s == '[') {
+        const char *rb = memchr(s, ']', (size_t)(end - s));
+        if (rb == NULL)
+            return;
+        n = (size_t)(rb - s - 1);
+        if (n >= hostcap)
+            return;
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+        if (rb + 1 < end && rb[1] == ':')
+            colon = rb + 1;
+    } else {
+        colon = memchr(s, ':', (size_t)(end - s));
+        n = (size_t)((colon != NULL ? colon : end) - s);
+        if (n >= hostcap)
+            return;
+        memcpy(host, s, n);
+        host[n] = '\0';
+    }
+    if (colon != NULL) {
+        long v = 0;
+        const char *d = colon + 1;
+        if (d == end)
+            return;
+        for (; d < end; d++) {
+            if (*d < '0' || *d > '9' || v > 65535)
+                return;
+            v = v * 10 + (*d - '0');
+        }
+        if (v <= 65535)
+            *port = v;
+    }
+}
+
+/* The library's own attributes: literal keys, count limit honoured. */
 static void put_strn(pdt_tracer *t, pdti_rec *r, const char *key,
                      size_t klen, const char *v, size_t vlen)
 {
-    int64_t limit = t->cfg.attr_value_len_limit;
-
-    if (pdti_rec_attr_room(t, r) != PDT_OK)
-        return;
-    if (limit < 0 || (uint64_t)vlen <= (uint64_t)limit)
-        pdti_defer_lit(r, PDTI_DEF_STR, key, klen, v, vlen, 0, 1);
-    else
-        pdti_defer(t, r, PDTI_DEF_STR, key, klen, 1, v, vlen, 0, 0.0, 1);
+    if (pdti_rec_attr_room(t, r) == PDT_OK &&
+        pdti_attr_str_lit(t, &r->attrs, TAG_SPAN_ATTR, key, klen, v, vlen)
+            == PDT_OK)
+        r->nattrs++;
 }
 
 static void put_str(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
@@ -295,15 +348,17 @@ static void put_str(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
 static void put_int(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
                     int64_t v)
 {
-    if (pdti_rec_attr_room(t, r) == PDT_OK)
-        pdti_defer_lit(r, PDTI_DEF_INT, key, klen, NULL, 0, v, 1);
+    if (pdti_rec_attr_room(t, r) == PDT_OK &&
+        pdti_attr_int_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
+        r->nattrs++;
 }
 
 static void put_bool(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
                      int v)
 {
-    if (pdti_rec_attr_room(t, r) == PDT_OK)
-        pdti_defer_lit(r, PDTI_DEF_BOOL, key, klen, NULL, 0, v != 0, 1);
+    if (pdti_rec_attr_room(t, r) == PDT_OK &&
+        pdti_attr_bool_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
+        r->nattrs++;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -375,8 +430,8 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
         if (req->spare[i] != NULL) {
             if (req->spare[i]->name.data != NULL)
                 __builtin_prefetch(req->spare[i]->name.data, 1);
-            if (req->spare[i]->deferred.data != NULL)
-                __builtin_prefetch(req->spare[i]->deferred.data, 1);
+            if (req->spare[i]->attrs.data != NULL)
+                __builtin_prefetch(req->spare[i]->attrs.data, 1);
         }
     }
     pdti_tracer_ref(tracer);
@@ -605,7 +660,7 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     pdt_span *s;
     int *set_flag, failed, rc = usable(req);
     pdt_tracer *t;
-    size_t tlen, elen;
+    size_t tlen;
 
     if (rc != PDT_OK)
         return rc;
@@ -641,29 +696,17 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     failed = http_status >= 500 || error_type != NULL;
     if (failed)
         req->error = 1;
-    elen = error_type != NULL ? strlen(error_type) : 0;
     if (s->rec != NULL) {
         pdti_rec *r = s->rec;
-        unsigned n = (tlen != 0 ? 2u : 0u) + (http_status > 0) + failed;
-        /* The whole outcome as one entry when it fits the limit and is of
-         * a sane size, else attribute by attribute. */
-        if ((int64_t)r->nattrs + n <= t->cfg.attr_count_limit &&
-            elen <= PDTI_TARGET_MAX &&
-            pdti_defer_group(r, PDTI_DEF_LEG, error_type == NULL && failed,
-                             (uint32_t)tlen, target, tlen, error_type, elen,
-                             http_status, n) == PDT_OK) {
-            if (failed)
-                pdt_span_set_status(s, PDT_SPAN_STATUS_ERROR,
-                                    error_type != NULL ? error_type
-                                                       : "upstream error");
-            goto root;
+        if (tlen != 0) {
+            char host[256];
+            long port;
+            parse_target(target, host, sizeof(host), &port);
+            if (host[0] != '\0')
+                put_str(t, r, PDTI_LIT("server.address"), host);
+            if (port >= 0)
+                put_int(t, r, PDTI_LIT("server.port"), port);
         }
-        /* server.address and server.port, split off the target by the
-         * exporter; counted as two here. */
-        if (tlen != 0 && (int64_t)r->nattrs + 2 <= t->cfg.attr_count_limit)
-            pdti_defer_lit(r, PDTI_DEF_TARGET, NULL, 0, target, tlen, 0, 2);
-        else if (tlen != 0)
-            pdti_rec_attr_room(t, r); /* counts the drop */
         if (http_status > 0)
             put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
         if (error_type != NULL) {
@@ -679,14 +722,8 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
                                 error_type != NULL ? error_type
                                                    : "upstream error");
     }
-root:
     if (req->root.rec != NULL) {
         pdti_rec *r = req->root.rec;
-        unsigned n = (tlen != 0) + 1u;
-        if ((int64_t)r->nattrs + n <= t->cfg.attr_count_limit &&
-            pdti_defer_group(r, PDTI_DEF_ROOTLEG, (uint32_t)leg, 0, target,
-                             tlen, NULL, 0, http_status, n) == PDT_OK)
-            return PDT_OK;
         if (tlen != 0) {
             if (leg == PDT_LEG_PREFILL)
                 put_strn(t, r, PDTI_LIT(PFX "prefill_target"), target, tlen);
@@ -739,7 +776,7 @@ int pdt_request_set_str(pdt_request *req, const char *key, const char *value)
         return rc;
     if (value == NULL)
         return pdti_err(PDT_EINVAL, "value is NULL");
-    return pdti_span_attr(&req->root, PDTI_DEF_STR, key, value,
+    return pdti_span_attr(&req->root, PDTI_ATTR_STR, key, value,
                           strlen(value), 0);
 }
 
@@ -747,7 +784,7 @@ int pdt_request_set_int(pdt_request *req, const char *key, int64_t value)
 {
     int rc = usable(req);
     return rc != PDT_OK ? rc
-                        : pdti_span_attr(&req->root, PDTI_DEF_INT, key, NULL,
+                        : pdti_span_attr(&req->root, PDTI_ATTR_INT, key, NULL,
                                          0, value);
 }
 
@@ -761,7 +798,7 @@ int pdt_request_set_bool(pdt_request *req, const char *key, int value)
 {
     int rc = usable(req);
     return rc != PDT_OK ? rc
-                        : pdti_span_attr(&req->root, PDTI_DEF_BOOL, key, NULL,
+                        : pdti_span_attr(&req->root, PDTI_ATTR_BOOL, key, NULL,
                                          0, value != 0);
 }
 
@@ -828,10 +865,18 @@ int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
     return PDT_OK;
 }
 
-/* The breakdown attributes, as one deferred entry, within the record's
- * attribute limit. */
-static void add_summary(pdt_request *req, pdti_rec *r,
-                        const pdti_def_breakdown *sum, unsigned n)
+/* Appends one double attribute to the summary scratch buffer. */
+static void summary_double(pdt_request *req, unsigned *n, const char *key,
+                           size_t klen, double v)
+{
+    if (pdti_attr_double_lit(&req->summary, TAG_SPAN_ATTR, key, klen, v)
+        == PDT_OK)
+        (*n)++;
+}
+
+/* Copies the summary, encoded once, into a record, within its attribute
+ * limit. */
+static void add_summary(pdt_request *req, pdti_rec *r, unsigned n)
 {
     int64_t limit = req->tracer->cfg.attr_count_limit;
 
@@ -840,7 +885,8 @@ static void add_summary(pdt_request *req, pdti_rec *r,
         PDTI_COUNT(req->tracer, attributes_dropped, n);
         return;
     }
-    pdti_defer_lit(r, PDTI_DEF_BREAKDOWN, NULL, 0, sum, sizeof(*sum), 0, n);
+    if (pdti_buf_append(&r->attrs, req->summary.data, req->summary.len) == 0)
+        r->nattrs += n;
 }
 
 static void compute(const pdt_request *req, pdt_breakdown *bd)
@@ -889,62 +935,37 @@ static void compute(const pdt_request *req, pdt_breakdown *bd)
     }
 }
 
-/* The request's own attributes as one entry (decode: its subset). */
-static int reqinfo(pdti_rec *r, const pdti_def_reqinfo *ri,
-                   const pdt_request *req, int decode, unsigned n)
-{
-    char strs[PDTI_REQUEST_ID_MAX + PDTI_CONNECTOR_MAX + PDTI_MODEL_MAX +
-              PDTI_REASON_MAX + 4];
-    size_t len = ri->len_id;
-
-    memcpy(strs, req->request_id, ri->len_id);
-    if (!decode) {
-        memcpy(strs + len, req->connector, ri->len_connector);
-        len += ri->len_connector;
-        memcpy(strs + len, req->model, ri->len_model);
-        len += ri->len_model;
-        memcpy(strs + len, req->reason, ri->len_reason);
-        len += ri->len_reason;
-    }
-    return pdti_defer_group(r, PDTI_DEF_REQINFO, decode ? 1u : 0u, 0, ri,
-                            sizeof(*ri), strs, len, 0, n);
-}
-
 static void record_summary(pdt_request *req, const pdt_breakdown *bd)
 {
     pdti_rec *root = req->root.rec, *dec = req->decode.rec;
-    pdti_def_breakdown sum;
-    pdti_def_reqinfo ri;
-    unsigned n = 0, k;
+    unsigned n = 0;
 
-    sum.present = bd->present & 0xffu;
-    sum.v[0] = bd->queue_ms;
-    sum.v[1] = bd->prefill_ms;
-    sum.v[2] = bd->kv_transfer_overhead_ms;
-    sum.v[3] = bd->decode_ttft_ms;
-    sum.v[4] = bd->true_ttft_ms;
-    sum.v[5] = bd->decode_duration_ms;
-    sum.v[6] = bd->total_ms;
-    sum.v[7] = bd->tpot_ms;
-    for (k = 0; k < 8; k++)
-        n += (sum.present >> k) & 1u;
+    if (root == NULL && dec == NULL)
+        return;
+    pdti_buf_reset(&req->summary);
+    if (bd->present & PDT_BD_QUEUE)
+        summary_double(req, &n, PDTI_LIT(PFX "queue_ms"), bd->queue_ms);
+    if (bd->present & PDT_BD_PREFILL)
+        summary_double(req, &n, PDTI_LIT(PFX "prefill_duration_ms"),
+                       bd->prefill_ms);
+    if (bd->present & PDT_BD_KV_TRANSFER)
+        summary_double(req, &n, PDTI_LIT(PFX "kv_transfer_overhead_ms"),
+                       bd->kv_transfer_overhead_ms);
+    if (bd->present & PDT_BD_DECODE_TTFT)
+        summary_double(req, &n, PDTI_LIT(PFX "decode_ttft_ms"),
+                       bd->decode_ttft_ms);
+    if (bd->present & PDT_BD_TRUE_TTFT)
+        summary_double(req, &n, PDTI_LIT(PFX "true_ttft_ms"),
+                       bd->true_ttft_ms);
+    if (bd->present & PDT_BD_DECODE_DURATION)
+        summary_double(req, &n, PDTI_LIT(PFX "decode_duration_ms"),
+                       bd->decode_duration_ms);
+    summary_double(req, &n, PDTI_LIT(PFX "total_duration_ms"), bd->total_ms);
+    if (bd->present & PDT_BD_TPOT)
+        summary_double(req, &n, PDTI_LIT(PFX "tpot_ms"), bd->tpot_ms);
 
-    ri.usage_in = req->usage_in;
-    ri.output_tokens = bd->output_tokens;
-    ri.usage_cached = req->usage_cached;
-    ri.mode = req->mode;
-    ri.len_id = (uint16_t)strlen(req->request_id);
-    ri.len_connector = (uint16_t)strlen(req->connector);
-    ri.len_model = (uint16_t)strlen(req->model);
-    ri.len_reason = (uint16_t)strlen(req->reason);
     if (root != NULL) {
-        unsigned g = 3u + (ri.len_connector != 0) + (ri.len_model != 0) +
-                     (ri.len_reason != 0) + (ri.usage_in >= 0) +
-                     (ri.output_tokens >= 0) + (ri.usage_cached >= 0);
-        add_summary(req, root, &sum, n);
-        if ((int64_t)root->nattrs + g <= req->tracer->cfg.attr_count_limit &&
-            reqinfo(root, &ri, req, 0, g) == PDT_OK)
-            goto root_status;
+        add_summary(req, root, n);
         put_str(req->tracer, root, PDTI_LIT(PFX "request_id"), req->request_id);
         if (req->connector[0] != '\0')
             put_str(req->tracer, root, PDTI_LIT(PFX "connector"), req->connector);
@@ -966,7 +987,6 @@ static void record_summary(pdt_request *req, const pdt_breakdown *bd)
         if (req->usage_cached >= 0)
             put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.cache_read.input_tokens"),
                          req->usage_cached);
-root_status:
         if (req->error) {
             if (root->status_code != PDT_SPAN_STATUS_ERROR)
                 pdt_span_set_status(&req->root, PDT_SPAN_STATUS_ERROR,
@@ -974,11 +994,7 @@ root_status:
         }
     }
     if (dec != NULL) {
-        unsigned g = 1u + (ri.output_tokens >= 0);
-        add_summary(req, dec, &sum, n);
-        if ((int64_t)dec->nattrs + g <= req->tracer->cfg.attr_count_limit &&
-            reqinfo(dec, &ri, req, 1, g) == PDT_OK)
-            return;
+        add_summary(req, dec, n);
         put_str(req->tracer, dec, PDTI_LIT(PFX "request_id"), req->request_id);
         if (bd->output_tokens >= 0)
             put_int(req->tracer, dec, PDTI_LIT("gen_ai.usage.output_tokens"),

@@ -9,6 +9,8 @@
 #include "ids.h"
 #include "propagation.h"
 
+#define TAG_SPAN_ATTR 0x4a   /* Span.attributes */
+
 #define TAG_EVENT_ATTR 0x1a  /* Event.attributes */
 #define TAG_SPAN_EVENT 0x5a  /* Span.events */
 
@@ -204,9 +206,8 @@ int pdti_span_attr(pdt_span *s, int kind, const char *key, const void *val,
 {
     pdt_tracer *t;
     pdti_rec *r;
-    int64_t limit;
-    size_t klen;
     double d;
+    int rc;
 
     if (s == NULL)
         return pdti_err(PDT_EINVAL, "span is NULL");
@@ -220,15 +221,25 @@ int pdti_span_attr(pdt_span *s, int kind, const char *key, const void *val,
     t = s->tracer;
     if ((int64_t)r->nattrs >= t->cfg.attr_count_limit)
         return pdti_rec_attr_room(t, r); /* counts it, PDT_ELIMIT */
-    klen = strlen(key);
-    limit = t->cfg.attr_value_len_limit;
-    if ((kind != PDTI_DEF_STR || limit < 0 ||
-         (uint64_t)vlen <= (uint64_t)limit + 4) &&
-        pdti_defer_fast(r, kind, key, klen, 0, val, vlen, v, 1) == PDT_OK)
-        return PDT_OK;
-    /* Long value, or a failure to report: the general path. */
-    memcpy(&d, &v, sizeof(d));
-    return pdti_defer(t, r, kind, key, klen, 0, val, vlen, v, d, 1);
+    switch (kind) {
+    case PDTI_ATTR_STR:
+        rc = pdti_attr_str(t, &r->attrs, TAG_SPAN_ATTR, key,
+                           val != NULL ? (const char *)val : "", vlen);
+        break;
+    case PDTI_ATTR_INT:
+        rc = pdti_attr_int(t, &r->attrs, TAG_SPAN_ATTR, key, v);
+        break;
+    case PDTI_ATTR_DOUBLE:
+        memcpy(&d, &v, sizeof(d));
+        rc = pdti_attr_double(t, &r->attrs, TAG_SPAN_ATTR, key, d);
+        break;
+    default:
+        rc = pdti_attr_bool(t, &r->attrs, TAG_SPAN_ATTR, key, v != 0);
+        break;
+    }
+    if (rc == PDT_OK)
+        r->nattrs++;
+    return rc;
 }
 
 int pdt_span_set_strn(pdt_span *span, const char *key, const char *value,
@@ -236,19 +247,19 @@ int pdt_span_set_strn(pdt_span *span, const char *key, const char *value,
 {
     if (value == NULL && len != 0)
         return pdti_err(PDT_EINVAL, "value is NULL");
-    return pdti_span_attr(span, PDTI_DEF_STR, key, value, len, 0);
+    return pdti_span_attr(span, PDTI_ATTR_STR, key, value, len, 0);
 }
 
 int pdt_span_set_str(pdt_span *span, const char *key, const char *value)
 {
     if (value == NULL)
         return pdti_err(PDT_EINVAL, "value is NULL");
-    return pdti_span_attr(span, PDTI_DEF_STR, key, value, strlen(value), 0);
+    return pdti_span_attr(span, PDTI_ATTR_STR, key, value, strlen(value), 0);
 }
 
 int pdt_span_set_int(pdt_span *span, const char *key, int64_t value)
 {
-    return pdti_span_attr(span, PDTI_DEF_INT, key, NULL, 0, value);
+    return pdti_span_attr(span, PDTI_ATTR_INT, key, NULL, 0, value);
 }
 
 int pdt_span_set_double(pdt_span *span, const char *key, double value)
@@ -256,12 +267,12 @@ int pdt_span_set_double(pdt_span *span, const char *key, double value)
     int64_t bits;
 
     memcpy(&bits, &value, sizeof(bits));
-    return pdti_span_attr(span, PDTI_DEF_DOUBLE, key, NULL, 0, bits);
+    return pdti_span_attr(span, PDTI_ATTR_DOUBLE, key, NULL, 0, bits);
 }
 
 int pdt_span_set_bool(pdt_span *span, const char *key, int value)
 {
-    return pdti_span_attr(span, PDTI_DEF_BOOL, key, NULL, 0, value != 0);
+    return pdti_span_attr(span, PDTI_ATTR_BOOL, key, NULL, 0, value != 0);
 }
 
 int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)

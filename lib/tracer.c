@@ -102,8 +102,6 @@ static void rec_clean(pdti_rec *r)
     pdti_buf_reset(&r->tracestate);
     pdti_buf_reset(&r->status_msg);
     pdti_buf_reset(&r->attrs);
-    pdti_buf_reset(&r->deferred);
-    r->deferred_bound = 0;
     pdti_buf_reset(&r->events);
     pdti_buf_reset(&r->ev_cur);
 }
@@ -116,7 +114,7 @@ pdti_rec *pdti_rec_new(void)
      * serves any span, and one that had to grow on a later use would make
      * the calling thread allocate in steady state. */
     if (r != NULL)
-        (void)pdti_buf_reserve(&r->deferred, PDTI_DEFERRED_START);
+        (void)pdti_buf_reserve(&r->attrs, PDTI_ATTRS_START);
     return r;
 }
 
@@ -157,7 +155,6 @@ static void rec_destroy(pdti_rec *r)
     pdti_buf_free(&r->tracestate);
     pdti_buf_free(&r->status_msg);
     pdti_buf_free(&r->attrs);
-    pdti_buf_free(&r->deferred);
     pdti_buf_free(&r->events);
     pdti_buf_free(&r->ev_cur);
     free(r);
@@ -168,7 +165,7 @@ static void rec_destroy(pdti_rec *r)
 
 static size_t rec_bytes(const pdti_rec *r)
 {
-    return r->attrs.cap + r->deferred.cap + r->events.cap + r->ev_cur.cap +
+    return r->attrs.cap + r->events.cap + r->ev_cur.cap +
            r->status_msg.cap + r->name.cap + r->tracestate.cap;
 }
 

@@ -353,13 +353,6 @@ int main(int argc, char **argv)
         for (r = ct->q_head; r != NULL && nrec < 1536; r = r->next)
             recs[nrec++] = r;
         pthread_mutex_unlock(&ct->mu);
-        /* The exporter's first step: the deferred attributes. */
-        e0 = pdt_now_ns();
-        for (k = 0; k < nrec; k++)
-            pdti_rec_materialize(ct, recs[k]);
-        e1 = pdt_now_ns();
-        printf("| materialize deferred attributes: ns/span | %.1f |\n",
-               (double)(e1 - e0) / (double)nrec);
         pdti_encode_request(ct->preamble.data, ct->scope_off,
                             ct->preamble.data + ct->scope_off,
                             ct->preamble.len - ct->scope_off, recs, nrec,

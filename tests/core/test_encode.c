@@ -49,9 +49,6 @@ static void take_queue(batch *b)
     for (b->n = 0; r != NULL; r = r->next) {
         assert_true(b->n < MAXR);
         b->recs[b->n++] = r;
-        /* What the exporter does before encoding a batch. */
-        pdti_rec_materialize(t, r);
-        assert_int_equal(r->deferred.len, 0);
     }
 }
 
