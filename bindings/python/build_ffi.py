@@ -64,6 +64,8 @@ typedef struct pdt_tracer_options {
     void *log_userdata;
     const char *spool_dir;
     int64_t spool_max_bytes;
+    int64_t max_concurrent_exports;
+    int compression_level;
     ...;
 } pdt_tracer_options;
 

@@ -962,6 +962,8 @@ func cOpen(o *Options, logHandle uintptr) (*C.pdt_tracer, error) {
 	}
 	co.spool_dir = cstrOrNil(o.SpoolDir)
 	co.spool_max_bytes = C.int64_t(o.SpoolMaxBytes)
+	co.max_concurrent_exports = C.int64_t(o.MaxConcurrentExports)
+	co.compression_level = C.int(o.CompressionLevel)
 	r := C.pdtg_tracer_open(co, C.uintptr_t(logHandle))
 	return r.tracer, resultErr("pdt_tracer_open", r.rc, r.msg)
 }

@@ -434,6 +434,13 @@ func TestOpenErrorsAndLog(t *testing.T) {
 	wantStatus(t, "bad exporter", err, StatusInvalid)
 	_, err = Open(&Options{Exporter: ExporterConsole, ConsolePath: "/nonexistent/dir/x.jsonl", IgnoreEnvironment: true})
 	wantStatus(t, "bad console path", err, StatusIO)
+	_, err = Open(&Options{Exporter: ExporterNone, MaxConcurrentExports: 65, IgnoreEnvironment: true})
+	wantStatus(t, "65 exports in flight", err, StatusInvalid)
+	_, err = Open(&Options{Exporter: ExporterNone, Compression: CompressionGzip, CompressionLevel: 10, IgnoreEnvironment: true})
+	wantStatus(t, "gzip level 10", err, StatusInvalid)
+	tr0, err := Open(&Options{Exporter: ExporterNone, Compression: CompressionZstd, CompressionLevel: 3, MaxConcurrentExports: 2, IgnoreEnvironment: true})
+	mustOK(t, "Open with a level and 2 exports in flight", err)
+	mustOK(t, "Close", tr0.Close(context.Background()))
 
 	// A malformed environment value is logged, not fatal.
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "soon")

@@ -116,6 +116,12 @@ type Options struct {
 	Log           func(level LogLevel, message string)
 	SpoolDir      string
 	SpoolMaxBytes int64
+	// MaxConcurrentExports is how many export requests may be in flight
+	// at once (1..64); 0: PDTRACE_EXPORT_MAX_CONCURRENT, else 4.
+	MaxConcurrentExports int64
+	// CompressionLevel: gzip 1..9, zstd -131072..22; 0:
+	// PDTRACE_COMPRESSION_LEVEL, else the codec's default.
+	CompressionLevel int
 }
 
 // Stats are the tracer's counters (pdt_stats).

@@ -38,7 +38,8 @@ def test_options_map_to_fields(make_tracer, spans):
                     max_export_batch_size=10, attribute_count_limit=50,
                     attribute_value_length_limit=8, sampler="always_on",
                     tail_ttft_threshold_ms=5.0, tail_keep_errors=False,
-                    disabled=False, spool_max_bytes=1 << 20)
+                    disabled=False, spool_max_bytes=1 << 20,
+                    max_concurrent_exports=2, compression_level=6)
     with t.start_span("s") as s:
         s.set("long", "0123456789abcdef")
     t.flush(5)
@@ -69,6 +70,9 @@ def test_unknown_enum_name_is_value_error(make_tracer):
     ({"service_name": ""}, pdtrace.InvalidArgumentError),
     ({"endpoint": "not a url"}, pdtrace.ParseError),
     ({"headers": "=novalue"}, pdtrace.ParseError),
+    ({"max_concurrent_exports": 65}, pdtrace.InvalidArgumentError),
+    ({"compression": "gzip", "compression_level": 10},
+     pdtrace.InvalidArgumentError),
 ])
 def test_bad_options_raise(make_tracer, kw, exc):
     with pytest.raises(exc) as ei:

@@ -313,7 +313,8 @@ _STR_OPTIONS = ("service_name", "resource_attributes", "endpoint", "headers",
 _INT_OPTIONS = ("timeout_ms", "schedule_delay_ms", "export_timeout_ms",
                 "max_queue_size", "max_export_batch_size",
                 "attribute_count_limit", "attribute_value_length_limit",
-                "spool_max_bytes", "exporter", "compression", "sampler")
+                "spool_max_bytes", "exporter", "compression", "sampler",
+                "max_concurrent_exports", "compression_level")
 _FLOAT_OPTIONS = ("tail_ttft_threshold_ms",)
 # Python bools onto the library's tri-state ints (1 yes, -1 no, 0 default).
 _TRISTATE_OPTIONS = ("tail_keep_errors", "disabled")
@@ -388,7 +389,9 @@ class Tracer:
                  ignore_environment: bool = False,
                  log: Optional[LogCallback] = None,
                  spool_dir: Optional[str] = None,
-                 spool_max_bytes: Optional[int] = None) -> None:
+                 spool_max_bytes: Optional[int] = None,
+                 max_concurrent_exports: Optional[int] = None,
+                 compression_level: Optional[int] = None) -> None:
         self._h = _NULL_TRACER
         self._live: "set[int]" = set()
         self._log_handle = None
