@@ -254,6 +254,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
     ap.add_argument("--sink", required=True)
     ap.add_argument("--c-rows", required=True)
+    ap.add_argument("--c-rows-isal", default="",
+                    help="bench_c_rows of a build with -Disal=enabled: its gzip "
+                         "runs are reported beside the C row")
+    ap.add_argument("--libdir-isal", default="")
     ap.add_argument("--otelgo", required=True)
     ap.add_argument("--pdgo", default="")
     ap.add_argument("--python", required=True)
@@ -311,6 +315,27 @@ def main():
                         res["bytes_per_span"], res["lost_spans"]))
                 if runs:
                     per[comp] = runs
+            # gzip through the opt-in ISA-L build, same runs as the C row's.
+            if impl == "pdtrace-c" and per and a.c_rows_isal:
+                env = dict(r.env, LD_LIBRARY_PATH=a.libdir_isal)
+                runs = []
+                for _ in range(repeats):
+                    sink.stats(reset=True)
+                    try:
+                        cmd = r.cmd(impl, sink.url, "gzip", n, warm)
+                        res = r.run([a.c_rows_isal] + cmd[1:], env=env)
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        log("%s gzip (ISA-L build): %s" % (impl, e))
+                        continue
+                    st = sink.settle(3 * (n + warm), timeout=5)
+                    res["lost_spans"] = 3 * (n + warm) - st["spans"]
+                    res["bytes_per_span"] = st["body_bytes"] / max(st["spans"], 1)
+                    runs.append(res)
+                    log("%-15s gzip (ISA-L build) cpu/req %s  B/span %.1f  lost %d" % (
+                        impl, fmt_ns(res["cpu_ns_per_req"]), res["bytes_per_span"],
+                        res["lost_spans"]))
+                if runs:
+                    per["gzip-isal"] = runs
             # Wire size with a new trace id per request (production-like).
             if impl == "pdtrace-c" and per:
                 sink.stats(reset=True)
@@ -423,7 +448,7 @@ def summarize(results):
             "lost": sum(x["lost_spans"] for runs in per.values() for x in runs
                         if "lost_spans" in x),
         }
-        for comp in ("none", "gzip", "zstd"):
+        for comp in ("none", "gzip", "zstd", "gzip-isal"):
             runs = per.get(comp) or []
             d["cpu_" + comp] = median_of(runs, "cpu_ns_per_req")
             d["bps_" + comp] = median_of(runs, "bytes_per_span")
@@ -514,6 +539,11 @@ def render(info, results, ramp, notes, a):
       "(tests/bench/malloc_count.c), a separate gzip run.")
     w("- B/span: request body bytes received by the sink / spans decoded there. "
       "otlptracehttp and the Python OTLP/HTTP exporter do not offer zstd.")
+    ci = s.get("pdtrace-c", {}).get("cpu_gzip-isal")
+    if ci is not None:
+        w("- libpdtrace (C) built with the opt-in ISA-L gzip (`-Disal=enabled`; "
+          "the default build uses zlib): CPU/request gzip %s, B/span gzip %s." % (
+              fmt_ns(ci), fmt(s["pdtrace-c"].get("bps_gzip-isal"))))
     w("- Lost spans across all closed-loop runs: %s." % ", ".join(
         "%s %d" % (i, s[i]["lost"]) for i in s))
     w("")
@@ -542,6 +572,12 @@ def render(info, results, ramp, notes, a):
                                                       fmt(z, "%.1fx"), fmt(p, "%.1fx")))
         else:
             w("| %s | n/a | n/a | n/a | n/a |" % name)
+    for x, name in (("otel-go", "otel-go / libpdtrace-C with ISA-L gzip"),
+                    ("otel-python", "otel-python / libpdtrace-C with ISA-L gzip")):
+        gi = ratio(s.get(x, {}).get("cpu_gzip"), c.get("cpu_gzip-isal"))
+        if gi is not None:
+            R[(x, "pdtrace-c-isal")] = gi
+            w("| %s total CPU | %s | | | |" % (name, fmt(gi, "%.1fx")))
     w("")
 
     # Targets.
@@ -574,8 +610,14 @@ def render(info, results, ramp, notes, a):
                 if val is not None and val >= thr)
         else:
             v = "**does not hold**"
-        w("| %s | %s (gzip), %s (none), %s (libpdtrace zstd vs SDK gzip) | %s |" % (
-            name, fmt(g[0], "%.1fx"), fmt(g[1], "%.1fx"), fmt(bz, "%.1fx"), v))
+        gi = R.get((x, "pdtrace-c-isal")) if y == "pdtrace-c" else None
+        if gi is not None:
+            v += "; gzip %s with the opt-in ISA-L build" % (
+                "holds" if gi >= thr else "does not hold")
+        w("| %s | %s (gzip%s), %s (none), %s (libpdtrace zstd vs SDK gzip) | %s |" % (
+            name, fmt(g[0], "%.1fx"),
+            "" if gi is None else "; %s with ISA-L" % fmt(gi, "%.1fx"),
+            fmt(g[1], "%.1fx"), fmt(bz, "%.1fx"), v))
     z = c.get("bps_zstd")
     zf = median_of(results.get("pdtrace-c", {}).get("zstd-fresh") or [], "bytes_per_span")
     w("| zstd ≤ 40 bytes/span (512 requests per batch) | %s with one inbound trace id for "

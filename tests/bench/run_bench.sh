@@ -17,6 +17,10 @@
 # against build-bench's libpdtrace. A binding that does not build yet is
 # reported as "n/a (binding not ready)".
 #
+# When libisal is installed, a second build with the opt-in ISA-L gzip
+# (build-bench-isal) is measured too: its gzip runs are reported beside the
+# C row.
+#
 # Environment: PDTRACE_BENCH_BUILD (build dir, default build-bench),
 # GO (go command), PYTHON (interpreter for the venv, default python3).
 set -euo pipefail
@@ -38,6 +42,18 @@ if [[ ! -f "$build/build.ninja" ]]; then
 fi
 timeout 900 ninja -C "$build" tests/bench/bench_c_rows \
     tests/bench/malloc_count.so >/dev/null
+# The opt-in ISA-L build, measured beside the default one when libisal is
+# installed (its gzip runs only).
+isal_rows=()
+if pkg-config --exists libisal 2>/dev/null; then
+    if [[ ! -f "$build-isal/build.ninja" ]]; then
+        meson setup "$build-isal" --buildtype=debugoptimized -Disal=enabled >/dev/null
+    fi
+    if timeout 900 ninja -C "$build-isal" tests/bench/bench_c_rows >/dev/null; then
+        isal_rows=(--c-rows-isal "$root/$build-isal/tests/bench/bench_c_rows"
+                   --libdir-isal "$root/$build-isal/lib")
+    fi
+fi
 export PKG_CONFIG_PATH="$root/$build/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export LD_LIBRARY_PATH="$root/$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
@@ -92,4 +108,4 @@ exec timeout 900 "$venv/bin/python" tests/bench/run_bench.py \
     --c-rows "$root/$build/tests/bench/bench_c_rows" \
     --malloc-shim "$root/$build/tests/bench/malloc_count.so" \
     --libdir "$root/$build/lib" --python "$venv/bin/python" \
-    --collector "$collector" "$@"
+    --collector "$collector" "${isal_rows[@]}" "$@"
