@@ -94,6 +94,9 @@ struct pdt_tracer {
     uint64_t q_len;
     pdti_rec **free_recs;     /* pooled records, clean (a stack) */
     uint64_t free_len, free_cap;
+    int pool_short;           /* a caller found the pool empty: the
+                                 exporter adds records when it next
+                                 releases some */
     uint64_t enqueued_total;  /* recs ever enqueued */
     uint64_t processed_total; /* recs taken off the queue and finished */
     uint64_t flush_target;    /* exporter exports without delay up to this */
@@ -161,6 +164,8 @@ size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n);
  * held). */
 void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r);
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r);
+/* The same with t->mu held by the caller. */
+void pdti_rec_release_locked(pdt_tracer *t, pdti_rec *r);
 /* Releases n records under one lock (the exporter's batches). */
 void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n);
 /* Hands finished records (linked by ->next) to the exporter, or drops and

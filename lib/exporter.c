@@ -555,7 +555,7 @@ static size_t take_batch(pdt_tracer *t, exporter *x)
             /* Too big for any collector to accept: drop it here. */
             t->processed_total++;
             PDTI_COUNT(t, dropped_export_failed, 1);
-            pdti_rec_release(t, r);
+            pdti_rec_release_locked(t, r); /* t->mu is held here */
             continue;
         }
         x->batch[n++] = r;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -272,6 +273,44 @@ static void test_long_values_cut_late(void **state)
     assert_string_equal(need_attr(x, "big", 's')->s, "xxxxxxx");
     assert_string_equal(need_attr(x, "short", 's')->s, "ok");
     assert_true(need_attr(x, "d", 'd')->d == -0.25);
+    tspans_free(&s);
+    tpath_remove(path);
+}
+
+/* A span too big for any collector (over 8 MiB encoded) is dropped and
+ * counted by the exporter, which keeps going. */
+static void test_oversized_span_dropped(void **state)
+{
+    pdt_tracer *t;
+    pdt_tracer_options o;
+    char path[256];
+    pdt_span *sp;
+    pdt_stats st = PDT_STATS_INIT;
+    size_t big = (9u << 20);
+    char *v = malloc(big + 1);
+    tspans s;
+    (void)state;
+
+    assert_non_null(v);
+    memset(v, 'x', big);
+    v[big] = '\0';
+    topts_console(&o, path);
+    assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
+    assert_int_equal(pdt_span_start(&sp, t, "huge", PDT_SPAN_KIND_INTERNAL,
+                                     NULL, NULL, NULL, 0), PDT_OK);
+    assert_int_equal(pdt_span_set_str(sp, "blob", v), PDT_OK);
+    pdt_span_free(sp);
+    assert_int_equal(pdt_span_start(&sp, t, "small", PDT_SPAN_KIND_INTERNAL,
+                                     NULL, NULL, NULL, 0), PDT_OK);
+    pdt_span_free(sp);
+    free(v);
+    assert_int_equal(pdt_tracer_flush(t, 5000, NULL), PDT_OK);
+    assert_int_equal(pdt_tracer_stats(t, &st), PDT_OK);
+    assert_int_equal(st.dropped_export_failed, 1);
+    assert_int_equal(st.spans_exported, 1);
+    tclose_and_load(t, path, &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.v[0].name, "small");
     tspans_free(&s);
     tpath_remove(path);
 }
@@ -732,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_generic_span),
         cmocka_unit_test(test_attribute_limits),
         cmocka_unit_test(test_long_values_cut_late),
+        cmocka_unit_test(test_oversized_span_dropped),
         cmocka_unit_test(test_utf8_repair),
         cmocka_unit_test(test_malformed_traceparent),
         cmocka_unit_test(test_misuse_null),
