@@ -94,9 +94,6 @@ struct pdt_tracer {
     uint64_t q_len;
     pdti_rec **free_recs;     /* pooled records, clean (a stack) */
     uint64_t free_len, free_cap;
-    int pool_short;           /* a caller found the pool empty: the
-                                 exporter adds records when it next
-                                 releases some */
     uint64_t enqueued_total;  /* recs ever enqueued */
     uint64_t processed_total; /* recs taken off the queue and finished */
     uint64_t flush_target;    /* exporter exports without delay up to this */

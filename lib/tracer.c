@@ -124,8 +124,6 @@ size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n)
 
     while (k < n && t->free_len > 0)
         out[k++] = t->free_recs[--t->free_len];
-    if (k < n)
-        t->pool_short = 1;
     return k;
 }
 
@@ -147,8 +145,6 @@ pdti_rec *pdti_rec_acquire(pdt_tracer *t)
     pthread_mutex_lock(&t->mu);
     if (t->free_len > 0)
         r = t->free_recs[--t->free_len];
-    else
-        t->pool_short = 1;
     pthread_mutex_unlock(&t->mu);
     return r != NULL ? r : pdti_rec_new();
 }
@@ -201,13 +197,9 @@ void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
         rec_destroy(r);
 }
 
-/* Records added to the pool when a caller found it empty. */
-#define PDTI_POOL_REFILL 256
-
 void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
 {
     size_t i, kept = 0;
-    uint64_t refill = 0;
 
     if (n == 0)
         return;
@@ -225,32 +217,9 @@ void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
     pthread_mutex_lock(&t->mu);
     for (i = 0; i < kept && t->free_len < t->free_cap; i++)
         t->free_recs[t->free_len++] = recs[i];
-    if (t->pool_short) {
-        /* Callers ran out of records: add some here, on this (usually the
-         * exporter's) thread, so that they stop allocating their own. */
-        t->pool_short = 0;
-        refill = t->free_cap - t->free_len;
-        if (refill > PDTI_POOL_REFILL)
-            refill = PDTI_POOL_REFILL;
-    }
     pthread_mutex_unlock(&t->mu);
     for (; i < kept; i++)
         rec_destroy(recs[i]);
-    while (refill > 0) {
-        pdti_rec *batch[64];
-        size_t m = 0, j;
-        while (m < 64 && m < refill && (batch[m] = pdti_rec_new()) != NULL)
-            m++;
-        if (m == 0)
-            break;
-        refill -= m;
-        pthread_mutex_lock(&t->mu);
-        for (j = 0; j < m && t->free_len < t->free_cap; j++)
-            t->free_recs[t->free_len++] = batch[j];
-        pthread_mutex_unlock(&t->mu);
-        for (; j < m; j++)
-            rec_destroy(batch[j]);
-    }
 }
 
 void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
