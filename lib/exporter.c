@@ -284,18 +284,20 @@ static void spool_replay(pdt_tracer *t, exporter *x)
             uint64_t rej = res.rejected_spans < 0 ? 0
                            : (uint64_t)res.rejected_spans > n ? n
                            : (uint64_t)res.rejected_spans;
-            pdti_spool_done(x->spool, &item, 1);
+            /* Counted before the frame leaves the directory: whoever sees
+             * the spool empty also sees its spans replayed. */
             PDTI_COUNT(t, spans_replayed, n - rej);
             if (rej != 0)
                 PDTI_COUNT(t, spans_rejected, rej);
+            pdti_spool_done(x->spool, &item, 1);
             spool_mark_up(x);
             continue;
         }
         PDTI_COUNT(t, export_failures, 1);
         if (!spool_worthy(&res)) {
             /* The collector refuses this frame for good. */
-            pdti_spool_done(x->spool, &item, 1);
             PDTI_COUNT(t, dropped_export_failed, n);
+            pdti_spool_done(x->spool, &item, 1);
             pdti_log(&t->log, PDT_LOG_ERROR, "spool: replay of %u spans "
                      "refused (HTTP %ld), frame dropped: %s", (unsigned)n,
                      res.http_status, res.message);
