@@ -94,6 +94,9 @@ struct pdt_tracer {
     uint64_t q_len;
     pdti_rec **free_recs;     /* pooled records, clean (a stack) */
     uint64_t free_len, free_cap;
+    uint64_t rec_count;       /* records in existence (atomic) */
+    int pool_short;           /* a caller found the pool empty: the next
+                                 batch release grows it by a quarter */
     uint64_t enqueued_total;  /* recs ever enqueued */
     uint64_t processed_total; /* recs taken off the queue and finished */
     uint64_t flush_target;    /* exporter exports without delay up to this */
@@ -152,8 +155,8 @@ void pdti_tracer_unref(pdt_tracer *t);
  * them), so taking one costs the calling thread no more than its use.
  */
 pdti_rec *pdti_rec_acquire(pdt_tracer *t);
-/* A new, clean record (NULL when out of memory). */
-pdti_rec *pdti_rec_new(void);
+/* A new, clean record of t (NULL when out of memory). */
+pdti_rec *pdti_rec_new(pdt_tracer *t);
 /* Takes up to n pooled records (lock held by the caller), ready for use;
  * returns how many it took. */
 size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n);

@@ -93,7 +93,7 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
         __builtin_prefetch(p + 128, 1);
     }
     for (i = got; i < nrec; i++)
-        recs[i] = pdti_rec_new();
+        recs[i] = pdti_rec_new(t);
     if (r == NULL) {
         r = malloc(sizeof(*r));
         if (r != NULL)

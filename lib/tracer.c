@@ -106,15 +106,17 @@ static void rec_clean(pdti_rec *r)
     pdti_buf_reset(&r->ev_cur);
 }
 
-pdti_rec *pdti_rec_new(void)
+pdti_rec *pdti_rec_new(pdt_tracer *t)
 {
     pdti_rec *r = calloc(1, sizeof(*r));
 
     /* Room for a request span's attributes from the start: a pooled record
      * serves any span, and one that had to grow on a later use would make
      * the calling thread allocate in steady state. */
-    if (r != NULL)
+    if (r != NULL) {
         (void)pdti_buf_reserve(&r->attrs, PDTI_ATTRS_START);
+        __atomic_add_fetch(&t->rec_count, 1, __ATOMIC_RELAXED);
+    }
     return r;
 }
 
@@ -124,17 +126,19 @@ size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n)
 
     while (k < n && t->free_len > 0)
         out[k++] = t->free_recs[--t->free_len];
+    if (k < n)
+        t->pool_short = 1;
     return k;
 }
 
-static void rec_destroy(pdti_rec *r);
+static void rec_destroy(pdt_tracer *t, pdti_rec *r);
 
 void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r)
 {
     if (t->free_len < t->free_cap)
         t->free_recs[t->free_len++] = r;
     else
-        rec_destroy(r);
+        rec_destroy(t, r);
 }
 
 pdti_rec *pdti_rec_acquire(pdt_tracer *t)
@@ -145,12 +149,15 @@ pdti_rec *pdti_rec_acquire(pdt_tracer *t)
     pthread_mutex_lock(&t->mu);
     if (t->free_len > 0)
         r = t->free_recs[--t->free_len];
+    else
+        t->pool_short = 1;
     pthread_mutex_unlock(&t->mu);
-    return r != NULL ? r : pdti_rec_new();
+    return r != NULL ? r : pdti_rec_new(t);
 }
 
-static void rec_destroy(pdti_rec *r)
+static void rec_destroy(pdt_tracer *t, pdti_rec *r)
 {
+    __atomic_sub_fetch(&t->rec_count, 1, __ATOMIC_RELAXED);
     pdti_buf_free(&r->name);
     pdti_buf_free(&r->tracestate);
     pdti_buf_free(&r->status_msg);
@@ -168,7 +175,7 @@ static size_t rec_bytes(const pdti_rec *r);
 void pdti_rec_release_locked(pdt_tracer *t, pdti_rec *r)
 {
     if (rec_bytes(r) > PDTI_POOL_REC_MAX_BYTES) {
-        rec_destroy(r);
+        rec_destroy(t, r);
         return;
     }
     rec_clean(r);
@@ -194,12 +201,13 @@ void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
     }
     pthread_mutex_unlock(&t->mu);
     if (r != NULL)
-        rec_destroy(r);
+        rec_destroy(t, r);
 }
 
 void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
 {
     size_t i, kept = 0;
+    uint64_t grow = 0;
 
     if (n == 0)
         return;
@@ -208,7 +216,7 @@ void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
     for (i = 0; i < n; i++) {
         pdti_rec *r = recs[i];
         if (rec_bytes(r) > PDTI_POOL_REC_MAX_BYTES) {
-            rec_destroy(r);
+            rec_destroy(t, r);
             continue;
         }
         rec_clean(r);
@@ -217,9 +225,34 @@ void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
     pthread_mutex_lock(&t->mu);
     for (i = 0; i < kept && t->free_len < t->free_cap; i++)
         t->free_recs[t->free_len++] = recs[i];
+    if (t->pool_short) {
+        /* A caller had to make records: more spans are in flight than
+         * ever before. Grow the pool here, by a quarter of what exists,
+         * so that the next peak finds records waiting rather than making
+         * callers allocate again. */
+        t->pool_short = 0;
+        grow = __atomic_load_n(&t->rec_count, __ATOMIC_RELAXED) / 4;
+        if (grow < 64)
+            grow = 64;
+        if (grow > t->free_cap - t->free_len)
+            grow = t->free_cap - t->free_len;
+    }
     pthread_mutex_unlock(&t->mu);
     for (; i < kept; i++)
-        rec_destroy(recs[i]);
+        rec_destroy(t, recs[i]);
+    while (grow > 0) {
+        pdti_rec *more[64];
+        size_t m = 0, j;
+        while (m < 64 && m < grow && (more[m] = pdti_rec_new(t)) != NULL)
+            m++;
+        if (m == 0)
+            break;
+        grow -= m;
+        pthread_mutex_lock(&t->mu);
+        for (j = 0; j < m; j++)
+            pdti_rec_put_locked(t, more[j]);
+        pthread_mutex_unlock(&t->mu);
+    }
 }
 
 void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
@@ -422,10 +455,10 @@ static void tracer_destroy(pdt_tracer *t)
     pdti_exporter_free(t);
     while ((r = t->q_head) != NULL) {
         t->q_head = r->next;
-        rec_destroy(r);
+        rec_destroy(t, r);
     }
     while (t->free_len > 0)
-        rec_destroy(t->free_recs[--t->free_len]);
+        rec_destroy(t, t->free_recs[--t->free_len]);
     free(t->free_recs);
     pdti_request_pool_free(t);
     pdti_metrics_free(t->metrics);
@@ -475,7 +508,7 @@ int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
     pthread_mutex_lock(&t->mu);
     while ((r = t->q_head) != NULL) {
         t->q_head = r->next;
-        rec_destroy(r);
+        rec_destroy(t, r);
         dropped++;
     }
     t->q_tail = NULL;
