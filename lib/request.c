@@ -94,20 +94,18 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
     }
     for (i = got; i < nrec; i++)
         recs[i] = pdti_rec_new(t);
-    if (r == NULL) {
-        r = malloc(sizeof(*r));
-        if (r != NULL)
-            memset(&r->summary, 0, sizeof(r->summary));
-        if (r == NULL) {
-            pthread_mutex_lock(&t->mu);
-            for (i = 0; i < nrec; i++)
-                if (recs[i] != NULL)
-                    pdti_rec_put_locked(t, recs[i]);
-            pthread_mutex_unlock(&t->mu);
-            return NULL;
-        }
+    if (r != NULL)
+        return r;
+    if ((r = malloc(sizeof(*r))) != NULL) {
+        memset(&r->summary, 0, sizeof(r->summary));
+        return r;
     }
-    return r;
+    pthread_mutex_lock(&t->mu);
+    for (i = 0; i < nrec; i++)
+        if (recs[i] != NULL)
+            pdti_rec_put_locked(t, recs[i]);
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
 }
 
 /* Gives unused records back to the tracer's pool (lock held). */
@@ -197,7 +195,6 @@ static double ms(uint64_t from, uint64_t to)
     return (double)(to - from) / 1e6;
 }
 
-/* Starts a leg span with a reserved id, parented by the root. */
 /*
  * Starts a leg span with a reserved id, parented by the root. A leg is
  * sampled and recorded exactly when the root is (every sampler decides a
@@ -275,57 +272,6 @@ static void prefill_retire(pdt_request *req, uint64_t end)
             pdti_rec_release(req->tracer, r);
             PDTI_COUNT(req->tracer, spans_not_sampled, 1);
         }
-    }
-}
-
-/* Splits "scheme://host:port/path", "host:port" or "[v6]:port". */
-static void parse_target(const char *s, char *host, size_t hostcap,
-                         long *port)
-{
-    const char *p = strstr(s, "://"), *end, *colon = NULL;
-    size_t n;
-
-    *port = -1;
-    host[0] = '\0';
-    if (p != NULL) {
-        if (strncmp(s, "https", 5) == 0)
-            *port = 443;
-        else if (strncmp(s, "http", 4) == 0)
-            *port = 80;
-        s = p + 3;
-    }
-    end = s + strcspn(s, "/?#");
-    if (*s == '[') {
-        const char *rb = memchr(s, ']', (size_t)(end - s));
-        if (rb == NULL)
-            return;
-        n = (size_t)(rb - s - 1);
-        if (n >= hostcap)
-            return;
-        memcpy(host, s + 1, n);
-        host[n] = '\0';
-        if (rb + 1 < end && rb[1] == ':')
-            colon = rb + 1;
-    } else {
-        colon = memchr(s, ':', (size_t)(end - s));
-        n = (size_t)((colon != NULL ? colon : end) - s);
-        if (n >= hostcap)
-            return;
-        memcpy(host, s, n);
-        host[n] = '\0';
-    }
-    if (colon != NULL) {
-        long v = 0;
-        const char *d = colon + 1;
-        if (d == end)
-            return;
-        for (; d < end; d++) {
-            if (*d < '0' || *d > '9' || v > 65535)
-                return;
-            v = v * 10 + (*d - '0');
-        }
-        if (v <= 65535)
-            *port = v;
     }
 }
 
@@ -652,6 +598,57 @@ int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
     req->usage_out = output_tokens >= 0 ? output_tokens : -1;
     req->usage_cached = cached_input_tokens >= 0 ? cached_input_tokens : -1;
     return PDT_OK;
+}
+
+/* Splits "scheme://host:port/path", "host:port" or "[v6]:port". */
+static void parse_target(const char *s, char *host, size_t hostcap,
+                         long *port)
+{
+    const char *p = strstr(s, "://"), *end, *colon = NULL;
+    size_t n;
+
+    *port = -1;
+    host[0] = '\0';
+    if (p != NULL) {
+        if (strncmp(s, "https", 5) == 0)
+            *port = 443;
+        else if (strncmp(s, "http", 4) == 0)
+            *port = 80;
+        s = p + 3;
+    }
+    end = s + strcspn(s, "/?#");
+    if (*s == '[') {
+        const char *rb = memchr(s, ']', (size_t)(end - s));
+        if (rb == NULL)
+            return;
+        n = (size_t)(rb - s - 1);
+        if (n >= hostcap)
+            return;
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+        if (rb + 1 < end && rb[1] == ':')
+            colon = rb + 1;
+    } else {
+        colon = memchr(s, ':', (size_t)(end - s));
+        n = (size_t)((colon != NULL ? colon : end) - s);
+        if (n >= hostcap)
+            return;
+        memcpy(host, s, n);
+        host[n] = '\0';
+    }
+    if (colon != NULL) {
+        long v = 0;
+        const char *d = colon + 1;
+        if (d == end)
+            return;
+        for (; d < end; d++) {
+            if (*d < '0' || *d > '9' || v > 65535)
+                return;
+            v = v * 10 + (*d - '0');
+        }
+        if (v <= 65535)
+            *port = v;
+    }
 }
 
 int pdt_request_set_leg(pdt_request *req, int leg, const char *target,

@@ -10,7 +10,6 @@
 #include "propagation.h"
 
 #define TAG_SPAN_ATTR 0x4a   /* Span.attributes */
-
 #define TAG_EVENT_ATTR 0x1a  /* Event.attributes */
 #define TAG_SPAN_EVENT 0x5a  /* Span.events */
 

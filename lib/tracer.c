@@ -170,38 +170,31 @@ static void rec_destroy(pdt_tracer *t, pdti_rec *r)
 /* Records with buffers grown past this are freed instead of pooled. */
 #define PDTI_POOL_REC_MAX_BYTES (64u << 10)
 
-static size_t rec_bytes(const pdti_rec *r);
+/* 1 if r is worth pooling, and then cleaned for its next use. */
+static int rec_recycle(pdt_tracer *t, pdti_rec *r)
+{
+    if (r->attrs.cap + r->events.cap + r->ev_cur.cap + r->status_msg.cap +
+            r->name.cap + r->tracestate.cap > PDTI_POOL_REC_MAX_BYTES) {
+        rec_destroy(t, r);
+        return 0;
+    }
+    rec_clean(r);
+    return 1;
+}
 
 void pdti_rec_release_locked(pdt_tracer *t, pdti_rec *r)
 {
-    if (rec_bytes(r) > PDTI_POOL_REC_MAX_BYTES) {
-        rec_destroy(t, r);
-        return;
-    }
-    rec_clean(r);
-    pdti_rec_put_locked(t, r);
-}
-
-static size_t rec_bytes(const pdti_rec *r)
-{
-    return r->attrs.cap + r->events.cap + r->ev_cur.cap +
-           r->status_msg.cap + r->name.cap + r->tracestate.cap;
+    if (rec_recycle(t, r))
+        pdti_rec_put_locked(t, r);
 }
 
 void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
 {
-    int keep = rec_bytes(r) <= PDTI_POOL_REC_MAX_BYTES;
-
-    if (keep)
-        rec_clean(r);
+    if (!rec_recycle(t, r))
+        return;
     pthread_mutex_lock(&t->mu);
-    if (keep && t->free_len < t->free_cap) {
-        t->free_recs[t->free_len++] = r;
-        r = NULL;
-    }
+    pdti_rec_put_locked(t, r);
     pthread_mutex_unlock(&t->mu);
-    if (r != NULL)
-        rec_destroy(t, r);
 }
 
 void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
@@ -213,15 +206,9 @@ void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
         return;
     /* Clean outside the lock (the records are still in this thread's
      * cache), keeping the ones worth pooling at the front. */
-    for (i = 0; i < n; i++) {
-        pdti_rec *r = recs[i];
-        if (rec_bytes(r) > PDTI_POOL_REC_MAX_BYTES) {
-            rec_destroy(t, r);
-            continue;
-        }
-        rec_clean(r);
-        recs[kept++] = r;
-    }
+    for (i = 0; i < n; i++)
+        if (rec_recycle(t, recs[i]))
+            recs[kept++] = recs[i];
     pthread_mutex_lock(&t->mu);
     for (i = 0; i < kept && t->free_len < t->free_cap; i++)
         t->free_recs[t->free_len++] = recs[i];

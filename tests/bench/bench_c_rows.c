@@ -31,6 +31,8 @@
 
 #include <pdtrace.h>
 
+#include "workload.h"
+
 /* ---- allocation counting ------------------------------------------------ */
 
 extern void *__libc_malloc(size_t);
@@ -66,27 +68,14 @@ void *realloc(void *p, size_t n)
 
 /* ---- one traced request ---------------------------------------------- */
 
-static const char inbound[] =
-    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-
 /* --fresh-trace: a new inbound trace id per request, as in production. */
 static int fresh_trace;
-static char fresh[sizeof(inbound)];
+static char fresh[sizeof(PDTB_INBOUND)];
+static uint64_t fresh_state = 0x9e3779b97f4a7c15u;
 
 static void next_inbound(void)
 {
-    static uint64_t x = 0x9e3779b97f4a7c15u;
-    static const char hex[] = "0123456789abcdef";
-    int i;
-
-    for (i = 0; i < 32; i++) {
-        if ((i & 15) == 0) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-        }
-        fresh[3 + i] = hex[(x >> ((i & 15) * 4)) & 15];
-    }
+    pdtb_fresh_traceparent(fresh, &fresh_state);
 }
 
 void one_request(pdt_tracer *t);
@@ -94,33 +83,7 @@ void one_request(pdt_tracer *t);
 /* Not static and not inlined, so that callgrind can toggle on it. */
 __attribute__((noinline)) void one_request(pdt_tracer *t)
 {
-    pdt_request *req;
-    pdt_propagation prop = PDT_PROPAGATION_INIT;
-    pdt_breakdown bd = PDT_BREAKDOWN_INIT;
-
-    if (pdt_request_begin(&req, t, fresh_trace ? fresh : inbound, NULL,
-                          0) != PDT_OK)
-        return;
-    pdt_request_set_connector(req, "nixlv2");
-    pdt_request_set_str(req, "http.request.method", "POST");
-    pdt_request_set_str(req, "url.path", "/v1/chat/completions");
-    pdt_request_set_str(req, "gen_ai.request.model", "llama-3.1-8b");
-    pdt_request_set_str(req, "gen_ai.operation.name", "chat");
-    pdt_request_set_int(req, "gen_ai.request.max_tokens", 128);
-    pdt_request_set_bool(req, "gen_ai.request.stream", 1);
-    pdt_request_inject(req, PDT_LEG_PREFILL, &prop);
-    pdt_request_mark(req, PDT_MARK_PREFILL_SENT, 0);
-    pdt_request_mark(req, PDT_MARK_PREFILL_DONE, 0);
-    pdt_request_set_leg(req, PDT_LEG_PREFILL, "10.0.0.1:8000", 200, NULL);
-    pdt_request_inject(req, PDT_LEG_DECODE, &prop);
-    pdt_request_mark(req, PDT_MARK_DECODE_SENT, 0);
-    pdt_request_mark(req, PDT_MARK_FIRST_TOKEN, 0);
-    pdt_request_mark(req, PDT_MARK_LAST_TOKEN, 0);
-    pdt_request_set_leg(req, PDT_LEG_DECODE, "10.0.0.2:8000", 200, NULL);
-    pdt_request_set_usage(req, 1024, 128, 512);
-    pdt_request_set_response(req, 200, NULL);
-    pdt_request_end(req, 0, &bd);
-    pdt_request_free(req);
+    pdtb_request(t, fresh_trace ? fresh : PDTB_INBOUND, 0);
 }
 
 /* ---- measurement helpers ------------------------------------------------ */
@@ -227,7 +190,7 @@ int main(int argc, char **argv)
                         "[--max-concurrent N]\n");
         return 2;
     }
-    memcpy(fresh, inbound, sizeof(inbound));
+    memcpy(fresh, PDTB_INBOUND, sizeof(PDTB_INBOUND));
     o.endpoint = endpoint;
     o.exporter = PDT_EXPORTER_OTLP;
     o.compression = strcmp(comp, "none") == 0   ? PDT_COMPRESSION_NONE

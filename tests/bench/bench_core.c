@@ -27,6 +27,7 @@
 
 #include "core.h"
 #include "transport.h"
+#include "workload.h"
 
 /* ---- allocation counting ------------------------------------------------ */
 
@@ -146,67 +147,18 @@ static int sink_start(void)
 
 /* ---- one traced request ---------------------------------------------- */
 
+/* Out of line, so that callgrind can toggle on them. */
 __attribute__((noinline)) static void one_request(pdt_tracer *t, uint64_t i)
 {
-    pdt_request *req;
-    pdt_propagation prop = PDT_PROPAGATION_INIT;
-    pdt_breakdown bd = PDT_BREAKDOWN_INIT;
-
     (void)i;
-    pdt_request_begin(&req, t, "00-0af7651916cd43dd8448eb211c80319c-"
-                               "b7ad6b7169203331-01", NULL, 0);
-    pdt_request_set_connector(req, "nixlv2");
-    pdt_request_set_str(req, "http.request.method", "POST");
-    pdt_request_set_str(req, "url.path", "/v1/chat/completions");
-    pdt_request_set_str(req, "gen_ai.request.model", "llama-3.1-8b");
-    pdt_request_set_str(req, "gen_ai.operation.name", "chat");
-    pdt_request_set_int(req, "gen_ai.request.max_tokens", 128);
-    pdt_request_set_bool(req, "gen_ai.request.stream", 1);
-    pdt_request_inject(req, PDT_LEG_PREFILL, &prop);
-    pdt_request_mark(req, PDT_MARK_PREFILL_SENT, 0);
-    pdt_request_mark(req, PDT_MARK_PREFILL_DONE, 0);
-    pdt_request_set_leg(req, PDT_LEG_PREFILL, "10.0.0.1:8000", 200, NULL);
-    pdt_request_inject(req, PDT_LEG_DECODE, &prop);
-    pdt_request_mark(req, PDT_MARK_DECODE_SENT, 0);
-    pdt_request_mark(req, PDT_MARK_FIRST_TOKEN, 0);
-    pdt_request_mark(req, PDT_MARK_LAST_TOKEN, 0);
-    pdt_request_set_leg(req, PDT_LEG_DECODE, "10.0.0.2:8000", 200, NULL);
-    pdt_request_set_usage(req, 1024, 128, 512);
-    pdt_request_set_response(req, 200, NULL);
-    pdt_request_end(req, 0, &bd);
-    pdt_request_free(req);
+    pdtb_request(t, PDTB_INBOUND, 0);
 }
 
 /* The same request with the caller's own timestamps (a proxy often has
  * them already): the library reads no clock. */
 __attribute__((noinline)) static void one_request_ts(pdt_tracer *t, uint64_t a)
 {
-    pdt_request *req;
-    pdt_propagation prop = PDT_PROPAGATION_INIT;
-    pdt_breakdown bd = PDT_BREAKDOWN_INIT;
-
-    pdt_request_begin(&req, t, "00-0af7651916cd43dd8448eb211c80319c-"
-                               "b7ad6b7169203331-01", NULL, a);
-    pdt_request_set_connector(req, "nixlv2");
-    pdt_request_set_str(req, "http.request.method", "POST");
-    pdt_request_set_str(req, "url.path", "/v1/chat/completions");
-    pdt_request_set_str(req, "gen_ai.request.model", "llama-3.1-8b");
-    pdt_request_set_str(req, "gen_ai.operation.name", "chat");
-    pdt_request_set_int(req, "gen_ai.request.max_tokens", 128);
-    pdt_request_set_bool(req, "gen_ai.request.stream", 1);
-    pdt_request_inject(req, PDT_LEG_PREFILL, &prop);
-    pdt_request_mark(req, PDT_MARK_PREFILL_SENT, a + 1000);
-    pdt_request_mark(req, PDT_MARK_PREFILL_DONE, a + 2000);
-    pdt_request_set_leg(req, PDT_LEG_PREFILL, "10.0.0.1:8000", 200, NULL);
-    pdt_request_inject(req, PDT_LEG_DECODE, &prop);
-    pdt_request_mark(req, PDT_MARK_DECODE_SENT, a + 3000);
-    pdt_request_mark(req, PDT_MARK_FIRST_TOKEN, a + 4000);
-    pdt_request_mark(req, PDT_MARK_LAST_TOKEN, a + 5000);
-    pdt_request_set_leg(req, PDT_LEG_DECODE, "10.0.0.2:8000", 200, NULL);
-    pdt_request_set_usage(req, 1024, 128, 512);
-    pdt_request_set_response(req, 200, NULL);
-    pdt_request_end(req, a + 6000, &bd);
-    pdt_request_free(req);
+    pdtb_request(t, PDTB_INBOUND, a);
 }
 
 static int cmp_u64(const void *a, const void *b)

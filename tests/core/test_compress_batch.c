@@ -27,6 +27,7 @@
 
 #include "pdtrace.h"
 #include "transport.h"
+#include "../bench/workload.h"
 
 #define REQUESTS 512
 
@@ -131,34 +132,9 @@ static void sink_stop(sink *s)
 
 static void one_request(pdt_tracer *t)
 {
-    pdt_request *req;
-    pdt_propagation prop = PDT_PROPAGATION_INIT;
-
-    assert_int_equal(pdt_request_begin(&req, t, "00-0af7651916cd43dd8448eb2"
-                                       "11c80319c-b7ad6b7169203331-01", NULL,
-                                       0), PDT_OK);
-    pdt_request_set_connector(req, "nixlv2");
-    pdt_request_set_str(req, "http.request.method", "POST");
-    pdt_request_set_str(req, "url.path", "/v1/chat/completions");
-    pdt_request_set_str(req, "gen_ai.request.model", "llama-3.1-8b");
-    pdt_request_set_int(req, "gen_ai.request.max_tokens", 128);
-    pdt_request_set_bool(req, "gen_ai.request.stream", 1);
-    pdt_request_inject(req, PDT_LEG_PREFILL, &prop);
-    pdt_request_mark(req, PDT_MARK_PREFILL_SENT, 0);
-    pdt_request_mark(req, PDT_MARK_PREFILL_DONE, 0);
-    pdt_request_set_leg(req, PDT_LEG_PREFILL, "10.0.0.1:8000", 200, NULL);
-    pdt_request_inject(req, PDT_LEG_DECODE, &prop);
-    pdt_request_mark(req, PDT_MARK_DECODE_SENT, 0);
-    pdt_request_mark(req, PDT_MARK_FIRST_TOKEN, 0);
-    pdt_request_mark(req, PDT_MARK_LAST_TOKEN, 0);
-    pdt_request_set_leg(req, PDT_LEG_DECODE, "10.0.0.2:8000", 200, NULL);
-    pdt_request_set_usage(req, 1024, 128, 512);
-    pdt_request_set_response(req, 200, NULL);
-    assert_int_equal(pdt_request_end(req, 0, NULL), PDT_OK);
-    pdt_request_free(req);
+    assert_int_equal(pdtb_request(t, PDTB_INBOUND, 0), PDT_OK);
 }
 
-/* One uncompressed export body of REQUESTS requests (3 spans each). */
 static uint8_t *real_body(size_t *len)
 {
     pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
