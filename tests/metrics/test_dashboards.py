@@ -53,7 +53,14 @@ VLLM_ATTRS = {
     "gen_ai.latency.time_in_queue", "gen_ai.usage.prompt_tokens",
     "gen_ai.usage.completion_tokens", "gen_ai.request.id",
 }
-SPAN_ATTRS = {PFX + a for a in OUR_PREFIXED} | OUR_OTEL | VLLM_ATTRS
+# Attributes the proxies set through pdt_request_set_bool() and
+# pdt_request_set_str() (docs/spans.md, "Streaming and the first token");
+# the library copies the stream flags onto the decode span.
+CALLER_SET = {
+    "gen_ai.request.stream", PFX + "decode.streaming",
+    PFX + "first_token_observed", PFX + "assembled", PFX + "passthrough_reason",
+}
+SPAN_ATTRS = {PFX + a for a in OUR_PREFIXED} | OUR_OTEL | VLLM_ATTRS | CALLER_SET
 RESOURCE_ATTRS = {"service.name"}
 # TraceQL intrinsics and aggregates the dashboards may use.
 INTRINSICS = {"name", "status", "duration", "kind", "statusMessage",
@@ -159,13 +166,16 @@ def test_tempo_dashboard_loads():
     assert d["uid"] == "pd-coordinator-metrics"
     assert d["title"] == "P/D Coordinator Metrics"
     titles = {p["title"] for p in panels(d)}
-    for want in ["True TTFT (p50 / p95 / p99)", "Total duration (p50 / p95 / p99)",
-                 "Prefill vs decode (average)", "KV-transfer overhead (average)",
-                 "Coordinator true TTFT vs vLLM TTFT (p50)", "Requests per second",
-                 "Connector distribution", "Averages", "Recent requests"]:
+    # The panels of the published dashboard description.
+    for want in ["True TTFT", "Total Request Duration", "Prefill vs Decode Duration",
+                 "KV Transfer Overhead", "TTFT Comparison: Coordinator vs Decode vLLM",
+                 "P/D Request Count", "P/D Connector Distribution", "Avg True TTFT",
+                 "Avg Total Duration", "Recent P/D Traces"]:
         assert want in titles, want
-    kv = [p for p in panels(d) if p["title"].startswith("KV-transfer")]
-    assert kv[0]["type"] == "gauge"
+    kinds = {p["title"]: p["type"] for p in panels(d)}
+    assert kinds["KV Transfer Overhead"] == "gauge"
+    assert kinds["P/D Connector Distribution"] == "piechart"
+    assert kinds["Recent P/D Traces"] == "table"
 
 
 def test_tempo_queries_use_emitted_names():
@@ -189,7 +199,7 @@ def test_traceql_checker_rejects_unknown_names():
     assert not check_traceql(
         '{resource.service.name="llm-d-pd-proxy" && '
         'name="llm_d.pd_proxy.decode"} | '
-        'quantile_over_time(span.llm_d.pd_proxy.true_ttft_ms, .5)')
+        'quantile_over_time(span.llm_d.pd_proxy.true_ttft_ms, 0.5)')
 
 
 def test_docs_traceql_queries_use_emitted_names():
