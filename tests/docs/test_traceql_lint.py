@@ -67,6 +67,18 @@ def test_every_shipped_query_passes():
     assert not bad, "TraceQL problems:\n" + "\n".join(bad)
 
 
+def test_published_dashboard_queries_pass():
+    """The published dashboard description's queries (kept unchanged in
+    seed_queries.traceql) are right for our attribute types and spans."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seed_queries.traceql")
+    with open(path, encoding="utf-8") as f:
+        qs = [line.strip() for line in f if line.strip()]
+    assert len(qs) == 12
+    idx = index()
+    bad = ["%s: %s" % (q, p) for q in qs for p in tl.lint(q, idx)]
+    assert not bad, "\n".join(bad)
+
+
 def test_no_query_hides_in_an_untagged_block():
     bad = []
     for d, _, files in os.walk(DOCS):
