@@ -527,8 +527,8 @@ static int resolve_resource(const resolver *r, pdti_config *cfg)
         st = pdti_kvlist_parse(v, strlen(v), &env_res);
         if (st == PDT_EPARSE)
             pdti_log(r->env.lg, PDT_LOG_WARN, "ignoring "
-                     "OTEL_RESOURCE_ATTRIBUTES: malformed k=v list or percent escape; the whole "
-                     "variable is discarded");
+                     "OTEL_RESOURCE_ATTRIBUTES: malformed k=v list or "
+                     "percent escape; the whole variable is discarded");
         else if (st != PDT_OK)
             goto nomem;
     }
