@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "pdtrace/common.h"
+#include "config_kvlist.h"
+#include "config_text.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -15,6 +15,7 @@
 
 #include "pdtrace/common.h"
 #include "spool.h"
+#include "spool_frame.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

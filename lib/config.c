@@ -7,8 +7,9 @@
  * is the operator's mistake discovered at run time: it is reported once at
  * WARN through the logger and ignored. A bad option is the programmer's
  * mistake: it fails pdti_config_resolve() with a status and a last-error
- * message. The text parsers themselves never touch the last error, so that
- * an ignored environment value leaves no trace there.
+ * message. The environment readers (config_env.c) and the text parsers
+ * (config_text.c, config_kvlist.c, config_check.c) never touch the last
+ * error, so that an ignored environment value leaves no trace there.
  *
  * Header values may carry credentials: they never appear in a log message
  * or an error message, and neither do endpoint URLs (user:password@host).
@@ -16,16 +17,21 @@
  * Memory: malloc and free only; every function frees what it allocated
  * before returning an error.
  */
-#include <locale.h>
-#include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "pdtrace/version.h"
 #include "config.h"
+#include "config_check.h"
+#include "config_env.h"
+#include "config_kvlist.h"
+#include "config_text.h"
 #include "error.h"
+#include "log.h"
 
 /* Ranges accepted for numbers, from the options or the environment. */
 #define PDTI_MS_MIN 1
@@ -35,538 +41,34 @@
 #define PDTI_TAIL_TTFT_MAX_MS 86400000.0
 #define PDTI_SPOOL_DEFAULT_BYTES ((int64_t)256 * 1024 * 1024)
 
-/* Longest number pdti_parse_double() accepts, in characters. */
-#define PDTI_DOUBLE_TEXT_MAX 255
-
 /* ---------------------------------------------------------------------
- * Small text helpers (ASCII only: the result must not depend on the
- * process locale).
- */
-
-static int is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' ||
-           c == '\f';
-}
-
-static int to_lower(int c)
-{
-    return (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
-}
-
-/* Narrows [*s, *s + *len) to exclude leading and trailing whitespace. */
-static void trim(const char **s, size_t *len)
-{
-    while (*len > 0 && is_space((*s)[0])) {
-        (*s)++;
-        (*len)--;
-    }
-    while (*len > 0 && is_space((*s)[*len - 1]))
-        (*len)--;
-}
-
-/* 1 if s[0..len) equals the NUL-terminated word, ignoring ASCII case. */
-static int eq_nocase(const char *s, size_t len, const char *word)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        if (word[i] == '\0' || to_lower((unsigned char)s[i]) !=
-                                   to_lower((unsigned char)word[i]))
-            return 0;
-    }
-    return word[len] == '\0';
-}
-
-/* 1 if s[0..len) starts with the NUL-terminated prefix, ignoring case. */
-static int starts_nocase(const char *s, size_t len, const char *prefix)
-{
-    size_t n = strlen(prefix);
-
-    return len >= n && eq_nocase(s, n, prefix);
-}
-
-static char *dup_n(const char *s, size_t n)
-{
-    char *p;
-
-    if (n == SIZE_MAX)
-        return NULL;
-    p = malloc(n + 1);
-    if (p == NULL)
-        return NULL;
-    if (n > 0)
-        memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static char *dup_str(const char *s)
-{
-    return dup_n(s, strlen(s));
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* ---------------------------------------------------------------------
- * Parsers.
- */
-
-int pdti_percent_decode(const char *src, size_t len, char **out)
-{
-    char *dst;
-    size_t i, n = 0;
-    int hi, lo;
-
-    if (out == NULL)
-        return PDT_EINVAL;
-    *out = NULL;
-    if (src == NULL && len != 0)
-        return PDT_EINVAL;
-    if (len == SIZE_MAX)
-        return PDT_ENOMEM;
-    dst = malloc(len + 1);
-    if (dst == NULL)
-        return PDT_ENOMEM;
-    for (i = 0; i < len; i++) {
-        char c = src[i];
-
-        if (c == '%') {
-            if (len - i < 3)
-                goto bad;
-            hi = hex_value(src[i + 1]);
-            lo = hex_value(src[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                goto bad;
-            c = (char)(unsigned char)(hi * 16 + lo);
-            i += 2;
-        } else if (c == '\0') {
-            goto bad;
-        }
-        dst[n++] = c;
-    }
-    dst[n] = '\0';
-    *out = dst;
-    return PDT_OK;
-
-bad:
-    free(dst);
-    return PDT_EPARSE;
-}
-
-int pdti_parse_bool(const char *text, int *out)
-{
-    const char *s = text;
-    size_t len;
-
-    if (text == NULL || out == NULL)
-        return PDT_EPARSE;
-    len = strlen(text);
-    trim(&s, &len);
-    if (eq_nocase(s, len, "true")) {
-        *out = 1;
-        return PDT_OK;
-    }
-    if (eq_nocase(s, len, "false")) {
-        *out = 0;
-        return PDT_OK;
-    }
-    return PDT_EPARSE;
-}
-
-int pdti_parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
-{
-    const char *s = text;
-    size_t len, i = 0;
-    uint64_t mag = 0, limit;
-    int neg = 0, overflow = 0;
-    int64_t v;
-
-    if (text == NULL || out == NULL)
-        return PDT_EPARSE;
-    len = strlen(text);
-    trim(&s, &len);
-    if (len == 0)
-        return PDT_EPARSE;
-    if (s[0] == '+' || s[0] == '-') {
-        neg = s[0] == '-';
-        i = 1;
-    }
-    if (i == len)
-        return PDT_EPARSE;
-    limit = neg ? (uint64_t)INT64_MAX + 1u : (uint64_t)INT64_MAX;
-    /* Junk anywhere makes the text malformed, even after an overflow. */
-    for (; i < len; i++) {
-        unsigned d;
-
-        if (s[i] < '0' || s[i] > '9')
-            return PDT_EPARSE;
-        d = (unsigned)(s[i] - '0');
-        if (!overflow) {
-            if (mag > (limit - d) / 10u)
-                overflow = 1;
-            else
-                mag = mag * 10u + d;
-        }
-    }
-    if (overflow)
-        return PDT_ERANGE;
-    if (!neg)
-        v = (int64_t)mag;
-    else if (mag == (uint64_t)INT64_MAX + 1u)
-        v = INT64_MIN;
-    else
-        v = -(int64_t)mag;
-    if (v < min || v > max)
-        return PDT_ERANGE;
-    *out = v;
-    return PDT_OK;
-}
-
-/*
- * Accepts [+-] digits [. digits] [(e|E) [+-] digits], with at least one
- * digit before the exponent; nothing else (no nan, inf or hex floats).
- */
-static int double_syntax_ok(const char *s, size_t len)
-{
-    size_t i = 0, mant = 0, exp = 0;
-
-    if (i < len && (s[i] == '+' || s[i] == '-'))
-        i++;
-    while (i < len && s[i] >= '0' && s[i] <= '9') {
-        i++;
-        mant++;
-    }
-    if (i < len && s[i] == '.') {
-        i++;
-        while (i < len && s[i] >= '0' && s[i] <= '9') {
-            i++;
-            mant++;
-        }
-    }
-    if (mant == 0)
-        return 0;
-    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < len && (s[i] == '+' || s[i] == '-'))
-            i++;
-        while (i < len && s[i] >= '0' && s[i] <= '9') {
-            i++;
-            exp++;
-        }
-        if (exp == 0)
-            return 0;
-    }
-    return i == len;
-}
-
-int pdti_parse_double(const char *text, double min, double max, double *out)
-{
-    char buf[PDTI_DOUBLE_TEXT_MAX * 4 + 1];
-    const char *s = text, *point;
-    char *end;
-    size_t len, i, n = 0, plen;
-    double v;
-
-    if (text == NULL || out == NULL)
-        return PDT_EPARSE;
-    len = strlen(text);
-    trim(&s, &len);
-    if (len == 0 || len > PDTI_DOUBLE_TEXT_MAX || !double_syntax_ok(s, len))
-        return PDT_EPARSE;
-
-    /*
-     * strtod() follows the process locale's decimal point; the syntax is
-     * already checked, so translate '.' to whatever the locale expects.
-     */
-    point = localeconv()->decimal_point;
-    if (point == NULL || point[0] == '\0')
-        point = ".";
-    plen = strlen(point);
-    if (plen > 4)
-        return PDT_EPARSE;
-    for (i = 0; i < len; i++) {
-        if (s[i] == '.') {
-            memcpy(buf + n, point, plen);
-            n += plen;
-        } else {
-            buf[n++] = s[i];
-        }
-    }
-    buf[n] = '\0';
-
-    /* An underflow (ERANGE with a tiny or zero result) is a fine value. */
-    v = strtod(buf, &end);
-    if (end != buf + n)
-        return PDT_EPARSE;
-    if (!isfinite(v))
-        return PDT_ERANGE;
-    if (!(v >= min && v <= max))
-        return PDT_ERANGE;
-    *out = v;
-    return PDT_OK;
-}
-
-/* ---------------------------------------------------------------------
- * k=v lists.
- */
-
-/*
- * Adds or replaces key, taking ownership of key and value in every case
- * (both are freed on failure). A replaced entry keeps its position.
- */
-static int kvlist_put(pdti_kvlist *l, char *key, char *value)
-{
-    pdti_kv *items;
-    size_t i;
-
-    for (i = 0; i < l->count; i++) {
-        if (strcmp(l->items[i].key, key) == 0) {
-            free(l->items[i].value);
-            l->items[i].value = value;
-            free(key);
-            return PDT_OK;
-        }
-    }
-    if (l->count >= SIZE_MAX / sizeof(*items) - 1)
-        goto oom;
-    items = malloc((l->count + 1) * sizeof(*items));
-    if (items == NULL)
-        goto oom;
-    if (l->count > 0)
-        memcpy(items, l->items, l->count * sizeof(*items));
-    free(l->items);
-    l->items = items;
-    l->items[l->count].key = key;
-    l->items[l->count].value = value;
-    l->count++;
-    return PDT_OK;
-
-oom:
-    free(key);
-    free(value);
-    return PDT_ENOMEM;
-}
-
-int pdti_kvlist_set(pdti_kvlist *l, const char *key, const char *value)
-{
-    char *k, *v;
-
-    if (l == NULL || key == NULL || value == NULL)
-        return PDT_EINVAL;
-    k = dup_str(key);
-    v = dup_str(value);
-    if (k == NULL || v == NULL) {
-        free(k);
-        free(v);
-        return PDT_ENOMEM;
-    }
-    return kvlist_put(l, k, v);
-}
-
-const char *pdti_kvlist_get(const pdti_kvlist *l, const char *key)
-{
-    size_t i;
-
-    if (l == NULL || key == NULL)
-        return NULL;
-    for (i = 0; i < l->count; i++) {
-        if (strcmp(l->items[i].key, key) == 0)
-            return l->items[i].value;
-    }
-    return NULL;
-}
-
-void pdti_kvlist_free(pdti_kvlist *l)
-{
-    size_t i;
-
-    if (l == NULL)
-        return;
-    for (i = 0; i < l->count; i++) {
-        free(l->items[i].key);
-        free(l->items[i].value);
-    }
-    free(l->items);
-    l->items = NULL;
-    l->count = 0;
-}
-
-/* Parses one trimmed, non-empty "k=v" entry into list. */
-static int kvlist_parse_entry(pdti_kvlist *list, const char *e, size_t elen)
-{
-    const char *eq = memchr(e, '=', elen);
-    const char *k = e, *v;
-    size_t klen, vlen;
-    char *key = NULL, *value = NULL;
-    int st;
-
-    if (eq == NULL)
-        return PDT_EPARSE;
-    klen = (size_t)(eq - e);
-    v = eq + 1;
-    vlen = elen - klen - 1;
-    trim(&k, &klen);
-    trim(&v, &vlen);
-    if (klen == 0)
-        return PDT_EPARSE;
-    st = pdti_percent_decode(k, klen, &key);
-    if (st != PDT_OK)
-        return st;
-    st = pdti_percent_decode(v, vlen, &value);
-    if (st != PDT_OK) {
-        free(key);
-        return st;
-    }
-    return kvlist_put(list, key, value);
-}
-
-int pdti_kvlist_parse(const char *text, size_t len, pdti_kvlist *out)
-{
-    pdti_kvlist list = { NULL, 0 };
-    size_t pos = 0;
-    int st;
-
-    if (out == NULL)
-        return PDT_EINVAL;
-    out->items = NULL;
-    out->count = 0;
-    if (text == NULL)
-        return len == 0 ? PDT_OK : PDT_EINVAL;
-    while (pos < len) {
-        const char *e = text + pos;
-        const char *comma = memchr(e, ',', len - pos);
-        size_t elen = comma != NULL ? (size_t)(comma - e) : len - pos;
-
-        pos += elen + 1;
-        trim(&e, &elen);
-        if (elen == 0)
-            continue;
-        st = kvlist_parse_entry(&list, e, elen);
-        if (st != PDT_OK) {
-            pdti_kvlist_free(&list);
-            return st;
-        }
-    }
-    *out = list;
-    return PDT_OK;
-}
-
-/* ---------------------------------------------------------------------
- * Validation of URLs and HTTP headers.
- */
-
-/*
- * An absolute http or https URL with a non-empty authority and no spaces
- * or control characters. Returns the length of the scheme and "://", or 0.
- */
-static size_t url_check(const char *s, size_t len)
-{
-    size_t i, skip;
-
-    if (starts_nocase(s, len, "http://"))
-        skip = 7;
-    else if (starts_nocase(s, len, "https://"))
-        skip = 8;
-    else
-        return 0;
-    if (len == skip || s[skip] == '/' || s[skip] == '?' || s[skip] == '#')
-        return 0;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c <= 0x20 || c == 0x7f)
-            return 0;
-    }
-    return skip;
-}
-
-/* An HTTP token character (RFC 9110 tchar). */
-static int is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-        (c >= '0' && c <= '9'))
-        return 1;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/*
- * Header names must be tokens and values free of control characters
- * (a decoded CR or LF would let one header inject another).
- */
-static int headers_ok(const pdti_kvlist *l)
-{
-    size_t i;
-    const unsigned char *p;
-
-    for (i = 0; i < l->count; i++) {
-        for (p = (const unsigned char *)l->items[i].key; *p; p++) {
-            if (!is_tchar(*p))
-                return 0;
-        }
-        for (p = (const unsigned char *)l->items[i].value; *p; p++) {
-            if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-                return 0;
-        }
-    }
-    return 1;
-}
-
-/* pdti_kvlist_parse() plus header checks; PDT_EPARSE for either. */
-static int headers_parse(const char *text, pdti_kvlist *out)
-{
-    int st = pdti_kvlist_parse(text, strlen(text), out);
-
-    if (st == PDT_OK && !headers_ok(out)) {
-        pdti_kvlist_free(out);
-        st = PDT_EPARSE;
-    }
-    return st;
-}
-
-/* ---------------------------------------------------------------------
- * Reading the environment.
+ * Options over environment over defaults.
  */
 
 typedef struct resolver {
     const pdt_tracer_options *o; /* NULL: no options */
-    int use_env;                 /* 0: ignore_environment */
+    pdti_env env;                /* env.use 0: ignore_environment */
     int has_spool_dir;           /* o->size covers spool_dir */
     int has_spool_max;           /* o->size covers spool_max_bytes */
     int has_max_concurrent;      /* o->size covers max_concurrent_exports */
     int has_comp_level;          /* o->size covers compression_level */
-    pdti_logger *lg;
 } resolver;
 
-typedef struct name_value {
-    const char *name;
-    int value;
-} name_value;
-
-static const name_value exporter_names[] = {
+static const pdti_name_value exporter_names[] = {
     { "otlp", PDT_EXPORTER_OTLP },
     { "console", PDT_EXPORTER_CONSOLE },
     { "none", PDT_EXPORTER_NONE },
     { NULL, 0 }
 };
 
-static const name_value compression_names[] = {
+static const pdti_name_value compression_names[] = {
     { "none", PDT_COMPRESSION_NONE },
     { "gzip", PDT_COMPRESSION_GZIP },
     { "zstd", PDT_COMPRESSION_ZSTD },
     { NULL, 0 }
 };
 
-static const name_value sampler_names[] = {
+static const pdti_name_value sampler_names[] = {
     { "always_on", PDT_SAMPLER_ALWAYS_ON },
     { "always_off", PDT_SAMPLER_ALWAYS_OFF },
     { "traceidratio", PDT_SAMPLER_TRACEIDRATIO },
@@ -575,103 +77,6 @@ static const name_value sampler_names[] = {
     { "parentbased_traceidratio", PDT_SAMPLER_PARENTBASED_TRACEIDRATIO },
     { NULL, 0 }
 };
-
-/* The variable's value, or NULL when unset, empty or only whitespace. */
-static const char *env_get(const resolver *r, const char *name)
-{
-    const char *v, *p;
-
-    if (!r->use_env || name == NULL)
-        return NULL;
-    v = getenv(name);
-    if (v == NULL)
-        return NULL;
-    for (p = v; *p != '\0'; p++) {
-        if (!is_space(*p))
-            return v;
-    }
-    return NULL;
-}
-
-/* Finds s[0..len) in table (ignoring case); 1 and *out if found. */
-static int lookup_name(const name_value *table, const char *s, size_t len,
-                       int *out)
-{
-    for (; table->name != NULL; table++) {
-        if (eq_nocase(s, len, table->name)) {
-            *out = table->value;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* An enum variable: 1 and *out if set and valid, 0 otherwise. */
-static int env_enum(const resolver *r, const char *name,
-                    const name_value *table, int *out)
-{
-    const char *v = env_get(r, name), *s = v;
-    size_t len;
-
-    if (v == NULL)
-        return 0;
-    len = strlen(v);
-    trim(&s, &len);
-    if (lookup_name(table, s, len, out))
-        return 1;
-    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": unknown value",
-             name, v);
-    return 0;
-}
-
-/* An integer variable in [min, max]: 1 and *out if set and valid. */
-static int env_int(const resolver *r, const char *name, int64_t min,
-                   int64_t max, int64_t *out)
-{
-    const char *v = env_get(r, name);
-
-    if (v == NULL)
-        return 0;
-    if (pdti_parse_int(v, min, max, out) == PDT_OK)
-        return 1;
-    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": expected a whole "
-             "number from %lld to %lld", name, v, (long long)min,
-             (long long)max);
-    return 0;
-}
-
-/* A number variable in [min, max]: 1 and *out if set and valid. */
-static int env_double(const resolver *r, const char *name, double min,
-                      double max, double *out)
-{
-    const char *v = env_get(r, name);
-
-    if (v == NULL)
-        return 0;
-    if (pdti_parse_double(v, min, max, out) == PDT_OK)
-        return 1;
-    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": expected a number "
-             "from %.10g to %.10g", name, v, min, max);
-    return 0;
-}
-
-/*
- * A string variable, trimmed and copied into *out. Returns PDT_OK (with
- * *out NULL when unset) or PDT_ENOMEM.
- */
-static int env_string(const resolver *r, const char *name, char **out)
-{
-    const char *v = env_get(r, name);
-    size_t len;
-
-    *out = NULL;
-    if (v == NULL)
-        return PDT_OK;
-    len = strlen(v);
-    trim(&v, &len);
-    *out = dup_n(v, len);
-    return *out != NULL ? PDT_OK : PDT_ENOMEM;
-}
 
 /* ---------------------------------------------------------------------
  * Resolving each setting.
@@ -692,7 +97,7 @@ static int opt_string(const char *value, const char *field, char **out)
     if (value[0] == '\0')
         return pdti_err(PDT_EINVAL, "pdt_tracer_options.%s is empty; use "
                                     "NULL for the default", field);
-    *out = dup_str(value);
+    *out = pdti_text_dup(value);
     return *out != NULL ? PDT_OK : oom();
 }
 
@@ -708,9 +113,9 @@ static int resolve_string(const resolver *r, const char *opt,
 
     if (opt != NULL)
         return opt_string(opt, field, out);
-    st = env_string(r, env_traces, out);
+    st = pdti_env_string(&r->env, env_traces, out);
     if (st == PDT_OK && *out == NULL)
-        st = env_string(r, env_generic, out);
+        st = pdti_env_string(&r->env, env_generic, out);
     return st == PDT_OK ? PDT_OK : oom();
 }
 
@@ -741,8 +146,8 @@ static int resolve_int(const resolver *r, const int_setting *s, int64_t opt,
                             (long long)opt);
         *out = opt;
         src = FROM_OPTION;
-    } else if (env_int(r, s->env_traces, s->min, s->max, out) ||
-               env_int(r, s->env_generic, s->min, s->max, out)) {
+    } else if (pdti_env_int(&r->env, s->env_traces, s->min, s->max, out) ||
+               pdti_env_int(&r->env, s->env_generic, s->min, s->max, out)) {
         src = FROM_ENV;
     } else {
         *out = s->def;
@@ -755,7 +160,7 @@ static int resolve_int(const resolver *r, const int_setting *s, int64_t opt,
 /* An enum option: 0 means unset, first..last valid, anything else bad. */
 static int resolve_enum(const resolver *r, int opt, const char *field,
                         int last, const char *env_traces,
-                        const char *env_generic, const name_value *table,
+                        const char *env_generic, const pdti_name_value *table,
                         int def, int *out)
 {
     if (opt != 0) {
@@ -765,8 +170,8 @@ static int resolve_enum(const resolver *r, int opt, const char *field,
         *out = opt;
         return PDT_OK;
     }
-    if (env_enum(r, env_traces, table, out) ||
-        env_enum(r, env_generic, table, out))
+    if (pdti_env_enum(&r->env, env_traces, table, out) ||
+        pdti_env_enum(&r->env, env_generic, table, out))
         return PDT_OK;
     *out = def;
     return PDT_OK;
@@ -809,14 +214,14 @@ static int resolve_compression_level(const resolver *r, pdti_config *cfg)
         return PDT_OK;
     }
     cfg->compression_level = (int)def;
-    env = env_get(r, "PDTRACE_COMPRESSION_LEVEL");
+    env = pdti_env_get(&r->env, "PDTRACE_COMPRESSION_LEVEL");
     if (env == NULL)
         return PDT_OK;
     if (pdti_parse_int(env, min, max, &v) == PDT_OK) {
         if (v != 0)
             cfg->compression_level = (int)v;
     } else if (pdti_parse_int(env, 0, 0, &v) != PDT_OK) {
-        pdti_log(r->lg, PDT_LOG_WARN, "ignoring PDTRACE_COMPRESSION_LEVEL="
+        pdti_log(r->env.lg, PDT_LOG_WARN, "ignoring PDTRACE_COMPRESSION_LEVEL="
                  "\"%.64s\": expected a whole number from %lld to %lld for "
                  "%s (0 for the default); using %lld", env, (long long)min,
                  (long long)max, name, (long long)def);
@@ -838,14 +243,14 @@ static int resolve_disabled(const resolver *r, pdti_config *cfg)
         return PDT_OK;
     }
     cfg->disabled = 0;
-    v = env_get(r, "OTEL_SDK_DISABLED");
+    v = pdti_env_get(&r->env, "OTEL_SDK_DISABLED");
     if (v == NULL)
         return PDT_OK;
     if (pdti_parse_bool(v, &b) == PDT_OK)
         cfg->disabled = b;
     else
-        pdti_log(r->lg, PDT_LOG_WARN, "ignoring OTEL_SDK_DISABLED=\"%.64s\": "
-                 "expected true or false", v);
+        pdti_log(r->env.lg, PDT_LOG_WARN, "ignoring OTEL_SDK_DISABLED="
+                 "\"%.64s\": expected true or false", v);
     return PDT_OK;
 }
 
@@ -865,65 +270,22 @@ static int resolve_exporter(const resolver *r, pdti_config *cfg)
                             NULL, exporter_names, PDT_EXPORTER_OTLP,
                             &cfg->exporter);
     cfg->exporter = PDT_EXPORTER_OTLP;
-    v = env_get(r, name);
+    v = pdti_env_get(&r->env, name);
     if (v == NULL)
         return PDT_OK;
     s = v;
     comma = strchr(v, ',');
     len = comma != NULL ? (size_t)(comma - v) : strlen(v);
-    trim(&s, &len);
-    if (!lookup_name(exporter_names, s, len, &cfg->exporter)) {
-        pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": unknown "
+    pdti_text_trim(&s, &len);
+    if (!pdti_text_lookup(exporter_names, s, len, &cfg->exporter)) {
+        pdti_log(r->env.lg, PDT_LOG_WARN, "ignoring %s=\"%.64s\": unknown "
                  "exporter; using otlp", name, v);
         return PDT_OK;
     }
     if (comma != NULL)
-        pdti_log(r->lg, PDT_LOG_WARN, "%s=\"%.64s\": only one exporter is "
+        pdti_log(r->env.lg, PDT_LOG_WARN, "%s=\"%.64s\": only one exporter is "
                  "supported; using the first", name, v);
     return PDT_OK;
-}
-
-/* base + "/v1/traces", without doubling a trailing slash. */
-static char *join_traces_path(const char *base, size_t len)
-{
-    static const char path[] = "/v1/traces";
-    char *url;
-
-    while (len > 0 && base[len - 1] == '/')
-        len--;
-    if (len > SIZE_MAX - sizeof(path))
-        return NULL;
-    url = malloc(len + sizeof(path));
-    if (url == NULL)
-        return NULL;
-    memcpy(url, base, len);
-    memcpy(url + len, path, sizeof(path));
-    return url;
-}
-
-/*
- * One endpoint variable: returns PDT_OK with *out set (valid), PDT_OK with
- * *out NULL (unset or ignored), or PDT_ENOMEM. The URL is never logged: it
- * may carry credentials.
- */
-static int env_endpoint(const resolver *r, const char *name, int join,
-                        char **out)
-{
-    const char *v = env_get(r, name);
-    size_t len;
-
-    *out = NULL;
-    if (v == NULL)
-        return PDT_OK;
-    len = strlen(v);
-    trim(&v, &len);
-    if (url_check(v, len) == 0) {
-        pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s: not an absolute http:// "
-                 "or https:// URL (value not shown)", name);
-        return PDT_OK;
-    }
-    *out = join ? join_traces_path(v, len) : dup_n(v, len);
-    return *out != NULL ? PDT_OK : PDT_ENOMEM;
 }
 
 static int resolve_endpoint(const resolver *r, pdti_config *cfg)
@@ -932,41 +294,23 @@ static int resolve_endpoint(const resolver *r, pdti_config *cfg)
     int st;
 
     if (opt != NULL) {
-        if (url_check(opt, strlen(opt)) == 0)
+        if (pdti_url_check(opt, strlen(opt)) == 0)
             return pdti_err(PDT_EPARSE, "pdt_tracer_options.endpoint is not "
                             "an absolute http:// or https:// URL");
-        cfg->endpoint = dup_str(opt);
+        cfg->endpoint = pdti_text_dup(opt);
         return cfg->endpoint != NULL ? PDT_OK : oom();
     }
-    st = env_endpoint(r, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", 0,
-                      &cfg->endpoint);
+    st = pdti_env_endpoint(&r->env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", 0,
+                           &cfg->endpoint);
     if (st == PDT_OK && cfg->endpoint == NULL)
-        st = env_endpoint(r, "OTEL_EXPORTER_OTLP_ENDPOINT", 1,
-                          &cfg->endpoint);
+        st = pdti_env_endpoint(&r->env, "OTEL_EXPORTER_OTLP_ENDPOINT", 1,
+                               &cfg->endpoint);
     if (st == PDT_OK && cfg->endpoint == NULL) {
-        cfg->endpoint = dup_str(PDTI_DEFAULT_ENDPOINT);
+        cfg->endpoint = pdti_text_dup(PDTI_DEFAULT_ENDPOINT);
         if (cfg->endpoint == NULL)
             st = PDT_ENOMEM;
     }
     return st == PDT_OK ? PDT_OK : oom();
-}
-
-/* One header variable: 1 if set and valid (list filled), 0, or -1 (OOM). */
-static int env_headers(const resolver *r, const char *name, pdti_kvlist *out)
-{
-    const char *v = env_get(r, name);
-    int st;
-
-    if (v == NULL)
-        return 0;
-    st = headers_parse(v, out);
-    if (st == PDT_OK)
-        return 1;
-    if (st == PDT_ENOMEM)
-        return -1;
-    pdti_log(r->lg, PDT_LOG_WARN, "ignoring %s: malformed header list "
-             "(value not shown)", name);
-    return 0;
 }
 
 static int resolve_headers(const resolver *r, pdti_config *cfg)
@@ -975,16 +319,18 @@ static int resolve_headers(const resolver *r, pdti_config *cfg)
     int st, found;
 
     if (opt != NULL) {
-        st = headers_parse(opt, &cfg->headers);
+        st = pdti_headers_parse(opt, &cfg->headers);
         if (st == PDT_EPARSE)
             return pdti_err(PDT_EPARSE, "pdt_tracer_options.headers is "
                             "malformed: expected k=v,k=v with percent-encoded "
                             "values, token names and no control characters");
         return st == PDT_OK ? PDT_OK : oom();
     }
-    found = env_headers(r, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", &cfg->headers);
+    found = pdti_env_headers(&r->env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                             &cfg->headers);
     if (found == 0)
-        found = env_headers(r, "OTEL_EXPORTER_OTLP_HEADERS", &cfg->headers);
+        found = pdti_env_headers(&r->env, "OTEL_EXPORTER_OTLP_HEADERS",
+                                 &cfg->headers);
     return found >= 0 ? PDT_OK : oom();
 }
 
@@ -1010,8 +356,8 @@ static int resolve_sampler(const resolver *r, pdti_config *cfg)
     /* The argument means something only to the ratio samplers. */
     if (cfg->sampler == PDT_SAMPLER_TRACEIDRATIO ||
         cfg->sampler == PDT_SAMPLER_PARENTBASED_TRACEIDRATIO)
-        env_double(r, "OTEL_TRACES_SAMPLER_ARG", 0.0, 1.0,
-                   &cfg->sampler_ratio);
+        pdti_env_double(&r->env, "OTEL_TRACES_SAMPLER_ARG", 0.0, 1.0,
+                        &cfg->sampler_ratio);
     return PDT_OK;
 }
 
@@ -1051,7 +397,7 @@ static int resolve_batching(const resolver *r, pdti_config *cfg)
                         (long long)cfg->max_queue_size);
     /* The default batch size follows a small queue silently. */
     if (batch_from != FROM_DEFAULT)
-        pdti_log(r->lg, PDT_LOG_WARN, "max export batch size %lld exceeds "
+        pdti_log(r->env.lg, PDT_LOG_WARN, "max export batch size %lld exceeds "
                  "the max queue size %lld; using %lld",
                  (long long)cfg->max_export_batch_size,
                  (long long)cfg->max_queue_size,
@@ -1094,8 +440,8 @@ static int resolve_tail(const resolver *r, pdti_config *cfg)
     if (t > 0.0)
         cfg->tail_ttft_threshold_ms = t;
     else
-        env_double(r, "PDTRACE_TAIL_TTFT_MS", 0.0, PDTI_TAIL_TTFT_MAX_MS,
-                   &cfg->tail_ttft_threshold_ms);
+        pdti_env_double(&r->env, "PDTRACE_TAIL_TTFT_MS", 0.0,
+                        PDTI_TAIL_TTFT_MAX_MS, &cfg->tail_ttft_threshold_ms);
     if (keep != 0 && keep != 1 && keep != -1)
         return pdti_err(PDT_EINVAL, "pdt_tracer_options.tail_keep_errors "
                         "must be 1, -1 or 0 (got %d)", keep);
@@ -1176,17 +522,17 @@ static int resolve_resource(const resolver *r, pdti_config *cfg)
         if (st != PDT_OK)
             return oom();
     }
-    v = env_get(r, "OTEL_RESOURCE_ATTRIBUTES");
+    v = pdti_env_get(&r->env, "OTEL_RESOURCE_ATTRIBUTES");
     if (v != NULL) {
         st = pdti_kvlist_parse(v, strlen(v), &env_res);
         if (st == PDT_EPARSE)
-            pdti_log(r->lg, PDT_LOG_WARN, "ignoring OTEL_RESOURCE_ATTRIBUTES: "
-                     "malformed k=v list or percent escape; the whole "
-                     "variable is discarded");
+            pdti_log(r->env.lg, PDT_LOG_WARN, "ignoring "
+                     "OTEL_RESOURCE_ATTRIBUTES: malformed k=v list or "
+                     "percent escape; the whole variable is discarded");
         else if (st != PDT_OK)
             goto nomem;
     }
-    if (env_string(r, "OTEL_SERVICE_NAME", &env_name) != PDT_OK)
+    if (pdti_env_string(&r->env, "OTEL_SERVICE_NAME", &env_name) != PDT_OK)
         goto nomem;
 
     name = o != NULL ? o->service_name : NULL;
@@ -1198,7 +544,7 @@ static int resolve_resource(const resolver *r, pdti_config *cfg)
         name = non_empty(pdti_kvlist_get(&env_res, "service.name"));
     if (name == NULL)
         name = PDTI_DEFAULT_SERVICE_NAME;
-    cfg->service_name = dup_str(name);
+    cfg->service_name = pdti_text_dup(name);
     if (cfg->service_name == NULL)
         goto nomem;
 
@@ -1207,7 +553,7 @@ static int resolve_resource(const resolver *r, pdti_config *cfg)
     env_res.items = NULL;
     env_res.count = 0;
     for (i = 0; i < opt_res.count; i++) {
-        if (kvlist_put(&cfg->resource, opt_res.items[i].key,
+        if (pdti_kvlist_put(&cfg->resource, opt_res.items[i].key,
                        opt_res.items[i].value) != PDT_OK) {
             opt_res.items[i].key = NULL;
             opt_res.items[i].value = NULL;
@@ -1287,7 +633,7 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
                         (unsigned long)offsetof(pdt_tracer_options,
                                                 spool_dir));
     r.o = opts;
-    r.use_env = opts == NULL || !opts->ignore_environment;
+    r.env.use = opts == NULL || !opts->ignore_environment;
     r.has_spool_dir = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, spool_dir) +
                       sizeof(opts->spool_dir);
@@ -1300,7 +646,7 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     r.has_comp_level = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, compression_level) +
                       sizeof(opts->compression_level);
-    r.lg = lg;
+    r.env.lg = lg;
 
     st = resolve_disabled(&r, cfg);
     if (st == PDT_OK)

@@ -1,25 +1,18 @@
 /*
  * Internal: the resolved tracer configuration (options over OTEL_*
- * environment over defaults) and the parsers behind it.
+ * environment over defaults). The pieces behind it, from the bottom up:
+ * config_text.h (text parsers), config_kvlist.h (k=v lists),
+ * config_check.h (URL and header validation), config_env.h (reading the
+ * environment).
  */
 #ifndef PDTI_CONFIG_H
 #define PDTI_CONFIG_H
 
-#include <stddef.h>
 #include <stdint.h>
 
 #include "pdtrace/tracer.h"
+#include "config_kvlist.h"
 #include "log.h"
-
-typedef struct pdti_kv {
-    char *key;   /* NUL-terminated, owned */
-    char *value; /* NUL-terminated, owned, percent-decoded */
-} pdti_kv;
-
-typedef struct pdti_kvlist {
-    pdti_kv *items;
-    size_t count;
-} pdti_kvlist;
 
 #define PDTI_DEFAULT_ENDPOINT "http://localhost:4318/v1/traces"
 #define PDTI_DEFAULT_SERVICE_NAME "llm-d-pd-proxy"
@@ -87,33 +80,5 @@ typedef struct pdti_config {
 int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
                         pdti_logger *lg);
 void pdti_config_free(pdti_config *cfg);
-
-/*
- * "k=v,k=v" lists (OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS):
- * entries separated by ',', optional whitespace around keys and values is
- * trimmed, values (and keys) are percent-decoded, empty entries skipped.
- * A missing '=', an empty key or a bad percent escape makes the whole
- * text invalid: returns PDT_EPARSE and *out is empty. Later duplicates
- * replace earlier ones. Returns PDT_OK, PDT_EPARSE or PDT_ENOMEM.
- */
-int pdti_kvlist_parse(const char *text, size_t len, pdti_kvlist *out);
-void pdti_kvlist_free(pdti_kvlist *l);
-/* Sets key to value (copies), replacing an existing key. PDT_OK/ENOMEM. */
-int pdti_kvlist_set(pdti_kvlist *l, const char *key, const char *value);
-const char *pdti_kvlist_get(const pdti_kvlist *l, const char *key);
-
-/*
- * Decodes %XX escapes of src[0..len) into a new NUL-terminated string
- * (*out, malloc'd). Returns PDT_OK, PDT_EPARSE (bad escape, or a decoded
- * NUL byte) or PDT_ENOMEM.
- */
-int pdti_percent_decode(const char *src, size_t len, char **out);
-
-/* "true"/"false" case-insensitively, after trimming. PDT_OK/PDT_EPARSE. */
-int pdti_parse_bool(const char *text, int *out);
-/* A whole decimal integer in [min, max], trimmed. PDT_OK/PDT_EPARSE/ERANGE. */
-int pdti_parse_int(const char *text, int64_t min, int64_t max, int64_t *out);
-/* A finite decimal number in [min, max]. PDT_OK/PDT_EPARSE/PDT_ERANGE. */
-int pdti_parse_double(const char *text, double min, double max, double *out);
 
 #endif

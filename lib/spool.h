@@ -5,25 +5,11 @@
  * processes may share one directory. See docs/spool.md for the format and
  * the guarantees.
  *
- * Frame file: a 36-byte little-endian header followed by a zstd frame.
- *
- *   off size field
- *     0    4 magic "PDSP"
- *     4    2 version (1)
- *     6    2 flags (bit 0: payload is zstd; other bits must be 0)
- *     8    4 nspans: spans in the batch (for accounting without decoding)
- *    12    8 raw_len: length of the ExportTraceServiceRequest
- *    20    8 comp_len: length of the payload; the file is 36 + comp_len
- *    28    4 CRC-32 (zlib) of the payload
- *    32    4 CRC-32 (zlib) of bytes 0..31
- *
- * File names (all in the spool directory):
- *   <unix-ns:20>-<pid>-<inst:8hex>-<seq>.pdspool  a frame, waiting
- *   <frame base>.claimed-<pid>-<nonce:16hex>      being replayed by <pid>
- *   .tmp-<pid>-<nonce:16hex>-<inst:8hex>-<seq>    a frame being written
- *   <name>.corrupt                                set aside, never read
- * Names sort by age. <nonce> tells a process apart from an earlier one that
- * had the same pid.
+ * The module's files, from the bottom up: spool_frame.c (the frame
+ * format, a pure codec), spool_owner.c (which process owns a file),
+ * spool_dir.c (listing, claims, cleanup; spool_dir.h has the file names),
+ * spool.c (open, close, counters), spool_replay.c (handing frames out)
+ * and spool_write.c (storing frames under the cap).
  */
 #ifndef PDTI_SPOOL_H
 #define PDTI_SPOOL_H
@@ -33,16 +19,6 @@
 
 #include "buf.h"
 #include "log.h"
-
-#define PDTI_SPOOL_MAGIC "PDSP"
-#define PDTI_SPOOL_VERSION 1
-#define PDTI_SPOOL_FLAG_ZSTD 1u
-#define PDTI_SPOOL_HEADER_SIZE 36
-/* Largest request a frame may hold; larger length fields are corrupt. */
-#define PDTI_SPOOL_MAX_RAW ((uint64_t)64 << 20)
-/* A claim older than this is taken over even if its owner seems alive
- * (its pid may have been reused by an unrelated process). */
-#define PDTI_SPOOL_CLAIM_MAX_AGE_S 3600
 
 typedef struct pdti_spool pdti_spool;
 
@@ -122,18 +98,5 @@ void pdti_spool_rescan(pdti_spool *s);
 
 /* Moves the counters accumulated since the last call into *out. */
 void pdti_spool_take_counts(pdti_spool *s, pdti_spool_counts *out);
-
-/*
- * Pure frame codec, for tests and fuzzing. pdti_spool_encode_frame()
- * writes header and payload of a frame into out (reset first); returns
- * PDT_OK, PDT_EINVAL (len 0 or above PDTI_SPOOL_MAX_RAW, nspans 0) or
- * PDT_ENOMEM. pdti_spool_decode_frame() validates a whole frame file's
- * bytes and decompresses it into body (reset first); returns PDT_OK,
- * PDT_EPARSE (corrupt: any check failed) or PDT_ENOMEM.
- */
-int pdti_spool_encode_frame(const uint8_t *body, size_t len, uint32_t nspans,
-                            pdti_buf *out);
-int pdti_spool_decode_frame(const uint8_t *data, size_t len, pdti_buf *body,
-                            uint32_t *nspans);
 
 #endif

@@ -19,6 +19,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "config_kvlist.h"
+#include "config_text.h"
 
 #ifdef PDTI_TEST_WRAP_MALLOC
 /*

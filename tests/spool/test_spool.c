@@ -1,5 +1,5 @@
 /*
- * Unit tests of the persistent spool (lib/spool.c): the frame format and
+ * Unit tests of the persistent spool (lib/spool*.c): the frame format and
  * every kind of corruption, the directory checks, cap eviction, claims
  * between processes, write errors, and the tracer integration with a
  * collector that is not there.
@@ -29,6 +29,7 @@
 
 #include "pdtrace.h"
 #include "spool.h"
+#include "spool_frame.h"
 
 static char root[256];
 
