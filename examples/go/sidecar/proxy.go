@@ -472,7 +472,14 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, s
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout))
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	_ = rc.SetReadDeadline(time.Time{})
+	if err == nil {
+		_ = rc.SetReadDeadline(time.Time{})
+	} else {
+		// The rest of the body is not read: the connection is not
+		// reused, and the expired deadline stops the server from waiting
+		// for that rest before it sends the answer.
+		w.Header().Set("Connection", "close")
+	}
 	var tooBig *http.MaxBytesError
 	var ne net.Error
 	switch {
