@@ -2,7 +2,9 @@
 // llm-d's: it serves the OpenAI API in front of a decode server, sends the
 // prefill to the host named in the x-prefiller-host-port header (nixlv2,
 // lmcache or shared-storage: prefill first, then decode; sglang: both at
-// once) and traces every request with libpdtrace.
+// once) and traces every request with libpdtrace. Non-streamed requests
+// are streamed from decode and assembled, so the first token is observed
+// for every request. docs/guide-go.md lists the flags.
 //
 // Tracing is configured by the OTEL_* environment, e.g.
 // OTEL_TRACES_EXPORTER=console PDTRACE_CONSOLE_PATH=spans.jsonl.
