@@ -508,3 +508,26 @@ func TestRepeatedTraceHeaders(t *testing.T) {
 		t.Fatal("inbound trace not continued")
 	}
 }
+
+// Two traceparent lines are one invalid value (W3C): the request starts a
+// new trace rather than continue the first line's.
+func TestRepeatedTraceparentStartsNewTrace(t *testing.T) {
+	dec := fakeDecode(t, 2, false)
+	e := newEnv(t, dec.srv.URL, "nixlv2")
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"p","stream":true}`))
+	req.Header.Add("traceparent", inTrace)
+	req.Header.Add("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	root := one(t, e.spans(t, 2), pfx+"request")
+	if root.TraceID == inTraceID || root.TraceID == "0af7651916cd43dd8448eb211c80319c" || root.ParentSpanID != "" {
+		t.Fatalf("repeated traceparent continued a trace: %s parent %q", root.TraceID, root.ParentSpanID)
+	}
+}
