@@ -331,8 +331,9 @@ class Sim:
         for i in range(out_tokens):
             if i > 0:
                 await self.sleep_ms(self.tpot_ms())
-            word = self.rng.choice(WORDS) + " "
             last = i == out_tokens - 1
+            # The words joined as in the non-streamed answer.
+            word = self.rng.choice(WORDS) + ("" if last else " ")
             await resp.write(chunk(word, "length" if last else None,
                                    role=i == 0))
         if include_usage:

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,15 +25,50 @@ import (
 const (
 	attrPrefix       = "llm_d.pd_proxy."
 	prefillerHeader  = "X-Prefiller-Host-Port"
-	maxBodyBytes     = 32 << 20
 	maxPrefillAnswer = 8 << 20
+	maxSSELine       = 8 << 20
+	maxAssembled     = 64 << 20
 )
 
 // Config is the sidecar's configuration.
 type Config struct {
-	DecoderURL    string // base URL of the decode server, e.g. http://127.0.0.1:8200
+	// DecoderURL is the decode server: a base URL (http://127.0.0.1:8200)
+	// or a full endpoint URL (http://127.0.0.1:8200/v1/completions); each
+	// route goes to its own path on that server.
+	DecoderURL string
+	// PrefillURL, if set, is the prefill server used when a request names
+	// none in x-prefiller-host-port (base or endpoint URL). Its host:port
+	// is also allowed in that header.
+	PrefillURL    string
 	Connector     string // nixlv2, lmcache, shared-storage or sglang
 	BootstrapPort int    // sglang bootstrap port on the prefill host
+	// PrefillerAllow lists the host:port a client may name in
+	// x-prefiller-host-port; "*" allows any. Empty: only PrefillURL's.
+	PrefillerAllow []string
+	// PrefillerTLS reaches the hosts named in x-prefiller-host-port over
+	// https.
+	PrefillerTLS bool
+	// CAFile, CertFile and KeyFile set the TLS of https upstreams: the CA
+	// to trust (else the system's) and a client certificate.
+	CAFile, CertFile, KeyFile string
+	// NoAssemble turns off the streamed decode for non-streamed clients:
+	// their requests go to decode as they are (first token unobserved).
+	NoAssemble bool
+	// RateLimit is the admitted requests per second (0: no limit), in
+	// bursts of RateBurst; MaxConcurrent bounds the requests in flight (0:
+	// no bound). A request waits at most QueueTimeout for either, then
+	// gets 429 or 503.
+	RateLimit     float64
+	RateBurst     int
+	MaxConcurrent int
+	QueueTimeout  time.Duration
+	// MaxBodyBytes bounds a request body (413 above it) and
+	// BodyReadTimeout the time to read it (408 after it).
+	MaxBodyBytes    int64
+	BodyReadTimeout time.Duration
+	// AccessLog writes one line per request: method, path, status, true
+	// TTFT and total milliseconds.
+	AccessLog bool
 	// PrefillTimeout bounds one prefill request (the whole exchange).
 	PrefillTimeout time.Duration
 	// DecodeHeaderTimeout bounds the wait for the decode response headers;
@@ -43,23 +80,48 @@ type Config struct {
 // the prefill to the host named in x-prefiller-host-port and the decode to
 // its local decoder, traced with libpdtrace.
 type Proxy struct {
-	cfg     Config
-	tracer  *pdtrace.Tracer
-	decoder *url.URL
-	client  *http.Client
-	logf    func(format string, args ...any)
+	cfg         Config
+	tracer      *pdtrace.Tracer
+	decoder     string // base URL
+	prefillBase string // base URL of the default prefiller, or ""
+	allow       *allowlist
+	client      *http.Client
+	rate        *rateLimiter
+	slots       slots
+	notFound    notFoundWatch
+	logf        func(format string, args ...any)
 }
 
 // NewProxy builds the handler. The caller owns the tracer.
 func NewProxy(cfg Config, tracer *pdtrace.Tracer) (*Proxy, error) {
-	u, err := url.Parse(cfg.DecoderURL)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("bad decoder URL %q", cfg.DecoderURL)
+	dec, err := parseUpstream(cfg.DecoderURL)
+	if err != nil {
+		return nil, fmt.Errorf("decoder: %v", err)
+	}
+	pre := ""
+	if cfg.PrefillURL != "" {
+		if pre, err = parseUpstream(cfg.PrefillURL); err != nil {
+			return nil, fmt.Errorf("prefill: %v", err)
+		}
 	}
 	switch cfg.Connector {
 	case "nixlv2", "lmcache", "shared-storage", "sglang":
 	default:
 		return nil, fmt.Errorf("unknown connector %q", cfg.Connector)
+	}
+	allow, err := newAllowlist(cfg.PrefillerAllow)
+	if err != nil {
+		return nil, err
+	}
+	if pre != "" {
+		allow.hosts[strings.ToLower(hostOf(pre))] = true
+	}
+	tc, err := tlsConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RateLimit < 0 || cfg.MaxConcurrent < 0 || cfg.MaxBodyBytes < 0 {
+		return nil, errors.New("rate limit, max concurrent and max body bytes must not be negative")
 	}
 	if cfg.BootstrapPort == 0 {
 		cfg.BootstrapPort = 8998
@@ -70,25 +132,61 @@ func NewProxy(cfg Config, tracer *pdtrace.Tracer) (*Proxy, error) {
 	if cfg.DecodeHeaderTimeout == 0 {
 		cfg.DecodeHeaderTimeout = 60 * time.Second
 	}
+	if cfg.QueueTimeout == 0 {
+		cfg.QueueTimeout = 30 * time.Second
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 32 << 20
+	}
+	if cfg.BodyReadTimeout == 0 {
+		cfg.BodyReadTimeout = 30 * time.Second
+	}
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     tc != nil,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: cfg.DecodeHeaderTimeout,
 	}
-	return &Proxy{
-		cfg:     cfg,
-		tracer:  tracer,
-		decoder: u,
-		client:  &http.Client{Transport: tr},
-		logf:    log.Printf,
-	}, nil
+	p := &Proxy{
+		cfg:         cfg,
+		tracer:      tracer,
+		decoder:     dec,
+		prefillBase: pre,
+		allow:       allow,
+		client:      &http.Client{Transport: tr},
+		rate:        newRateLimiter(cfg.RateLimit, cfg.RateBurst),
+		logf:        log.Printf,
+	}
+	if cfg.MaxConcurrent > 0 {
+		p.slots = make(slots, cfg.MaxConcurrent)
+	}
+	return p, nil
 }
 
 // CloseIdle closes idle upstream connections.
 func (p *Proxy) CloseIdle() { p.client.CloseIdleConnections() }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, ttft: -1, total: -1}
+	p.route(rec, r)
+	if p.cfg.AccessLog {
+		total := rec.total
+		if total < 0 {
+			total = float64(time.Since(start).Nanoseconds()) / 1e6
+		}
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		p.logf("access: %s %q %d ttft_ms=%s total_ms=%s", r.Method, r.URL.Path, status, fmtMs(rec.ttft), fmtMs(total))
+	}
+}
+
+func (p *Proxy) route(w *recorder, r *http.Request) {
 	switch r.URL.Path {
 	case "/health":
 		w.WriteHeader(http.StatusOK)
@@ -99,12 +197,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.passThrough(w, r)
 	case "/v1/completions", "/v1/chat/completions":
 		if r.Method != http.MethodPost {
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 			return
 		}
 		p.serveInference(w, r)
 	default:
-		http.NotFound(w, r)
+		writeError(w, http.StatusNotFound, "not_found", "no route for "+strconv.Quote(r.URL.Path))
 	}
 }
 
@@ -112,37 +211,35 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // stages per connector, model and mode.
 func (p *Proxy) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET")
 		return
 	}
 	text, err := p.tracer.Metrics()
 	if err != nil {
-		http.Error(w, "metrics unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "metrics unavailable: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", pdtrace.MetricsContentType)
 	_, _ = io.WriteString(w, text)
 }
 
-func (p *Proxy) target(path string) string {
-	return strings.TrimRight(p.decoder.String(), "/") + path
-}
-
 // passThrough forwards a request to the decoder without tracing.
 func (p *Proxy) passThrough(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.PrefillTimeout)
 	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, r.Method, p.target(r.URL.Path), nil)
+	target := p.decoder + r.URL.Path
+	out, err := http.NewRequestWithContext(ctx, r.Method, target, nil)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
 	resp, err := p.client.Do(out)
 	if err != nil {
-		http.Error(w, "decoder unavailable", http.StatusBadGateway)
+		writeError(w, http.StatusBadGateway, errorType(err), "decoder unavailable: "+upstreamMessage(err))
 		return
 	}
 	defer resp.Body.Close()
+	p.notFound.observe("decode", target, resp.StatusCode, p.logf)
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
@@ -156,6 +253,9 @@ type traced struct {
 }
 
 func (t *traced) do(f func(r *pdtrace.Request) error) {
+	if t == nil {
+		return
+	}
 	t.mu.Lock()
 	err := f(t.req)
 	t.mu.Unlock()
@@ -164,10 +264,12 @@ func (t *traced) do(f func(r *pdtrace.Request) error) {
 	}
 }
 
-// usage collects the token counts seen on both legs.
+// usage holds the token counts of one leg's answer (-1: not given).
 type usage struct {
 	input, output, cached int64
 }
+
+func newUsage() usage { return usage{-1, -1, -1} }
 
 type openAIUsage struct {
 	PromptTokens        *int64 `json:"prompt_tokens"`
@@ -192,34 +294,78 @@ func (u *usage) merge(o *openAIUsage) {
 	}
 }
 
-func (p *Proxy) serveInference(w http.ResponseWriter, r *http.Request) {
-	arrival := pdtrace.Now()
-	raw, rerr := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
-	var body map[string]any
-	bad := ""
-	switch {
-	case rerr != nil || len(raw) > maxBodyBytes:
-		bad = "cannot read the request body"
-	case json.Unmarshal(raw, &body) != nil:
-		bad = "the body is not a JSON object"
+// combined is decode's usage, with prefill's input and cached prompt
+// tokens where decode gives none (never prefill's single output token).
+func combined(dec, pre usage) usage {
+	u := dec
+	if u.input < 0 {
+		u.input = pre.input
 	}
+	if u.cached < 0 {
+		u.cached = pre.cached
+	}
+	return u
+}
+
+// inference is one client request in flight.
+type inference struct {
+	w        *recorder
+	r        *http.Request
+	t        *traced
+	body     map[string]any
+	raw      []byte
+	chat     bool
+	stream   bool   // the client asked for a stream
+	assemble bool   // non-streamed for the client, streamed from decode
+	reason   string // why a non-streamed request is passed through
+	pre, dec usage
+	preMu    sync.Mutex
+}
+
+func (p *Proxy) serveInference(w *recorder, r *http.Request) {
+	arrival := pdtrace.Now()
+	if p.rate != nil && !p.rate.wait(r.Context(), p.cfg.QueueTimeout) {
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "over the rate limit")
+		return
+	}
+	if p.slots != nil {
+		if !p.slots.acquire(r.Context(), p.cfg.QueueTimeout) {
+			writeError(w, http.StatusServiceUnavailable, "overloaded", "too many requests in flight")
+			return
+		}
+		defer p.slots.release()
+	}
+	raw, status, bad := p.readBody(w, r)
+	var body map[string]any
+	if bad == "" {
+		body, bad = parseBody(raw)
+		if bad != "" {
+			status = http.StatusBadRequest
+		}
+	}
+	in := &inference{w: w, r: r, raw: raw, body: body, chat: r.URL.Path == "/v1/chat/completions",
+		pre: newUsage(), dec: newUsage()}
 	// The request is begun once the body is read (A is still the
 	// arrival), so that its connector, model and attributes go with the
 	// begin in one call.
 	var model string
 	var attrs []pdtrace.Attr
-	stream := false
 	if bad == "" {
-		stream, _ = body["stream"].(bool)
+		in.stream, _ = body["stream"].(bool)
+		if !in.stream {
+			in.reason = passthroughReason(body, in.chat)
+			if in.reason == "" && p.cfg.NoAssemble {
+				in.reason = "disabled"
+			}
+			in.assemble = in.reason == ""
+		}
 		op := "text_completion"
-		if r.URL.Path == "/v1/chat/completions" {
+		if in.chat {
 			op = "chat"
 		}
 		model, _ = body["model"].(string)
-		attrs = append(make([]pdtrace.Attr, 0, 4),
-			pdtrace.String("gen_ai.operation.name", op),
-			pdtrace.Bool("gen_ai.request.stream", stream),
-			pdtrace.Bool(attrPrefix+"decode.streaming", stream))
+		attrs = append(make([]pdtrace.Attr, 0, 8), pdtrace.String("gen_ai.operation.name", op))
+		attrs = append(attrs, in.streamAttrs()...)
 		if mt, ok := maxTokens(body); ok {
 			attrs = append(attrs, pdtrace.Int("gen_ai.request.max_tokens", mt))
 		}
@@ -228,87 +374,191 @@ func (p *Proxy) serveInference(w http.ResponseWriter, r *http.Request) {
 	if req == nil {
 		// Tracing is unavailable (tracer closed): serve untraced would
 		// need a second code path; refuse instead.
-		http.Error(w, "tracing unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "tracing unavailable: "+err.Error())
 		return
 	}
 	if err != nil {
 		p.logf("pdtrace: a setting of the request was refused: %v", err)
 	}
 	defer req.Close() // ends an unfinished request as abandoned
-	t := &traced{req: req}
+	in.t = &traced{req: req}
 
-	fail := func(status int, errType, msg string) {
-		t.do(func(q *pdtrace.Request) error {
-			_, err := q.Finish(0, &pdtrace.Outcome{Status: status, ErrorType: errType})
-			return err
-		})
-		http.Error(w, msg, status)
-	}
 	if bad != "" {
-		fail(http.StatusBadRequest, "invalid_request", bad)
+		p.fail(in, status, errTypeFor(status), bad)
+		return
+	}
+	candidates, status, msg := p.prefillTargets(r.Header)
+	if msg != "" {
+		p.fail(in, status, errTypeFor(status), msg)
 		return
 	}
 
-	candidates := prefillers(r.Header)
-	var u usage
-	u.input, u.output, u.cached = -1, -1, -1
-	decodeBody := raw
-
+	var kv json.RawMessage
 	switch {
 	case len(candidates) == 0:
-		t.do(func(q *pdtrace.Request) error { return q.SetMode(pdtrace.ModeDecodeOnly, "no prefiller") })
+		in.t.do(func(q *pdtrace.Request) error { return q.SetMode(pdtrace.ModeDecodeOnly, "no prefiller") })
 	case p.cfg.Connector == "sglang":
-		p.serveConcurrent(w, r, t, body, candidates[0], stream, &u)
+		p.serveConcurrent(in, candidates[0])
 		return
 	default:
-		kv, status, errType, ok := p.prefill(r.Context(), t, body, candidates, r.URL.Path, &u)
+		var ok bool
+		var errType, msg string
+		kv, status, errType, msg, ok = p.prefill(in, candidates)
 		if !ok {
-			if status == 0 || status >= 500 {
-				status = http.StatusBadGateway
-			}
-			fail(status, errType, "prefill failed")
+			p.fail(in, status, errType, msg)
 			return
 		}
-		if p.cfg.Connector == "nixlv2" {
-			decodeBody, err = withKV(body, kv)
-			if err != nil {
-				fail(http.StatusInternalServerError, "internal", "cannot build the decode request")
-				return
-			}
+	}
+	dbody, dropUsage, err := in.decodeBody(kv, p.cfg.Connector == "nixlv2")
+	if err != nil {
+		p.fail(in, http.StatusInternalServerError, "internal", "cannot build the decode request")
+		return
+	}
+	p.decode(in, dbody, dropUsage, 0, nil)
+}
+
+// streamAttrs are the stream flags, on the request and decode spans.
+func (in *inference) streamAttrs() []pdtrace.Attr {
+	a := []pdtrace.Attr{
+		pdtrace.Bool("gen_ai.request.stream", in.stream),
+		pdtrace.Bool(attrPrefix+"decode.streaming", in.stream || in.assemble),
+	}
+	if !in.stream {
+		a = append(a, pdtrace.Bool(attrPrefix+"assembled", in.assemble))
+		if in.reason != "" {
+			a = append(a, pdtrace.String(attrPrefix+"passthrough_reason", in.reason))
 		}
 	}
-	p.decode(w, r, t, decodeBody, stream, &u, 0, nil)
+	return a
+}
+
+func errTypeFor(status int) string {
+	switch status {
+	case http.StatusRequestEntityTooLarge:
+		return "body_too_large"
+	case http.StatusRequestTimeout:
+		return "body_timeout"
+	case http.StatusForbidden:
+		return "prefiller_not_allowed"
+	}
+	return "invalid_request"
+}
+
+// fail ends the request with an error sent to the client.
+func (p *Proxy) fail(in *inference, status int, errType, msg string) {
+	in.t.do(func(q *pdtrace.Request) error {
+		bd, err := q.Finish(0, &pdtrace.Outcome{Status: status, ErrorType: errType})
+		in.w.note(bd)
+		return err
+	})
+	writeError(in.w, status, errType, msg)
+}
+
+func (r *recorder) note(bd pdtrace.Breakdown) {
+	if bd.TrueTTFT.OK {
+		r.ttft = bd.TrueTTFT.Value
+	}
+	if bd.Total.OK {
+		r.total = bd.Total.Value
+	}
+}
+
+// readBody reads the request body, bounded in size (413) and time (408).
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
+	limit := p.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", limit)
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil {
+		_ = rc.SetReadDeadline(time.Time{})
+	} else {
+		// The rest of the body is not read: the connection is not
+		// reused, and the expired deadline stops the server from waiting
+		// for that rest before it sends the answer.
+		w.Header().Set("Connection", "close")
+	}
+	var tooBig *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case err == nil:
+		return raw, 0, ""
+	case errors.As(err, &tooBig):
+		return nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", limit)
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil, http.StatusRequestTimeout, fmt.Sprintf("the body was not read within %v", p.cfg.BodyReadTimeout)
+	}
+	return nil, http.StatusBadRequest, "cannot read the request body"
+}
+
+// parseBody decodes a JSON object, numbers kept as written.
+func parseBody(raw []byte) (map[string]any, string) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var body map[string]any
+	if err := dec.Decode(&body); err != nil || body == nil {
+		return nil, "the body is not a JSON object"
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, "the body has data after its JSON object"
+	}
+	if v, ok := body["stream"]; ok && v != nil {
+		if _, isBool := v.(bool); !isBool {
+			return nil, `"stream" must be a boolean`
+		}
+	}
+	return body, ""
 }
 
 // maxTokens returns max_completion_tokens or max_tokens.
 func maxTokens(body map[string]any) (int64, bool) {
 	for _, k := range []string{"max_completion_tokens", "max_tokens"} {
-		if v, ok := body[k].(float64); ok {
-			return int64(v), true
+		if n, ok := body[k].(json.Number); ok {
+			if v, err := n.Int64(); err == nil {
+				return v, true
+			}
 		}
 	}
 	return 0, false
 }
 
-// prefillers lists the candidates of x-prefiller-host-port (one header or
-// several, each comma-separated).
-func prefillers(h http.Header) []string {
-	var out []string
+// target is one prefill server: host:port as named, and its base URL.
+type target struct{ hostport, base string }
+
+// prefillTargets lists the candidates of x-prefiller-host-port (one header
+// or several, each comma-separated), each host:port and allowed; without
+// the header, the configured prefill server, if any.
+func (p *Proxy) prefillTargets(h http.Header) ([]target, int, string) {
+	var out []target
+	scheme := "http://"
+	if p.cfg.PrefillerTLS {
+		scheme = "https://"
+	}
 	for _, v := range h.Values(prefillerHeader) {
 		for _, c := range strings.Split(v, ",") {
-			if c = strings.TrimSpace(c); c != "" {
-				out = append(out, c)
+			c = strings.TrimSpace(c)
+			if c == "" {
+				continue
 			}
+			if err := checkHostPort(c); err != nil {
+				return nil, http.StatusBadRequest, prefillerHeader + ": " + err.Error()
+			}
+			if !p.allow.allows(c) {
+				return nil, http.StatusForbidden, prefillerHeader + ": " + strconv.Quote(c) + " is not an allowed prefill host"
+			}
+			base := scheme + c
+			if p.prefillBase != "" && strings.EqualFold(hostOf(p.prefillBase), c) {
+				base = p.prefillBase
+			}
+			out = append(out, target{c, base})
 		}
 	}
-	return out
-}
-
-func prefillURL(hostport, path string) string {
-	if strings.Contains(hostport, "://") {
-		return strings.TrimRight(hostport, "/") + path
+	if len(out) == 0 && p.prefillBase != "" {
+		out = append(out, target{hostOf(p.prefillBase), p.prefillBase})
 	}
-	return "http://" + hostport + path
+	return out, 0, ""
 }
 
 func cloneBody(body map[string]any) map[string]any {
@@ -341,20 +591,55 @@ func (p *Proxy) prefillBody(body map[string]any) ([]byte, error) {
 	return json.Marshal(c)
 }
 
-func withKV(body map[string]any, kv json.RawMessage) ([]byte, error) {
-	c := cloneBody(body)
-	if len(kv) != 0 {
+// includesUsage says whether the client's stream_options asks for usage.
+func includesUsage(body map[string]any) bool {
+	so, _ := body["stream_options"].(map[string]any)
+	v, _ := so["include_usage"].(bool)
+	return v
+}
+
+// decodeBody is the body for decode: the client's, plus kv (nixlv2);
+// streamed with usage when the answer is assembled, and with usage when
+// the client streams without it (the usage chunk is then not forwarded:
+// dropUsage).
+func (in *inference) decodeBody(kv json.RawMessage, withKV bool) ([]byte, bool, error) {
+	dropUsage := in.stream && !includesUsage(in.body)
+	if !in.assemble && !dropUsage && !(withKV && len(kv) != 0) {
+		return in.raw, false, nil
+	}
+	c := cloneBody(in.body)
+	if withKV && len(kv) != 0 {
 		c["kv_transfer_params"] = kv
 	}
-	return json.Marshal(c)
+	if in.assemble || dropUsage {
+		so := map[string]any{}
+		if old, ok := c["stream_options"].(map[string]any); ok && in.stream {
+			for k, v := range old {
+				so[k] = v
+			}
+		}
+		so["include_usage"] = true
+		c["stream"] = true
+		c["stream_options"] = so
+	}
+	b, err := json.Marshal(c)
+	return b, dropUsage, err
 }
 
 // errorType names a transport failure for error.type.
 func errorType(err error) string {
 	var ne net.Error
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var hn x509.HostnameError
+	var ve *tls.CertificateVerificationError
+	var re tls.RecordHeaderError
 	switch {
 	case errors.Is(err, context.Canceled):
 		return "cancelled"
+	case errors.As(err, &ua), errors.As(err, &ci), errors.As(err, &hn), errors.As(err, &ve), errors.As(err, &re),
+		strings.Contains(err.Error(), "tls: "):
+		return "tls_error"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	case strings.Contains(err.Error(), "connection refused"):
@@ -363,102 +648,281 @@ func errorType(err error) string {
 	return "transport_error"
 }
 
+// upstreamMessage explains a transport failure to the client.
+func upstreamMessage(err error) string {
+	msg := err.Error()
+	if errorType(err) == "tls_error" {
+		msg += " (check the upstream CA file and client certificate)"
+	}
+	return msg
+}
+
+// legFailed records a failed leg on its span (address, status, error
+// type, ERROR status) without failing the request: whether the request
+// failed is decided by what the client got.
+func legFailed(q *pdtrace.Request, leg pdtrace.Leg, hostport string, status int, errType string) error {
+	attrs := make([]pdtrace.Attr, 0, 4)
+	if h, port, err := net.SplitHostPort(hostport); err == nil {
+		attrs = append(attrs, pdtrace.String("server.address", h))
+		if n, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, pdtrace.Int("server.port", int64(n)))
+		}
+	}
+	if status > 0 {
+		attrs = append(attrs, pdtrace.Int("http.response.status_code", int64(status)))
+	}
+	attrs = append(attrs, pdtrace.String("error.type", errType))
+	err := q.Leg(leg).SetAttributes(attrs...)
+	if serr := q.Leg(leg).SetStatus(pdtrace.StatusError, errType); err == nil {
+		err = serr
+	}
+	return err
+}
+
 // prefill runs the prefill leg against each candidate in turn until one
 // answers; every attempt is its own span. It returns the
-// kv_transfer_params of the answer.
-func (p *Proxy) prefill(ctx context.Context, t *traced, body map[string]any, candidates []string, path string, u *usage) (json.RawMessage, int, string, bool) {
-	pbody, err := p.prefillBody(body)
+// kv_transfer_params of the answer, or the status and error for the
+// client.
+func (p *Proxy) prefill(in *inference, candidates []target) (json.RawMessage, int, string, string, bool) {
+	pbody, err := p.prefillBody(in.body)
 	if err != nil {
-		return nil, http.StatusInternalServerError, "internal", false
+		return nil, http.StatusInternalServerError, "internal", "cannot build the prefill request", false
 	}
-	status, errType := 0, "transport_error"
-	for _, target := range candidates {
-		kv, st, et, ok, retry := p.prefillOnce(ctx, t, pbody, target, path, u)
-		if ok {
-			return kv, st, "", true
+	var last attempt
+	for _, c := range candidates {
+		last = p.prefillOnce(in, pbody, c)
+		if last.ok {
+			return last.kv, last.status, "", "", true
 		}
-		status, errType = st, et
-		if !retry || ctx.Err() != nil {
+		if !last.retry || in.r.Context().Err() != nil {
 			break
 		}
 	}
-	return nil, status, errType, false
+	// Every attempt failed: the request span names the last one.
+	in.t.do(func(q *pdtrace.Request) error {
+		return q.SetAttributes(pdtrace.String(attrPrefix+"prefill_target", last.target),
+			pdtrace.Int(attrPrefix+"prefill.status_code", int64(last.status)))
+	})
+	status := last.status
+	if status == 0 || status >= 500 || status < 400 {
+		status = http.StatusBadGateway
+	}
+	return nil, status, last.errType, last.msg, false
 }
 
-func (p *Proxy) prefillOnce(ctx context.Context, t *traced, pbody []byte, target, path string, u *usage) (kv json.RawMessage, status int, errType string, ok, retry bool) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.PrefillTimeout)
+// attempt is the outcome of one prefill request.
+type attempt struct {
+	target  string
+	kv      json.RawMessage
+	status  int
+	errType string
+	msg     string
+	ok      bool
+	retry   bool
+}
+
+func (p *Proxy) prefillOnce(in *inference, pbody []byte, c target) (a attempt) {
+	a.target = c.hostport
+	ctx, cancel := context.WithTimeout(in.r.Context(), p.cfg.PrefillTimeout)
 	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, prefillURL(target, path), bytes.NewReader(pbody))
+	url := c.base + in.r.URL.Path
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(pbody))
 	if err != nil {
-		t.do(func(q *pdtrace.Request) error { return q.SetLeg(pdtrace.LegPrefill, target, 0, "bad_target") })
-		return nil, http.StatusBadGateway, "bad_target", false, true
+		a.status, a.errType, a.msg = http.StatusBadGateway, "bad_target", "bad prefill target "+strconv.Quote(c.hostport)
+		return a
 	}
 	out.Header.Set("Content-Type", "application/json")
-	t.do(func(q *pdtrace.Request) error { return q.SendPrefill(out.Header, 0) })
+	in.t.do(func(q *pdtrace.Request) error { return q.SendPrefill(out.Header, 0) })
 	resp, err := p.client.Do(out)
 	if err != nil {
-		et := errorType(err)
-		t.do(func(q *pdtrace.Request) error { return q.PrefillResult(0, target, 0, et) })
-		return nil, 0, et, false, true
+		a.errType, a.msg, a.retry = errorType(err), "prefill "+c.hostport+": "+upstreamMessage(err), true
+		in.t.do(func(q *pdtrace.Request) error {
+			if err := q.PrefillDone(0); err != nil {
+				return err
+			}
+			return legFailed(q, pdtrace.LegPrefill, c.hostport, 0, a.errType)
+		})
+		return a
 	}
-	answer, rerr := io.ReadAll(io.LimitReader(resp.Body, maxPrefillAnswer))
+	p.notFound.observe("prefill", url, resp.StatusCode, p.logf)
+	a.status = resp.StatusCode
+	var ans prefillAnswer
+	ans.u = newUsage()
+	var rerr error
+	if isEventStream(resp.Header) {
+		rerr = ans.readStream(resp.Body)
+	} else {
+		rerr = ans.readBody(resp.Body)
+	}
 	resp.Body.Close()
-	et := ""
 	switch {
-	case rerr != nil:
-		et = errorType(rerr)
+	case rerr != nil && ctx.Err() == nil && !errors.Is(rerr, errInvalidAnswer):
+		a.errType, a.msg = errorType(rerr), "prefill "+c.hostport+": reading the answer: "+rerr.Error()
 	case resp.StatusCode >= 500:
-		et = fmt.Sprintf("http_%d", resp.StatusCode)
+		a.errType, a.msg, a.retry = fmt.Sprintf("http_%d", resp.StatusCode), fmt.Sprintf("prefill %s answered %d", c.hostport, resp.StatusCode), true
+	case resp.StatusCode >= 300:
+		a.errType, a.msg = fmt.Sprintf("http_%d", resp.StatusCode), fmt.Sprintf("prefill %s answered %d: %s", c.hostport, resp.StatusCode, ans.errMsg)
+	case rerr != nil && ctx.Err() != nil:
+		a.errType, a.msg = errorType(ctx.Err()), "prefill "+c.hostport+": "+ctx.Err().Error()
+	case rerr != nil:
+		a.errType, a.msg = "invalid_response", "prefill "+c.hostport+": "+rerr.Error()
+	case ans.errMsg != "":
+		a.errType, a.msg = "upstream_error", "prefill "+c.hostport+": "+ans.errMsg
 	}
-	t.do(func(q *pdtrace.Request) error { return q.PrefillResult(0, target, resp.StatusCode, et) })
-	if et != "" || resp.StatusCode >= 300 {
-		if et == "" {
-			et = fmt.Sprintf("http_%d", resp.StatusCode)
-		}
-		return nil, resp.StatusCode, et, false, resp.StatusCode >= 500
+	if a.errType != "" {
+		in.t.do(func(q *pdtrace.Request) error {
+			if err := q.PrefillDone(0); err != nil {
+				return err
+			}
+			return legFailed(q, pdtrace.LegPrefill, c.hostport, resp.StatusCode, a.errType)
+		})
+		return a
 	}
-	var pr struct {
-		KV    json.RawMessage `json:"kv_transfer_params"`
-		Usage *openAIUsage    `json:"usage"`
-	}
-	if err := json.Unmarshal(answer, &pr); err != nil {
-		return nil, http.StatusBadGateway, "bad_prefill_response", false, false
-	}
-	if pr.Usage != nil && pr.Usage.PromptTokensDetails != nil && pr.Usage.PromptTokensDetails.CachedTokens != nil {
-		u.cached = *pr.Usage.PromptTokensDetails.CachedTokens
-	}
-	return pr.KV, resp.StatusCode, "", true, false
+	in.t.do(func(q *pdtrace.Request) error { return q.PrefillResult(0, c.hostport, resp.StatusCode, "") })
+	in.preMu.Lock()
+	in.pre = ans.u
+	in.preMu.Unlock()
+	a.kv, a.ok = ans.kv, true
+	return a
 }
 
-// serveConcurrent is the sglang flow: the same body, with the bootstrap
-// fields, goes to prefill and decode at once.
-func (p *Proxy) serveConcurrent(w http.ResponseWriter, r *http.Request, t *traced, body map[string]any, target string, stream bool, u *usage) {
-	host := target
-	if h, _, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(target, "http://"), "https://")); err == nil {
-		host = h
+var errInvalidAnswer = errors.New("the answer is not a JSON object")
+
+// prefillAnswer is what the sidecar reads from a prefill answer.
+type prefillAnswer struct {
+	kv     json.RawMessage
+	u      usage
+	errMsg string // an error the upstream reported
+}
+
+type answerDoc struct {
+	KV    json.RawMessage `json:"kv_transfer_params"`
+	Usage *openAIUsage    `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+func errorMessage(raw json.RawMessage) string {
+	if len(raw) == 0 || isNull(raw) {
+		return ""
 	}
-	c := cloneBody(body)
-	c["bootstrap_host"] = host
-	c["bootstrap_port"] = p.cfg.BootstrapPort
-	c["bootstrap_room"] = rand.Int64N(1 << 62)
-	both, err := json.Marshal(c)
+	var e struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Message != "" {
+		return e.Message
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil && s != "" {
+		return s
+	}
+	return string(raw)
+}
+
+func (a *prefillAnswer) take(d *answerDoc) {
+	if len(d.KV) != 0 && !isNull(d.KV) {
+		a.kv = d.KV
+	}
+	a.u.merge(d.Usage)
+	if m := errorMessage(d.Error); m != "" {
+		a.errMsg = m
+	}
+}
+
+// readBody reads a non-streamed answer; it must be one JSON object.
+func (a *prefillAnswer) readBody(body io.Reader) error {
+	raw, err := io.ReadAll(io.LimitReader(body, maxPrefillAnswer+1))
 	if err != nil {
-		http.Error(w, "cannot build the request", http.StatusInternalServerError)
+		return err
+	}
+	if len(raw) > maxPrefillAnswer {
+		return fmt.Errorf("%w: over %d bytes", errInvalidAnswer, maxPrefillAnswer)
+	}
+	trimmed := bytes.TrimSpace(raw)
+	var d answerDoc
+	if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(trimmed, &d) != nil {
+		a.errMsg = snippet(trimmed)
+		return errInvalidAnswer
+	}
+	a.take(&d)
+	return nil
+}
+
+// readStream reads a streamed answer (a prefill asked with stream true):
+// every event is read, usage and kv_transfer_params taken from its
+// chunks; it must end with [DONE].
+func (a *prefillAnswer) readStream(body io.Reader) error {
+	done := false
+	err := scanSSE(io.LimitReader(body, maxPrefillAnswer), func(line []byte) error {
+		data, ok := sseData(line)
+		if !ok {
+			return nil
+		}
+		if bytes.Equal(data, []byte("[DONE]")) {
+			done = true
+			return nil
+		}
+		var d answerDoc
+		if json.Unmarshal(data, &d) != nil {
+			return fmt.Errorf("%w: a stream event is not JSON", errInvalidAnswer)
+		}
+		a.take(&d)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !done && a.errMsg == "" {
+		return fmt.Errorf("%w: the stream ended before [DONE]", errInvalidAnswer)
+	}
+	return nil
+}
+
+func snippet(b []byte) string {
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return strings.ToValidUTF8(string(b), "?")
+}
+
+func isEventStream(h http.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
+}
+
+// serveConcurrent is the sglang flow: the client's body, with the
+// bootstrap fields, goes to prefill and decode at once.
+func (p *Proxy) serveConcurrent(in *inference, c target) {
+	host, _, _ := net.SplitHostPort(c.hostport)
+	room := rand.Int64N(1 << 62)
+	pc := cloneBody(in.body)
+	pc["bootstrap_host"] = host
+	pc["bootstrap_port"] = p.cfg.BootstrapPort
+	pc["bootstrap_room"] = room
+	both, err := json.Marshal(pc)
+	if err != nil {
+		p.fail(in, http.StatusInternalServerError, "internal", "cannot build the request")
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	// Decode gets the same body, streamed when the answer is assembled.
+	in.body, in.raw = pc, both
+	dbody, dropUsage, err := in.decodeBody(nil, false)
+	if err != nil {
+		p.fail(in, http.StatusInternalServerError, "internal", "cannot build the request")
+		return
+	}
+	ctx, cancel := context.WithCancel(in.r.Context())
 	defer cancel()
 	pctx, pcancel := context.WithTimeout(ctx, p.cfg.PrefillTimeout)
 	defer pcancel()
-	out, err := http.NewRequestWithContext(pctx, http.MethodPost, prefillURL(target, r.URL.Path), bytes.NewReader(both))
+	url := c.base + in.r.URL.Path
+	out, err := http.NewRequestWithContext(pctx, http.MethodPost, url, bytes.NewReader(both))
 	if err != nil {
-		http.Error(w, "bad prefill target", http.StatusBadRequest)
+		p.fail(in, http.StatusBadGateway, "bad_target", "bad prefill target")
 		return
 	}
 	out.Header.Set("Content-Type", "application/json")
 	// Both legs start at the same instant.
 	start := pdtrace.Now()
-	t.do(func(q *pdtrace.Request) error {
+	in.t.do(func(q *pdtrace.Request) error {
 		if err := q.SetMode(pdtrace.ModeConcurrent, ""); err != nil {
 			return err
 		}
@@ -472,85 +936,185 @@ func (p *Proxy) serveConcurrent(w http.ResponseWriter, r *http.Request, t *trace
 		defer close(done)
 		resp, err := p.client.Do(out)
 		status, et := 0, ""
+		var ans prefillAnswer
+		ans.u = newUsage()
 		if err != nil {
 			et = errorType(err)
 		} else {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxPrefillAnswer))
-			resp.Body.Close()
+			p.notFound.observe("prefill", url, resp.StatusCode, p.logf)
 			status = resp.StatusCode
-			if status >= 500 {
+			var rerr error
+			if isEventStream(resp.Header) {
+				rerr = ans.readStream(resp.Body)
+			} else {
+				rerr = ans.readBody(resp.Body)
+			}
+			resp.Body.Close()
+			switch {
+			case status >= 300:
 				et = fmt.Sprintf("http_%d", status)
+			case rerr != nil && errors.Is(rerr, errInvalidAnswer):
+				et = "invalid_response"
+			case rerr != nil:
+				et = errorType(rerr)
+			case ans.errMsg != "":
+				et = "upstream_error"
 			}
 		}
-		t.do(func(q *pdtrace.Request) error {
+		if et == "" {
+			in.preMu.Lock()
+			in.pre = ans.u
+			in.preMu.Unlock()
+		}
+		in.t.do(func(q *pdtrace.Request) error {
+			if et == "" {
+				return q.PrefillResult(0, c.hostport, status, "")
+			}
 			if err := q.PrefillDone(0); err != nil {
 				return err
 			}
-			return q.SetLeg(pdtrace.LegPrefill, target, status, et)
+			if err := q.SetAttributes(pdtrace.String(attrPrefix+"prefill_target", c.hostport),
+				pdtrace.Int(attrPrefix+"prefill.status_code", int64(status))); err != nil {
+				return err
+			}
+			return legFailed(q, pdtrace.LegPrefill, c.hostport, status, et)
 		})
 	}()
 	// The request ends after the prefill outcome is recorded; the prefill
 	// is bounded by PrefillTimeout and by the client's context.
-	p.decode(w, r.WithContext(ctx), t, both, stream, u, start, func() { <-done })
+	in.r = in.r.WithContext(ctx)
+	p.decode(in, dbody, dropUsage, start, func() { <-done })
 }
 
-// decode runs the decode leg and streams its answer to the client, then
-// ends the request. sentAt is mark Ds (0: now); beforeEnd, if not nil,
-// runs before the request is ended.
-func (p *Proxy) decode(w http.ResponseWriter, r *http.Request, t *traced, dbody []byte, stream bool, u *usage, sentAt pdtrace.Time, beforeEnd func()) {
-	target := p.decoder.Host
+// decode runs the decode leg, relays or assembles its answer for the
+// client, then ends the request. sentAt is mark Ds (0: now); beforeEnd,
+// if not nil, runs before the request is ended.
+func (p *Proxy) decode(in *inference, dbody []byte, dropUsage bool, sentAt pdtrace.Time, beforeEnd func()) {
+	w, r, t := in.w, in.r, in.t
+	dhost := hostOf(p.decoder)
+	observed := false
 	// end records the decode leg's outcome (when o has one), the usage and
 	// the response, and ends the request, in one call.
 	end := func(status int, errType string, o pdtrace.Outcome) {
 		if beforeEnd != nil {
 			beforeEnd()
 		}
+		in.preMu.Lock()
+		u := combined(in.dec, in.pre)
+		in.preMu.Unlock()
 		o.Status, o.ErrorType = status, errType
 		o.Usage, o.InputTokens, o.OutputTokens, o.CachedInputTokens = true, u.input, u.output, u.cached
 		t.do(func(q *pdtrace.Request) error {
-			_, err := q.Finish(0, &o)
+			fo := pdtrace.Bool(attrPrefix+"first_token_observed", observed)
+			err := q.SetAttributes(fo)
+			if lerr := q.Leg(pdtrace.LegDecode).SetAttributes(fo); err == nil && !errors.Is(lerr, pdtrace.ErrState) {
+				err = lerr
+			}
+			bd, ferr := q.Finish(0, &o)
+			w.note(bd)
+			if err == nil {
+				err = ferr
+			}
 			return err
 		})
 	}
-	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, p.target(r.URL.Path), bytes.NewReader(dbody))
+	url := p.decoder + r.URL.Path
+	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, url, bytes.NewReader(dbody))
 	if err != nil {
 		end(http.StatusInternalServerError, "internal", pdtrace.Outcome{})
-		http.Error(w, "cannot build the decode request", http.StatusInternalServerError)
+		writeError(w, http.StatusInternalServerError, "internal", "cannot build the decode request")
 		return
 	}
 	out.Header.Set("Content-Type", "application/json")
 	if a := r.Header.Get("Authorization"); a != "" {
 		out.Header.Set("Authorization", a)
 	}
-	t.do(func(q *pdtrace.Request) error { return q.SendDecode(out.Header, sentAt) })
+	t.do(func(q *pdtrace.Request) error {
+		if err := q.SendDecode(out.Header, sentAt); err != nil {
+			return err
+		}
+		return q.Leg(pdtrace.LegDecode).SetAttributes(in.streamAttrs()...)
+	})
 	resp, err := p.client.Do(out)
 	if err != nil {
 		et := errorType(err)
 		end(http.StatusBadGateway, "decode_"+et,
-			pdtrace.Outcome{DecodeTarget: target, DecodeErrorType: et})
-		http.Error(w, "decode failed", http.StatusBadGateway)
+			pdtrace.Outcome{DecodeTarget: dhost, DecodeErrorType: et})
+		writeError(w, http.StatusBadGateway, "decode_"+et, "decode: "+upstreamMessage(err))
 		return
 	}
 	defer resp.Body.Close()
+	p.notFound.observe("decode", url, resp.StatusCode, p.logf)
 
-	copyHeader(w.Header(), resp.Header)
-	w.WriteHeader(resp.StatusCode)
+	tok := &tokenCounter{t: t, u: &in.dec}
+	streamed := resp.StatusCode == http.StatusOK && isEventStream(resp.Header)
 	var rerr, werr error
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		rerr, werr = p.relaySSE(w, resp.Body, t, u)
-	} else {
-		rerr, werr = p.relayBody(w, resp.Body, t, u)
+	complete := true
+	status := resp.StatusCode
+	clientErr := ""
+	switch {
+	case streamed && in.assemble:
+		asm := newAssembler(in.chat)
+		var res sseResult
+		res, rerr = tok.read(resp.Body, asm)
+		observed = tok.first
+		switch {
+		case rerr != nil && r.Context().Err() != nil:
+			werr = r.Context().Err()
+		case rerr != nil:
+		case res.errMsg != "":
+			status, clientErr = http.StatusBadGateway, "upstream_error"
+			writeError(w, status, clientErr, "decode stream error: "+res.errMsg)
+		case !res.done || res.bad:
+			status, clientErr = http.StatusBadGateway, "invalid_response"
+			writeError(w, status, clientErr, "decode stream ended before [DONE] or had a chunk that is not OpenAI JSON")
+		default:
+			b := asm.body()
+			copyHeader(w.Header(), resp.Header)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_, werr = w.Write(b)
+		}
+		if rerr != nil && werr == nil {
+			status, clientErr = http.StatusBadGateway, "upstream_aborted"
+			writeError(w, status, clientErr, "decode stream broke off: "+rerr.Error())
+		}
+		complete = status == http.StatusOK && werr == nil
+	case streamed:
+		copyHeader(w.Header(), resp.Header)
+		w.WriteHeader(resp.StatusCode)
+		var res sseResult
+		res, rerr, werr = tok.relay(w, resp.Body, dropUsage)
+		observed = tok.first
+		complete = rerr == nil && werr == nil && res.done && res.errMsg == ""
+	default:
+		// Not streamed (a passed-through request, or an error answer):
+		// relayed as it is; its first token is not observed.
+		copyHeader(w.Header(), resp.Header)
+		w.WriteHeader(resp.StatusCode)
+		var id string
+		id, rerr, werr = relayBody(w, resp.Body, &in.dec)
+		if resp.StatusCode == http.StatusOK && id != "" {
+			t.do(func(q *pdtrace.Request) error { return q.SetString("gen_ai.response.id", id) })
+		}
 	}
-	legErr, clientErr := "", ""
+	legErr := ""
 	switch {
 	case werr != nil || r.Context().Err() != nil:
 		legErr, clientErr = "cancelled", "client_disconnected"
 	case rerr != nil:
-		legErr, clientErr = errorType(rerr), "upstream_aborted"
+		legErr = errorType(rerr)
+		if clientErr == "" {
+			clientErr = "upstream_aborted"
+		}
 	case resp.StatusCode >= 500:
 		legErr, clientErr = fmt.Sprintf("http_%d", resp.StatusCode), "upstream_error"
 	case resp.StatusCode >= 400:
 		clientErr = fmt.Sprintf("http_%d", resp.StatusCode)
+	case !complete && clientErr == "":
+		legErr, clientErr = "incomplete_response", "upstream_aborted"
+	case clientErr != "":
+		legErr = clientErr
 	}
 	if legErr != "" && resp.StatusCode < 500 {
 		// The response started well and was cut: the decode span fails
@@ -559,7 +1123,7 @@ func (p *Proxy) decode(w http.ResponseWriter, r *http.Request, t *traced, dbody 
 			return q.Leg(pdtrace.LegDecode).SetStatus(pdtrace.StatusError, legErr)
 		})
 	}
-	end(resp.StatusCode, clientErr, pdtrace.Outcome{DecodeTarget: target,
+	end(status, clientErr, pdtrace.Outcome{DecodeTarget: dhost,
 		DecodeStatus: resp.StatusCode, DecodeErrorType: legErr})
 }
 
@@ -573,121 +1137,222 @@ func copyHeader(dst, src http.Header) {
 	}
 }
 
-type sseChunk struct {
-	ID      string `json:"id"`
-	Choices []struct {
-		Text  string `json:"text"`
-		Delta struct {
-			Content          string `json:"content"`
-			ReasoningContent string `json:"reasoning_content"`
-		} `json:"delta"`
-	} `json:"choices"`
-	Usage *openAIUsage `json:"usage"`
-}
-
-// relaySSE forwards the event stream line by line, flushing at each event
-// end, and records a token for each data chunk that carries text (the
-// first one is mark F).
-func (p *Proxy) relaySSE(w http.ResponseWriter, body io.Reader, t *traced, u *usage) (readErr, writeErr error) {
-	fl, _ := w.(http.Flusher)
-	rc := http.NewResponseController(w)
-	br := bufio.NewReaderSize(body, 64<<10)
-	respID := false
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			if _, werr := w.Write(line); werr != nil {
-				return nil, werr
-			}
-			trimmed := bytes.TrimRight(line, "\r\n")
-			if len(trimmed) == 0 {
-				if fl != nil {
-					if ferr := rc.Flush(); ferr != nil {
-						return nil, ferr
-					}
-				}
-			} else if data, ok := bytes.CutPrefix(trimmed, []byte("data:")); ok {
-				data = bytes.TrimSpace(data)
-				if len(data) != 0 && !bytes.Equal(data, []byte("[DONE]")) {
-					var c sseChunk
-					if json.Unmarshal(data, &c) == nil {
-						n := uint32(0)
-						for _, ch := range c.Choices {
-							if ch.Text != "" || ch.Delta.Content != "" || ch.Delta.ReasoningContent != "" {
-								n++
-							}
-						}
-						now := pdtrace.Now()
-						t.do(func(q *pdtrace.Request) error {
-							if !respID && c.ID != "" {
-								respID = true
-								if err := q.SetString("gen_ai.response.id", c.ID); err != nil {
-									return err
-								}
-							}
-							if n == 0 {
-								return nil
-							}
-							return q.Tokens(now, n)
-						})
-						u.merge(c.Usage)
-					}
-				}
-			}
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err == io.EOF {
-			if fl != nil {
-				_ = rc.Flush()
-			}
-			return nil, nil
-		}
-		if err != nil {
-			return err, nil
-		}
-	}
-}
-
-// relayBody forwards a non-streaming answer; its first byte is mark F.
-func (p *Proxy) relayBody(w http.ResponseWriter, body io.Reader, t *traced, u *usage) (readErr, writeErr error) {
+// relayBody forwards a non-streamed answer and takes its usage and id.
+func relayBody(w http.ResponseWriter, body io.Reader, u *usage) (id string, readErr, writeErr error) {
 	var buf bytes.Buffer
 	chunk := make([]byte, 32<<10)
-	first := true
 	for {
 		n, err := body.Read(chunk)
 		if n > 0 {
-			if first {
-				first = false
-				t.do(func(q *pdtrace.Request) error { return q.FirstToken(0) })
-			}
 			if buf.Len() < maxPrefillAnswer {
 				buf.Write(chunk[:n])
 			}
 			if _, werr := w.Write(chunk[:n]); werr != nil {
-				return nil, werr
+				return "", nil, werr
 			}
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return err, nil
+			return "", err, nil
 		}
 	}
 	var ans struct {
-		ID    string       `json:"id"`
-		Usage *openAIUsage `json:"usage"`
+		answerDoc
+		ID string `json:"id"`
 	}
 	if json.Unmarshal(buf.Bytes(), &ans) == nil {
 		u.merge(ans.Usage)
-		if ans.ID != "" {
-			t.do(func(q *pdtrace.Request) error { return q.SetString("gen_ai.response.id", ans.ID) })
+	}
+	return ans.ID, nil, nil
+}
+
+// scanSSE calls f with every line of an event stream (without its line
+// end; an empty line ends an event). A line longer than maxSSELine is an
+// error.
+func scanSSE(body io.Reader, f func(line []byte) error) error {
+	br := bufio.NewReaderSize(body, 64<<10)
+	var long []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long, part...)
+			if len(long) > maxSSELine {
+				return fmt.Errorf("an event stream line is over %d bytes", maxSSELine)
+			}
+			continue
+		}
+		line := part
+		if long != nil {
+			line = append(long, part...)
+			long = nil
+		}
+		if len(line) > 0 {
+			if ferr := f(bytes.TrimRight(line, "\r\n")); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
-	if !first {
-		t.do(func(q *pdtrace.Request) error { return q.LastToken(0) })
+}
+
+func sseData(line []byte) ([]byte, bool) {
+	data, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return nil, false
 	}
-	return nil, nil
+	data = bytes.TrimSpace(data)
+	return data, len(data) != 0
+}
+
+type sseChunk struct {
+	ID      string          `json:"id"`
+	Choices []sseChoice     `json:"choices"`
+	Usage   *openAIUsage    `json:"usage"`
+	Error   json.RawMessage `json:"error"`
+}
+
+type sseChoice struct {
+	Text  string `json:"text"`
+	Delta struct {
+		Content          string `json:"content"`
+		ReasoningContent string `json:"reasoning_content"`
+	} `json:"delta"`
+}
+
+// sseResult is how a decode stream ended.
+type sseResult struct {
+	done   bool   // [DONE] arrived
+	bad    bool   // a chunk was not OpenAI JSON
+	errMsg string // an error event
+}
+
+// tokenCounter records the decode stream's tokens: one Tokens call per
+// chunk that carries text (the first is mark F), with the chunk's count.
+type tokenCounter struct {
+	t      *traced
+	u      *usage
+	first  bool
+	lastID string
+	idSet  bool
+}
+
+// chunk takes one data event; it returns whether the event is the usage
+// chunk alone (no choices).
+func (c *tokenCounter) chunk(data []byte, res *sseResult) (usageOnly bool) {
+	if bytes.Equal(data, []byte("[DONE]")) {
+		res.done = true
+		return false
+	}
+	var ch sseChunk
+	if json.Unmarshal(data, &ch) != nil {
+		res.bad = true
+		return false
+	}
+	if m := errorMessage(ch.Error); m != "" {
+		res.errMsg = m
+	}
+	n := uint32(0)
+	for _, x := range ch.Choices {
+		if x.Text != "" || x.Delta.Content != "" || x.Delta.ReasoningContent != "" {
+			n++
+		}
+	}
+	now := pdtrace.Now()
+	setID := !c.idSet && ch.ID != ""
+	if setID {
+		c.idSet, c.lastID = true, ch.ID
+	}
+	if n > 0 {
+		c.first = true
+	}
+	if setID || n > 0 {
+		c.t.do(func(q *pdtrace.Request) error {
+			if setID {
+				if err := q.SetString("gen_ai.response.id", ch.ID); err != nil {
+					return err
+				}
+			}
+			if n == 0 {
+				return nil
+			}
+			return q.Tokens(now, n)
+		})
+	}
+	c.u.merge(ch.Usage)
+	return ch.Usage != nil && len(ch.Choices) == 0
+}
+
+// read consumes a decode stream for assembly.
+func (c *tokenCounter) read(body io.Reader, asm *assembler) (sseResult, error) {
+	var res sseResult
+	size := 0
+	err := scanSSE(body, func(line []byte) error {
+		data, ok := sseData(line)
+		if !ok {
+			return nil
+		}
+		size += len(data)
+		if size > maxAssembled {
+			return fmt.Errorf("the decode answer is over %d bytes", maxAssembled)
+		}
+		c.chunk(data, &res)
+		if !bytes.Equal(data, []byte("[DONE]")) && asm.add(data) != nil {
+			res.bad = true
+		}
+		return nil
+	})
+	return res, err
+}
+
+// relay forwards the event stream line by line, flushing at each event
+// end. With dropUsage the usage-only chunk (asked for by the sidecar, not
+// the client) is not forwarded.
+func (c *tokenCounter) relay(w http.ResponseWriter, body io.Reader, dropUsage bool) (res sseResult, readErr, writeErr error) {
+	rc := http.NewResponseController(w)
+	skipBlank := false
+	readErr = scanSSE(body, func(line []byte) error {
+		if len(line) == 0 {
+			if skipBlank {
+				skipBlank = false
+				return nil
+			}
+			if _, err := w.Write([]byte("\n")); err != nil {
+				writeErr = err
+				return err
+			}
+			if err := rc.Flush(); err != nil {
+				writeErr = err
+				return err
+			}
+			return nil
+		}
+		if data, ok := sseData(line); ok {
+			if c.chunk(data, &res) && dropUsage {
+				skipBlank = true
+				return nil
+			}
+		}
+		if _, err := w.Write(line); err != nil {
+			writeErr = err
+			return err
+		}
+		if _, err := w.Write([]byte("\n")); err != nil {
+			writeErr = err
+			return err
+		}
+		return nil
+	})
+	if writeErr != nil {
+		readErr = nil
+	} else {
+		_ = rc.Flush()
+	}
+	return res, readErr, writeErr
 }

@@ -136,7 +136,7 @@ type env struct {
 	srv    *httptest.Server
 }
 
-func newEnv(t *testing.T, decoderURL, connector string) *env {
+func newEnv(t *testing.T, decoderURL, connector string, opts ...func(*Config)) *env {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "spans.jsonl")
 	tr, err := pdtrace.Open(&pdtrace.Options{
@@ -148,9 +148,14 @@ func newEnv(t *testing.T, decoderURL, connector string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewProxy(Config{DecoderURL: decoderURL, Connector: connector,
-		PrefillTimeout: 5 * time.Second, DecodeHeaderTimeout: 5 * time.Second}, tr)
+	cfg := Config{DecoderURL: decoderURL, Connector: connector, PrefillerAllow: []string{"*"},
+		PrefillTimeout: 5 * time.Second, DecodeHeaderTimeout: 5 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err := NewProxy(cfg, tr)
 	if err != nil {
+		tr.Close(context.Background())
 		t.Fatal(err)
 	}
 	p.logf = t.Logf
@@ -353,17 +358,60 @@ func TestNixlv2NonStreaming(t *testing.T) {
 	e := newEnv(t, dec.srv.URL, "nixlv2")
 	resp, text := post(t, e.srv.URL, "/v1/completions", `{"model":"m","prompt":"p","max_tokens":7}`,
 		map[string]string{"x-prefiller-host-port": " , " + hostPort(pre)})
-	if resp.StatusCode != 200 || !strings.Contains(text, "hello") {
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("%d %q", resp.StatusCode, text)
+	}
+	// The client gets one body, assembled from decode's stream.
+	var got struct {
+		ID      string `json:"id"`
+		Choices []struct {
+			Text string `json:"text"`
+		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(text), &got); err != nil || got.ID != "chat-d" || len(got.Choices) != 1 ||
+		got.Choices[0].Text != "t0t1t2t3t4t5t6" || got.Usage.CompletionTokens != 7 {
+		t.Fatalf("assembled body %q (%v)", text, err)
+	}
+	db := dec.got()[0].body
+	so, _ := db["stream_options"].(map[string]any)
+	if db["stream"] != true || so["include_usage"] != true {
+		t.Fatalf("decode must be asked to stream with usage: %v", db)
 	}
 	spans := e.spans(t, 3)
 	root := one(t, spans, pfx+"request")
-	if root.str("gen_ai.operation.name") != "text_completion" || root.str("gen_ai.response.id") != "cmpl-d" {
+	ds := one(t, spans, pfx+"decode")
+	if root.str("gen_ai.operation.name") != "text_completion" || root.str("gen_ai.response.id") != "chat-d" {
 		t.Fatal("attributes")
+	}
+	for _, s := range []jsonSpan{root, ds} {
+		for key, want := range map[string]bool{"gen_ai.request.stream": false, pfx + "decode.streaming": true,
+			pfx + "assembled": true, pfx + "first_token_observed": true} {
+			if v, ok := boolAttr(s, key); !ok || v != want {
+				t.Fatalf("%s: %s = %v (present %v), want %v", s.Name, key, v, ok, want)
+			}
+		}
+		if _, ok := s.attr(pfx + "passthrough_reason"); ok {
+			t.Fatalf("%s: no passthrough_reason expected", s.Name)
+		}
 	}
 	m := checkBreakdown(t, root, true)
 	if m["decode_ttft_ms"] < float64(firstDelay)/1e6 {
 		t.Fatalf("decode ttft %.3f", m["decode_ttft_ms"])
+	}
+	if _, ok := m["tpot_ms"]; !ok {
+		t.Fatal("tpot_ms: the tokens were observed")
+	}
+	if v, _ := root.int("gen_ai.usage.output_tokens"); v != 7 {
+		t.Fatalf("output tokens %d", v)
+	}
+	if v, _ := root.int("gen_ai.usage.input_tokens"); v != 20 {
+		t.Fatalf("input tokens %d", v)
+	}
+	if v, _ := root.int("gen_ai.usage.cache_read.input_tokens"); v != 8 {
+		t.Fatalf("cached tokens (from prefill) %d", v)
 	}
 	if pre.got()[0].path != "/v1/completions" {
 		t.Fatal("prefill path")
@@ -452,7 +500,13 @@ func TestPrefillFallsBackToNextCandidate(t *testing.T) {
 	if failed != 1 || ok != 1 {
 		t.Fatalf("attempts: %d failed, %d ok", failed, ok)
 	}
-	checkBreakdown(t, one(t, spans, pfx+"request"), true)
+	root := one(t, spans, pfx+"request")
+	// The client got a complete answer: one failed attempt does not fail
+	// the request.
+	if root.Status.Code == 2 {
+		t.Fatal("request failed although the second prefill answered")
+	}
+	checkBreakdown(t, root, true)
 }
 
 func TestDecodeDown(t *testing.T) {

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -118,4 +121,85 @@ func TestAgainstSimulator(t *testing.T) {
 			t.Fatalf("output tokens %d", v)
 		}
 	}
+}
+
+// TestAssembledEqualsSimulator checks that the body assembled from a
+// streamed decode equals, field by field except created and the ids, what
+// the simulator answers to the same request without streaming. Two
+// decode simulators with the same seed draw the same words for the same
+// sequence of requests: one serves the sidecar, the other the direct
+// request.
+func TestAssembledEqualsSimulator(t *testing.T) {
+	sim, _ := filepath.Abs("../../sim/vllm_sim.py")
+	if _, err := os.Stat(sim); err != nil {
+		t.Skip("examples/sim/vllm_sim.py is absent")
+	}
+	if _, err := exec.LookPath(simPython()); err != nil {
+		t.Skip("no Python for the simulator (set PDTRACE_SIM_PYTHON)")
+	}
+	viaSidecar := startSim(t, sim, "decode")
+	direct := startSim(t, sim, "decode")
+	e := newEnv(t, "http://"+viaSidecar+"/v1/completions", "nixlv2")
+
+	cases := []struct{ path, body string }{
+		{"/v1/chat/completions", `{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"say something"}],"max_tokens":6}`},
+		{"/v1/completions", `{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"once upon a time","max_tokens":5,"temperature":0.7}`},
+		{"/v1/completions", `{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"one","max_tokens":1}`},
+	}
+	for _, c := range cases {
+		resp, got := post(t, e.srv.URL, c.path, c.body, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s via the sidecar: %d %q", c.path, resp.StatusCode, got)
+		}
+		resp, want := post(t, "http://"+direct, c.path, c.body, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s direct: %d %q", c.path, resp.StatusCode, want)
+		}
+		var g, w map[string]any
+		if err := json.Unmarshal([]byte(got), &g); err != nil {
+			t.Fatalf("assembled body %q: %v", got, err)
+		}
+		if err := json.Unmarshal([]byte(want), &w); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []map[string]any{g, w} {
+			if _, ok := m["created"].(float64); !ok {
+				t.Fatalf("created missing or not a number in %v", m)
+			}
+			if id, _ := m["id"].(string); id == "" {
+				t.Fatalf("id missing in %v", m)
+			}
+			delete(m, "created")
+			delete(m, "id")
+		}
+		if len(g) != len(w) {
+			t.Fatalf("%s: fields %v, simulator %v", c.path, keys(g), keys(w))
+		}
+		for k, wv := range w {
+			if !reflect.DeepEqual(g[k], wv) {
+				t.Fatalf("%s: field %q = %v, simulator %v", c.path, k, g[k], wv)
+			}
+		}
+	}
+	spans := e.spans(t, 6)
+	for _, root := range byName(spans, pfx+"request") {
+		if b, ok := boolAttr(root, pfx+"assembled"); !ok || !b {
+			t.Fatal("assembled")
+		}
+		if _, ok := root.float(pfx + "true_ttft_ms"); !ok {
+			t.Fatal("true_ttft_ms must be observed")
+		}
+		if v, ok := root.int("gen_ai.usage.input_tokens"); !ok || v <= 0 {
+			t.Fatalf("input tokens %d", v)
+		}
+	}
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
