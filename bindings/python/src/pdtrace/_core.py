@@ -508,10 +508,14 @@ class Tracer:
         if self._h == _NULL:
             return 0
         h, self._h = self._h, _NULL_TRACER
-        self._log_handle = None
+        # The log callback's handle must outlive the C close: the exporter
+        # thread logs until pdt_tracer_close() returns (export failures
+        # during the final flush). Held here, it is let go only after.
+        log_handle, self._log_handle = self._log_handle, None
         if self._live:
             # Deferred: the children's destructors hold `h`; the last one
-            # to go runs its GC close.
+            # to go runs its GC close, whose closure keeps the log handle
+            # alive until then.
             n = _new("uint64_t *")
             rc = lib.pdtpy_tracer_flush(h, _ms(timeout), n)
             if rc and rc != lib.PDT_ETIMEOUT:
@@ -520,6 +524,7 @@ class Tracer:
         dropped = _new("uint64_t *")
         _gc(h, None)  # detach the GC close: this is the close
         rc = lib.pdtpy_tracer_close(h, _ms(timeout), dropped)
+        del log_handle  # the C tracer is gone: nothing calls back now
         if rc:
             err = error_for_status(rc)
             if isinstance(err, TimedOutError):
