@@ -43,11 +43,28 @@ _NULL_SPAN = ffi.cast("pdt_span *", 0)
 _NULL_TRACER = ffi.cast("pdt_tracer *", 0)
 
 
-def _b(value: Optional[str]) -> Any:
-    """A str for a const char * parameter (None gives NULL). Lone
-    surrogates pass through; the library repairs invalid UTF-8."""
+def _nul_error(what: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        lib.PDT_EINVAL, "%s contains a NUL character: C strings end at the "
+        "first NUL, so the library would see only what comes before it"
+        % what)
+
+
+def _c(value: str, what: str) -> bytes:
+    """A str for a const char * parameter. One holding a NUL is refused
+    (InvalidArgumentError): C would silently cut it there. Lone surrogates
+    pass through; the library repairs invalid UTF-8."""
+    if "\0" in value:
+        raise _nul_error(what)
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _b(value: Optional[str], what: str) -> Any:
+    """_c(), with None giving NULL."""
     if value is None:
         return _NULL
+    if "\0" in value:
+        raise _nul_error(what)
     return value.encode("utf-8", "surrogatepass")
 
 
@@ -290,7 +307,7 @@ def parse_traceparent(value: str) -> "tuple[bytes, bytes, int]":
     tid = _new("uint8_t[16]")
     sid = _new("uint8_t[8]")
     flags = _new("uint8_t *")
-    rc = lib.pdt_traceparent_parse(_b(value), tid, sid, flags)
+    rc = lib.pdt_traceparent_parse(_b(value, "traceparent"), tid, sid, flags)
     if rc:
         raise error_for_status(rc)
     return bytes(ffi.buffer(tid)), bytes(ffi.buffer(sid)), int(flags[0])
@@ -403,7 +420,7 @@ class Tracer:
         for name in _STR_OPTIONS:
             v = given[name]
             if v is not None:
-                b = _new("char[]", _b(v))
+                b = _new("char[]", _c(v, name))
                 keep.append(b)
                 setattr(opts, name, b)
         for name, enum_type in (("exporter", Exporter),
@@ -571,7 +588,7 @@ def _dispatch(value: AttributeValue, setters: Any) -> Any:
     """Picks the typed setter for a Python value: (str, int, float, bool)."""
     t = type(value)
     if t is str:
-        return setters[0], _b(value)
+        return setters[0], _c(value, "attribute value")
     if t is bool:
         return setters[3], 1 if value else 0
     if t is int:
@@ -581,7 +598,7 @@ def _dispatch(value: AttributeValue, setters: Any) -> Any:
     if isinstance(value, bool):
         return setters[3], 1 if value else 0
     if isinstance(value, str):
-        return setters[0], _b(value)
+        return setters[0], _c(value, "attribute value")
     if isinstance(value, int):
         return setters[1], int(value)
     if isinstance(value, float):
@@ -600,7 +617,8 @@ _NUL = b"\0"
 def _pack(attributes: Mapping[str, AttributeValue]) -> Any:
     """A mapping as the byte strings of the pdtpy_*_attrs calls: (n, keys,
     types, strs, nums, dbls). Only the Python type of each value is
-    looked at here; keys and values are checked by the library."""
+    looked at here, and whether a key or string holds a NUL (refused, as
+    everywhere); the library checks the rest."""
     types = []
     strs = []
     nums = []
@@ -634,15 +652,13 @@ def _pack(attributes: Mapping[str, AttributeValue]) -> Any:
     n = len(types)
     keys = "\0".join(attributes).encode("utf-8", "surrogatepass")
     if keys.count(_NUL) != n - 1 and n:
-        # Keys and strings travel NUL-terminated, so the library sees one
-        # with a NUL in it cut there, as with set().
-        keys = "\0".join([k.partition("\0")[0] for k in attributes]).encode(
-            "utf-8", "surrogatepass")
+        # Keys and strings travel NUL-terminated: one holding a NUL would
+        # reach the library cut there.
+        raise _nul_error("attribute key")
     if strs:
         sb = "\0".join(strs).encode("utf-8", "surrogatepass") + _NUL
         if sb.count(_NUL) != len(strs):
-            sb = "\0".join([x.partition("\0")[0] for x in strs]).encode(
-                "utf-8", "surrogatepass") + _NUL
+            raise _nul_error("attribute value")
     else:
         sb = b""
     try:
@@ -745,17 +761,12 @@ def _begin_request(self: "Request", tracer: Tracer,
             _NULL, _NULL
     rc = _begin(
         out, tracer._h,
-        _NULL if traceparent is None else traceparent.encode(
-            "utf-8", "surrogatepass"),
-        _NULL if tracestate is None else tracestate.encode(
-            "utf-8", "surrogatepass"),
+        _b(traceparent, "traceparent"),
+        _b(tracestate, "tracestate"),
         arrival_ns,
-        _NULL if request_id is None else request_id.encode(
-            "utf-8", "surrogatepass"),
-        _NULL if connector is None else connector.encode(
-            "utf-8", "surrogatepass"),
-        _NULL if model is None else model.encode(
-            "utf-8", "surrogatepass"),
+        _b(request_id, "request_id"),
+        _b(connector, "connector"),
+        _b(model, "model"),
         n, keys, types, strs, nums, dbls)
     h = out[0]
     if not h:
@@ -774,8 +785,9 @@ def _begin_request(self: "Request", tracer: Tracer,
         err = error_for_status(rc)
         err.request = self
         raise err
-    if request_id is not None:
-        self._rid = request_id  # taken as given (set_id succeeded)
+    # x-request-id is read back from the library (pdt_request_id via the
+    # propagation), never taken from the argument: what is sent is what C
+    # holds.
     return self
 
 
@@ -849,26 +861,25 @@ class Request:
         return rid
 
     def set_id(self, request_id: str) -> None:
-        rc = _set_id(self._h, request_id.encode("utf-8", "surrogatepass"))
+        rc = _set_id(self._h, _c(request_id, "request_id"))
         if rc:
             raise error_for_status(rc)
         self._rid = None
 
     def set_mode(self, mode: Mode, reason: Optional[str] = None) -> None:
-        rc = lib.pdt_request_set_mode(self._h, mode, _b(reason))
+        rc = lib.pdt_request_set_mode(self._h, mode, _b(reason, "reason"))
         if rc:
             raise error_for_status(rc)
 
     def set_connector(self, connector: str) -> None:
-        rc = _set_connector(self._h, connector.encode("utf-8",
-                                                      "surrogatepass"))
+        rc = _set_connector(self._h, _c(connector, "connector"))
         if rc:
             raise error_for_status(rc)
 
     def set_model(self, model: str) -> None:
         """pdt_request_set_model(): gen_ai.request.model on the request
         span and the `model` label of its metrics."""
-        rc = _set_model(self._h, model.encode("utf-8", "surrogatepass"))
+        rc = _set_model(self._h, _c(model, "model"))
         if rc:
             raise error_for_status(rc)
 
@@ -896,10 +907,8 @@ class Request:
             rc = _mark(self._h, _MARK_PE, ts_ns)
         else:
             rc = _leg_done(self._h, _LEG_P, _MARK_PE, ts_ns,
-                           _NULL if target is None else target.encode(
-                               "utf-8", "surrogatepass"), status,
-                           _NULL if error_type is None else error_type.encode(
-                               "utf-8", "surrogatepass"))
+                           _b(target, "target"), status,
+                           _b(error_type, "error_type"))
         if rc:
             raise error_for_status(rc)
 
@@ -983,10 +992,8 @@ class Request:
         """Outcome of an upstream leg: HTTP status (0: no response) and an
         error type for failures; target is "host:port" or a URL."""
         rc = _set_leg(self._h, leg,
-                      _NULL if target is None else target.encode(
-                          "utf-8", "surrogatepass"), status,
-                      _NULL if error_type is None else error_type.encode(
-                          "utf-8", "surrogatepass"))
+                      _b(target, "target"), status,
+                      _b(error_type, "error_type"))
         if rc:
             raise error_for_status(rc)
 
@@ -994,8 +1001,7 @@ class Request:
                      error_type: Optional[str] = None) -> None:
         """The status sent to the client (and its error type, if any)."""
         rc = _set_response(self._h, status,
-                           _NULL if error_type is None else error_type.encode(
-                               "utf-8", "surrogatepass"))
+                           _b(error_type, "error_type"))
         if rc:
             raise error_for_status(rc)
 
@@ -1005,14 +1011,14 @@ class Request:
         select pdt_request_set_str/_bool/_int/_double."""
         t = type(value)
         if t is str:
-            rc = _set_str(self._h, key.encode("utf-8", "surrogatepass"),
-                          value.encode("utf-8", "surrogatepass"))
+            rc = _set_str(self._h, _c(key, "key"),
+                          _c(value, "value"))
         elif t is int:
-            rc = _set_int(self._h, key.encode("utf-8", "surrogatepass"),
+            rc = _set_int(self._h, _c(key, "key"),
                           value)
         else:
             fn, v = _dispatch(value, _REQ_SETTERS)
-            rc = fn(self._h, key.encode("utf-8", "surrogatepass"), v)
+            rc = fn(self._h, _c(key, "key"), v)
         if rc:
             raise error_for_status(rc)
 
@@ -1029,22 +1035,23 @@ class Request:
             raise error_for_status(rc)
 
     def set_str(self, key: str, value: str) -> None:
-        rc = _set_str(self._h, _b(key), _b(value))
+        rc = _set_str(self._h, _c(key, "key"), _c(value, "value"))
         if rc:
             raise error_for_status(rc)
 
     def set_int(self, key: str, value: int) -> None:
-        rc = _set_int(self._h, _b(key), value)
+        rc = _set_int(self._h, _b(key, "key"), value)
         if rc:
             raise error_for_status(rc)
 
     def set_float(self, key: str, value: float) -> None:
-        rc = lib.pdt_request_set_double(self._h, _b(key), value)
+        rc = lib.pdt_request_set_double(self._h, _b(key, "key"), value)
         if rc:
             raise error_for_status(rc)
 
     def set_bool(self, key: str, value: bool) -> None:
-        rc = lib.pdt_request_set_bool(self._h, _b(key), 1 if value else 0)
+        rc = lib.pdt_request_set_bool(self._h, _b(key, "key"),
+                                     1 if value else 0)
         if rc:
             raise error_for_status(rc)
 
@@ -1142,17 +1149,14 @@ class Request:
         end_rc = sc.end_rc
         rc = _finish(
             self._h, -1 if decode_status is None else _LEG_D,
-            _NULL if decode_target is None else decode_target.encode(
-                "utf-8", "surrogatepass"),
+            _b(decode_target, "decode_target"),
             0 if decode_status is None else decode_status,
-            _NULL if decode_error is None else decode_error.encode(
-                "utf-8", "surrogatepass"),
+            _b(decode_error, "decode_error"),
             -1 if input_tokens is None else input_tokens,
             -1 if output_tokens is None else output_tokens,
             -1 if cached_input_tokens is None else cached_input_tokens,
             -1 if status is None else status,
-            _NULL if error_type is None else error_type.encode(
-                "utf-8", "surrogatepass"),
+            _b(error_type, "error_type"),
             end_ns, bd, end_rc)
         if rc:
             err = error_for_status(rc)
@@ -1186,9 +1190,10 @@ class Span:
         self._h = _NULL_SPAN
         self._owned = True
         out = _new("pdt_span **")
-        rc = lib.pdt_span_start(out, tracer._h, _b(name), kind,
+        rc = lib.pdt_span_start(out, tracer._h, _b(name, "name"), kind,
                                 _NULL if parent is None else parent._h,
-                                _b(traceparent), _b(tracestate), start_ns)
+                                _b(traceparent, "traceparent"),
+                                _b(tracestate, "tracestate"), start_ns)
         if rc:
             raise error_for_status(rc)
         self._owner = tracer
@@ -1209,7 +1214,7 @@ class Span:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and self._h != _NULL and self._owned:
             lib.pdt_span_set_status(self._h, StatusCode.ERROR,
-                                    _b(exc_type.__name__))
+                                    _b(exc_type.__name__, "exception name"))
         self.free()
 
     def free(self) -> None:
@@ -1226,7 +1231,7 @@ class Span:
     def set(self, key: str, value: AttributeValue) -> None:
         """A typed attribute: str, bool, int or float."""
         fn, v = _dispatch(value, _SPAN_SETTERS)
-        rc = fn(self._h, key.encode("utf-8", "surrogatepass"), v)
+        rc = fn(self._h, _c(key, "key"), v)
         if rc:
             raise error_for_status(rc)
 
@@ -1241,7 +1246,8 @@ class Span:
     def set_bytes(self, key: str, value: bytes) -> None:
         """A string attribute given as bytes, embedded NULs kept
         (pdt_span_set_strn)."""
-        rc = lib.pdt_span_set_strn(self._h, _b(key), value, len(value))
+        rc = lib.pdt_span_set_strn(self._h, _b(key, "key"), value,
+                                   len(value))
         if rc:
             raise error_for_status(rc)
 
@@ -1249,19 +1255,19 @@ class Span:
                   attributes: Optional[Mapping[str, AttributeValue]] = None
                   ) -> None:
         """Adds an event (0: now) and its typed attributes."""
-        rc = lib.pdt_span_add_event(self._h, _b(name), time_ns)
+        rc = lib.pdt_span_add_event(self._h, _b(name, "name"), time_ns)
         if rc:
             raise error_for_status(rc)
         if attributes:
             for k, v in attributes.items():
                 fn, cv = _dispatch(v, _EVENT_SETTERS)
-                rc = fn(self._h, k.encode("utf-8", "surrogatepass"), cv)
+                rc = fn(self._h, _c(k, "key"), cv)
                 if rc:
                     raise error_for_status(rc)
 
     def set_status(self, code: StatusCode,
                    message: Optional[str] = None) -> None:
-        rc = lib.pdt_span_set_status(self._h, code, _b(message))
+        rc = lib.pdt_span_set_status(self._h, code, _b(message, "message"))
         if rc:
             raise error_for_status(rc)
 
