@@ -848,6 +848,7 @@ import "C"
 
 import (
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -874,6 +875,29 @@ func check(op string, r C.pdtg_res) error {
 		return nil
 	}
 	return resultErr(op, r.rc, r.msg)
+}
+
+// A Go string may hold a NUL byte; a C string ends at the first one, so
+// the library would silently see only what comes before it. Every string
+// handed to C NUL-terminated is checked here first and refused with
+// StatusInvalid. (Attribute string values and the method and path of
+// Begin travel with their length, NULs included, and are not checked.)
+func nulErr(op, what string) error {
+	return &Error{Op: op, Status: StatusInvalid,
+		Message: what + " contains a NUL byte: C strings end at the first NUL, so the library would see only what comes before it"}
+}
+
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// checkNUL returns the error for the first of name/value pairs whose value
+// holds a NUL, or nil.
+func checkNUL(op string, pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if hasNUL(pairs[i+1]) {
+			return nulErr(op, pairs[i])
+		}
+	}
+	return nil
 }
 
 func cNow() Time { return Time(C.pdt_now_ns()) }
@@ -923,6 +947,15 @@ func tristate(b *bool) C.int {
 }
 
 func cOpen(o *Options, logHandle uintptr) (*C.pdt_tracer, error) {
+	if o != nil {
+		if err := checkNUL("pdt_tracer_open", "ServiceName", o.ServiceName,
+			"ResourceAttributes", o.ResourceAttributes, "Endpoint", o.Endpoint,
+			"Headers", o.Headers, "ConsolePath", o.ConsolePath, "CAFile", o.CAFile,
+			"ClientCert", o.ClientCert, "ClientKey", o.ClientKey,
+			"SpoolDir", o.SpoolDir); err != nil {
+			return nil, err
+		}
+	}
 	if o == nil {
 		r := C.pdtg_tracer_open(nil, 0)
 		return r.tracer, resultErr("pdt_tracer_open", r.rc, r.msg)
@@ -1018,25 +1051,46 @@ type reqHandle = *C.pdt_request
 
 // cBegin returns the request, the begin error and, separately, the error
 // of setting the request id.
+// An id holding a NUL is refused like any id the library refuses: the
+// request begins with a generated one.
 func cBegin(t *C.pdt_tracer, tp, ts string, arrival Time, id, method, path string) (reqHandle, error, error) {
+	if err := checkNUL("pdt_request_begin", "traceparent", tp, "tracestate", ts); err != nil {
+		return nil, err, nil
+	}
+	var idErr error
+	if hasNUL(id) {
+		id, idErr = "", nulErr("pdt_request_set_id", "request id")
+	}
 	r := C.pdtg_request_begin(t, tp, ts, C.uint64_t(arrival), id, method, path)
 	if r.rc != C.PDT_OK {
 		return nil, resultErr("pdt_request_begin", r.rc, r.msg), nil
+	}
+	if idErr != nil {
+		return r.req, nil, idErr
 	}
 	return r.req, nil, resultErr("pdt_request_set_id", C.int(r.id_rc), r.id_msg)
 }
 
 func cReqSetID(h reqHandle, id string) error {
+	if err := checkNUL("pdt_request_set_id", "request id", id); err != nil {
+		return err
+	}
 	return check("pdt_request_set_id", C.pdtg_request_set_id(h, id))
 }
 
 func cReqID(h reqHandle) string { return C.GoString(C.pdt_request_id(h)) }
 
 func cReqSetMode(h reqHandle, m Mode, reason string) error {
+	if err := checkNUL("pdt_request_set_mode", "reason", reason); err != nil {
+		return err
+	}
 	return check("pdt_request_set_mode", C.pdtg_request_set_mode(h, C.int(m), reason))
 }
 
 func cReqSetConnector(h reqHandle, name string) error {
+	if err := checkNUL("pdt_request_set_connector", "connector", name); err != nil {
+		return err
+	}
 	return check("pdt_request_set_connector", C.pdtg_request_set_connector(h, name))
 }
 
@@ -1053,10 +1107,16 @@ func cReqSetUsage(h reqHandle, in, out, cached int64) error {
 }
 
 func cReqSetLeg(h reqHandle, leg Leg, target string, status int, errType string) error {
+	if err := checkNUL("pdt_request_set_leg", "target", target, "error type", errType); err != nil {
+		return err
+	}
 	return check("pdt_request_set_leg", C.pdtg_request_set_leg(h, C.int(leg), target, C.int(status), errType))
 }
 
 func cReqSetResponse(h reqHandle, status int, errType string) error {
+	if err := checkNUL("pdt_request_set_response", "error type", errType); err != nil {
+		return err
+	}
 	return check("pdt_request_set_response", C.pdtg_request_set_response(h, C.int(status), errType))
 }
 
@@ -1070,14 +1130,23 @@ const (
 )
 
 func cReqAttr(h reqHandle, leg Leg, key string, kind attrKind, sv string, iv int64, dv float64) error {
+	if err := checkNUL("pdt_request_set_attribute", "attribute key", key); err != nil {
+		return err
+	}
 	return check("pdt_request_set_attribute", C.pdtg_request_attr(h, C.int(leg), key, kind, sv, C.int64_t(iv), C.double(dv)))
 }
 
 func cReqEvent(h reqHandle, leg Leg, name string, at Time) error {
+	if err := checkNUL("pdt_span_add_event", "event name", name); err != nil {
+		return err
+	}
 	return check("pdt_span_add_event", C.pdtg_request_event(h, C.int(leg), name, C.uint64_t(at)))
 }
 
 func cReqStatus(h reqHandle, leg Leg, code SpanStatus, msg string) error {
+	if err := checkNUL("pdt_span_set_status", "status message", msg); err != nil {
+		return err
+	}
 	return check("pdt_span_set_status", C.pdtg_request_status(h, C.int(leg), C.int(code), msg))
 }
 
@@ -1157,6 +1226,9 @@ func cReqIDs(h reqHandle, leg Leg) (string, string, bool) {
 type spanHandle = *C.pdt_span
 
 func cSpanStart(t *C.pdt_tracer, name string, kind SpanKind, parent spanHandle, tp, ts string, start Time) (spanHandle, error) {
+	if err := checkNUL("pdt_span_start", "span name", name, "traceparent", tp, "tracestate", ts); err != nil {
+		return nil, err
+	}
 	r := C.pdtg_span_start(t, name, C.int(kind), parent, tp, ts, C.uint64_t(start))
 	return r.span, resultErr("pdt_span_start", r.rc, r.msg)
 }
@@ -1166,15 +1238,28 @@ func cSpanAttr(h spanHandle, event bool, key string, kind attrKind, sv string, i
 	ev := C.int(0)
 	if event {
 		op, ev = "pdt_span_event_set_attribute", 1
+		// Event string values have no length-counted setter.
+		if kind == kindStr && hasNUL(sv) {
+			return nulErr(op, "event attribute value")
+		}
+	}
+	if hasNUL(key) {
+		return nulErr(op, "attribute key")
 	}
 	return check(op, C.pdtg_span_attr_set(h, ev, key, kind, sv, C.int64_t(iv), C.double(dv)))
 }
 
 func cSpanEvent(h spanHandle, name string, at Time) error {
+	if err := checkNUL("pdt_span_add_event", "event name", name); err != nil {
+		return err
+	}
 	return check("pdt_span_add_event", C.pdtg_span_add_event(h, name, C.uint64_t(at)))
 }
 
 func cSpanStatus(h spanHandle, code SpanStatus, msg string) error {
+	if err := checkNUL("pdt_span_set_status", "status message", msg); err != nil {
+		return err
+	}
 	return check("pdt_span_set_status", C.pdtg_span_set_status(h, C.int(code), msg))
 }
 
@@ -1191,6 +1276,9 @@ func cSpanEnd(h spanHandle, at Time) error {
 func cSpanFree(h spanHandle) { C.pdt_span_free(h) }
 
 func cParseTraceparent(v string) (tid [16]byte, sid [8]byte, flags byte, err error) {
+	if hasNUL(v) {
+		return tid, sid, 0, nulErr("pdt_traceparent_parse", "traceparent")
+	}
 	r := C.pdtg_traceparent_parse(v)
 	if err = resultErr("pdt_traceparent_parse", r.rc, r.msg); err != nil {
 		return
@@ -1245,6 +1333,10 @@ func getAttrs(attrs []Attr) (*attrBuf, error) {
 	}
 	size := 0
 	for i := range attrs {
+		if hasNUL(attrs[i].Key) {
+			attrPool.Put(b)
+			return nil, nulErr("pdt_request_set_attrs", "attribute key")
+		}
 		size += len(attrs[i].Key) + 1
 		if attrs[i].kind == attrString {
 			size += len(attrs[i].s)
@@ -1305,6 +1397,9 @@ func cSpanSetAttrs(h spanHandle, attrs []Attr) error {
 }
 
 func cReqSetModel(h reqHandle, model string) error {
+	if err := checkNUL("pdt_request_set_model", "model", model); err != nil {
+		return err
+	}
 	return check("pdt_request_set_model", C.pdtg_request_set_model(h, model))
 }
 
@@ -1312,6 +1407,13 @@ func cReqSetModel(h reqHandle, model string) error {
 // the same cgo call; setErr is the first of those settings that failed.
 func cBeginWith(t *C.pdt_tracer, tp, ts string, arrival Time, id, method, path,
 	connector, model string, attrs []Attr) (h reqHandle, err, idErr, setErr error) {
+	if err := checkNUL("pdt_request_begin", "traceparent", tp, "tracestate", ts,
+		"connector", connector, "model", model); err != nil {
+		return nil, err, nil, nil
+	}
+	if hasNUL(id) {
+		id, idErr = "", nulErr("pdt_request_set_id", "request id")
+	}
 	b, err := getAttrs(attrs)
 	if err != nil {
 		return nil, err, nil, nil
@@ -1323,8 +1425,10 @@ func cBeginWith(t *C.pdt_tracer, tp, ts string, arrival Time, id, method, path,
 	if r.rc != C.PDT_OK {
 		return nil, resultErr("pdt_request_begin", r.rc, r.msg), nil, nil
 	}
-	return r.req, nil, resultErr("pdt_request_set_id", C.int(r.id_rc), r.id_msg),
-		resultErr("pdt_request_set_attrs", w.set_rc, w.set_msg)
+	if idErr == nil {
+		idErr = resultErr("pdt_request_set_id", C.int(r.id_rc), r.id_msg)
+	}
+	return r.req, nil, idErr, resultErr("pdt_request_set_attrs", w.set_rc, w.set_msg)
 }
 
 // cReqSend injects the headers of a leg and records its SENT mark. The
@@ -1350,6 +1454,9 @@ func traceparentString(tp *[C.PDT_TRACEPARENT_SIZE]C.char) string {
 }
 
 func cReqLegDone(h reqHandle, leg Leg, m mark, at Time, target string, status int, errType string) error {
+	if err := checkNUL("pdt_request_set_leg", "target", target, "error type", errType); err != nil {
+		return err
+	}
 	return check("pdt_request_set_leg", C.pdtg_request_leg_done(h, C.int(leg), C.int(m),
 		C.uint64_t(at), target, C.int(status), errType))
 }
@@ -1357,6 +1464,10 @@ func cReqLegDone(h reqHandle, leg Leg, m mark, at Time, target string, status in
 // cReqFinish returns the breakdown, the first error, and whether the
 // request was ended (the breakdown is valid).
 func cReqFinish(h reqHandle, at Time, o *Outcome) (Breakdown, error, bool) {
+	if err := checkNUL("pdt_request_end", "ErrorType", o.ErrorType, "DecodeTarget", o.DecodeTarget,
+		"DecodeErrorType", o.DecodeErrorType); err != nil {
+		return Breakdown{}, err, false
+	}
 	legSet, usageSet := C.int(0), C.int(0)
 	if o.DecodeStatus != 0 || o.DecodeErrorType != "" {
 		legSet = 1

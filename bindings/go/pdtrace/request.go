@@ -116,9 +116,6 @@ func (t *Tracer) begin(tp, ts string, arrival Time, id, method, path string) (*R
 		return nil, err
 	}
 	r := t.newRequest(h)
-	if idErr == nil && id != "" {
-		r.id, r.idOK = id, true // as given: the library took it
-	}
 	if ts == "" {
 		r.tsOK = true // no inbound tracestate, none to pass on
 	}
@@ -178,9 +175,6 @@ func (t *Tracer) BeginWith(req *http.Request, arrival Time, connector, model str
 		return nil, err
 	}
 	r := t.newRequest(rh)
-	if idErr == nil && id != "" {
-		r.id, r.idOK = id, true // as given: the library took it
-	}
 	if ts == "" {
 		r.tsOK = true // no inbound tracestate, none to pass on
 	}
