@@ -2,12 +2,12 @@ package pdtrace
 
 // The cgo side of the binding: the files named *_cgo.go (and this one)
 // are the only ones that call C (log.go holds the log callback C calls),
-// each beside the Go file it serves and
-// named after the C module it wraps (tracer, request, span, errors; attrs
-// for the attribute buffers). The C shims they call are in pdtg.c, declared
-// in pdtg.h: every libpdtrace call that can fail goes through one, which
-// reads pdt_last_error() in the same C call. Go strings are lent to the
-// shims as pdtg_str for the duration of a call only; C keeps no Go pointer.
+// each beside the Go file it serves and named after the C module it wraps
+// (tracer, request, span, errors; attrs for the attribute buffers). The C
+// shims they call are in pdtg.c, declared in pdtg.h: every libpdtrace call
+// that can fail goes through one, which reads pdt_last_error() in the same
+// C call. Go strings are lent to the shims as pdtg_str for the duration of
+// a call only; C keeps no Go pointer.
 
 /*
 #cgo pkg-config: libpdtrace
