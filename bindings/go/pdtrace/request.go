@@ -116,6 +116,11 @@ func (t *Tracer) begin(tp, ts string, arrival Time, id, method, path string) (*R
 		return nil, err
 	}
 	r := t.newRequest(h)
+	if idErr == nil && id != "" {
+		// The library took the id (no NUL: checked) and holds these
+		// exact bytes; reading them back would only cost a copy.
+		r.id, r.idOK = id, true
+	}
 	if ts == "" {
 		r.tsOK = true // no inbound tracestate, none to pass on
 	}
@@ -175,6 +180,11 @@ func (t *Tracer) BeginWith(req *http.Request, arrival Time, connector, model str
 		return nil, err
 	}
 	r := t.newRequest(rh)
+	if idErr == nil && id != "" {
+		// The library took the id (no NUL: checked) and holds these
+		// exact bytes; reading them back would only cost a copy.
+		r.id, r.idOK = id, true
+	}
 	if ts == "" {
 		r.tsOK = true // no inbound tracestate, none to pass on
 	}

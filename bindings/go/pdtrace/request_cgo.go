@@ -79,8 +79,8 @@ func cReqSetResponse(h reqHandle, status int, errType string) error {
 }
 
 func cReqAttr(h reqHandle, leg Leg, key string, kind attrKind, sv string, iv int64, dv float64) error {
-	if err := checkNUL("pdt_request_set_attribute", "attribute key", key); err != nil {
-		return err
+	if hasNUL(key) {
+		return nulErr("pdt_request_set_attribute", "attribute key")
 	}
 	return check("pdt_request_set_attribute", C.pdtg_request_attr(h, C.int(leg), gstr(key), kind, gstr(sv), C.int64_t(iv), C.double(dv)))
 }

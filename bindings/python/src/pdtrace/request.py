@@ -87,9 +87,11 @@ def _begin_request(self: "Request", tracer: Tracer,
         err = error_for_status(rc)
         err.request = self
         raise err
-    # x-request-id is read back from the library (pdt_request_id via the
-    # propagation), never taken from the argument: what is sent is what C
-    # holds.
+    if request_id is not None:
+        # The library took the id (every step succeeded) and holds these
+        # exact characters: a NUL was refused above and it keeps only
+        # visible ASCII. Reading them back would only cost a copy.
+        self._rid = request_id
     return self
 
 
