@@ -117,7 +117,9 @@ func (t *Tracer) begin(tp, ts string, arrival Time, id, method, path string) (*R
 	}
 	r := t.newRequest(h)
 	if idErr == nil && id != "" {
-		r.id, r.idOK = id, true // as given: the library took it
+		// The library took the id (no NUL: checked) and holds these
+		// exact bytes; reading them back would only cost a copy.
+		r.id, r.idOK = id, true
 	}
 	if ts == "" {
 		r.tsOK = true // no inbound tracestate, none to pass on
@@ -179,7 +181,9 @@ func (t *Tracer) BeginWith(req *http.Request, arrival Time, connector, model str
 	}
 	r := t.newRequest(rh)
 	if idErr == nil && id != "" {
-		r.id, r.idOK = id, true // as given: the library took it
+		// The library took the id (no NUL: checked) and holds these
+		// exact bytes; reading them back would only cost a copy.
+		r.id, r.idOK = id, true
 	}
 	if ts == "" {
 		r.tsOK = true // no inbound tracestate, none to pass on

@@ -18,8 +18,11 @@ include/pdtrace/*.h); the library does the work::
             ...
             bd = req.end()
             print(bd.true_ttft_ms)
+
+One module per wrapped C object (tracer, request, span, errors); this
+one only re-exports their public names.
 """
-from ._core import (
+from ._common import (
     AttributeValue,
     Breakdown,
     Compression,
@@ -29,19 +32,19 @@ from ._core import (
     METRICS_CONTENT_TYPE,
     Mark,
     Mode,
-    Request,
-    Sampler,
-    Span,
     SpanKind,
     Stats,
     StatusCode,
-    Tracer,
+    Sampler,
     now_ns,
     parse_traceparent,
     status_str,
     version,
     version_number,
 )
+from .request import Request
+from .span import Span
+from .tracer import Tracer
 from .errors import (
     BufferSizeError,
     ClosedError,
