@@ -885,12 +885,15 @@ class Proxy:
             dbody["stream_options"] = so
         headers = self.t(req.send_decode)
         ctx.decode_sent = True
-        leg_attrs = {P + "decode.streaming": reason is None}
+        # gen_ai.request.stream and decode.streaming are set on the
+        # request span only: the library mirrors them onto the decode span.
+        leg_attrs: Dict[str, Any] = {}
         if not ctx.stream:
             leg_attrs[P + "assembled"] = reason is None
             if reason is not None:
                 leg_attrs[P + "passthrough_reason"] = reason
-        self.t(req.set_attributes, leg_attrs, Leg.DECODE)
+        if leg_attrs:
+            self.t(req.set_attributes, leg_attrs, Leg.DECODE)
         cm = self.decode_session.post(url, json=dbody, headers=headers)
         try:
             upstream = await cm.__aenter__()
