@@ -86,6 +86,14 @@ def load_spans(paths: Iterable[str]) -> List[Dict[str, Any]]:
     return out
 
 
+def client_failed(span: Dict[str, Any]) -> bool:
+    a = span["attrs"]
+    code = a.get("http.response.status_code")
+    if isinstance(code, int):
+        return code >= 400 or "error.type" in a
+    return span["status"] == 2
+
+
 def percentile(values: List[float], q: float) -> float:
     """Nearest-rank percentile, q in 0..100; NaN for no values."""
     if not values:
@@ -131,14 +139,22 @@ def analyze(spans: List[Dict[str, Any]],
     out["avg_kv_transfer_overhead_ms"] = mean(
         attr(decodes, P + "kv_transfer_overhead_ms"))
     out["total_pd_requests"] = len(roots)
-    out["failed_requests"] = sum(1 for s in roots if s["status"] == 2)
+    # A request failed when its client did not get a complete answer: an
+    # error status or an error type on the request span. Upstream legs
+    # that failed while the client was still served are counted apart.
+    out["failed_requests"] = sum(1 for s in roots if client_failed(s))
+    out["failed_legs"] = sum(1 for s in prefills + decodes
+                             if s["status"] == 2)
+    out["first_token_observed"] = sum(
+        1 for s in roots
+        if s["attrs"].get(P + "first_token_observed") is True)
     out["ttft_gap_ms"] = out["avg_true_ttft_ms"] - \
         out["avg_vllm_decode_ttft_ms"]
 
     # Per pattern, from the request spans.
     patterns: Dict[str, List[Dict[str, Any]]] = {}
     for s in roots:
-        if s["status"] == 2:
+        if client_failed(s):
             continue
         patterns.setdefault(str(s["attrs"].get(P + "load_pattern", "-")),
                             []).append(s)
@@ -160,19 +176,33 @@ def analyze(spans: List[Dict[str, Any]],
                     "prefill_joined": pre_joined,
                     "decode_spans": len(decodes), "decode_joined": dec_joined}
 
-    # Fidelity: coordinator true TTFT vs client TTFT, by request id.
+    # Fidelity: coordinator true TTFT vs client TTFT, by request id, for
+    # the streamed requests (a client that asked for a whole body sees
+    # nothing before the end; its true TTFT is what decode's stream showed
+    # the coordinator, compared with the client's total time instead).
     if client is not None:
         diffs = []
+        whole = []
         for s in roots:
             rid = s["attrs"].get(P + "request_id")
             t = s["attrs"].get(P + "true_ttft_ms")
             row = client.get(rid) if rid else None
             if row is None or t is None or not row.get("client_ttft_ms"):
                 continue
+            if row.get("stream", "1") == "0":
+                whole.append((t, float(row["total_ms"])))
+                continue
             diffs.append(float(row["client_ttft_ms"]) - t)
         absd = [abs(d) for d in diffs]
+        streamed = sum(1 for r in client.values()
+                       if r.get("stream", "1") != "0")
+        out["non_streamed"] = {
+            "joined": len(whole),
+            "true_ttft_p50_ms": percentile([w[0] for w in whole], 50),
+            "client_total_p50_ms": percentile([w[1] for w in whole], 50),
+        }
         out["fidelity"] = {
-            "joined": len(diffs), "client_requests": len(client),
+            "joined": len(diffs), "client_requests": streamed,
             "median_diff_ms": percentile(diffs, 50),
             "median_abs_diff_ms": percentile(absd, 50),
             "p99_abs_diff_ms": percentile(absd, 99),
@@ -191,8 +221,12 @@ def render(a: Dict[str, Any]) -> str:
              a["avg_vllm_decode_ttft_ms"])
     L.append("  Avg KV transfer overhead      %10.3f ms" %
              a["avg_kv_transfer_overhead_ms"])
-    L.append("  Total P/D requests            %10d   (%d failed)" %
-             (a["total_pd_requests"], a["failed_requests"]))
+    L.append("  Total P/D requests            %10d   (%d failed, %d "
+             "failed upstream legs)" % (a["total_pd_requests"],
+                                        a["failed_requests"],
+                                        a["failed_legs"]))
+    L.append("  First token observed          %10d   of %d requests" %
+             (a["first_token_observed"], a["total_pd_requests"]))
     gap = a["ttft_gap_ms"]
     ratio = (a["avg_true_ttft_ms"] / a["avg_vllm_decode_ttft_ms"]
              if a["avg_vllm_decode_ttft_ms"] else math.nan)
@@ -224,12 +258,18 @@ def render(a: Dict[str, Any]) -> str:
     f = a.get("fidelity")
     if f:
         L.append("Fidelity (client TTFT - coordinator true TTFT, joined by "
-                 "request id, %d of %d client requests):" %
+                 "request id, %d of %d streamed client requests):" %
                  (f["joined"], f["client_requests"]))
         L.append("  median %.3f ms, median |diff| %.3f ms, p99 |diff| %.3f "
                  "ms, max |diff| %.3f ms" % (
                      f["median_diff_ms"], f["median_abs_diff_ms"],
                      f["p99_abs_diff_ms"], f["max_abs_diff_ms"]))
+    w = a.get("non_streamed")
+    if w and w["joined"]:
+        L.append("Non-streamed requests (%d): true TTFT p50 %.1f ms, from "
+                 "decode's stream; the client sees its body after %.1f ms "
+                 "(p50 total)" % (w["joined"], w["true_ttft_p50_ms"],
+                                  w["client_total_p50_ms"]))
     return "\n".join(L)
 
 

@@ -9,6 +9,13 @@ then prints what the P/D coordinator dashboard shows, computed from the
 exported spans (dashboard.py), with the fidelity check against the
 client-measured TTFT of the load generator's CSV.
 
+With --otlp-endpoint URL, or OTEL_EXPORTER_OTLP_ENDPOINT set (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, used as is), every process exports
+OTLP/HTTP to a loopback tee (otlp_tee.py) that forwards each export
+unchanged to that backend (a Collector, Jaeger, Tempo) and keeps a local
+copy, from which the report is computed as usual; the report ends with how
+many exports reached the backend. OTEL_EXPORTER_OTLP_HEADERS go along.
+
 Usually started through run_demo.sh, which builds and installs what is
 missing first.
 """
@@ -34,6 +41,12 @@ SIM = os.path.join(EXAMPLES, "sim", "vllm_sim.py")
 PROXY = os.path.join(EXAMPLES, "python", "pd_proxy", "pd_proxy.py")
 LOADGEN = os.path.join(EXAMPLES, "loadgen", "loadgen.py")
 SINK = os.path.join(HERE, "otlp_json_sink.py")
+TEE = os.path.join(HERE, "otlp_tee.py")
+
+
+def traces_url(endpoint: str) -> str:
+    """OTEL_EXPORTER_OTLP_ENDPOINT semantics: v1/traces appended."""
+    return endpoint.rstrip("/") + "/v1/traces"
 
 COLLECTOR_CONFIG = """\
 receivers:
@@ -134,16 +147,39 @@ def collector_binary() -> str:
     return res.stdout.strip().splitlines()[-1]
 
 
+def wait_forwarded(port: int, timeout: float) -> dict:
+    """The tee's counters once its queue is empty (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    stats = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/stats" % port,
+                                        timeout=2) as r:
+                stats = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            break
+        if stats.get("queued") == 0 and stats["received"] == \
+                stats["forwarded"] + stats["failed"]:
+            break
+        time.sleep(0.2)
+    return stats
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0,
                     help="load duration (default 60)")
     ap.add_argument("--connector", default="nixlv2",
-                    choices=("nixlv2", "lmcache", "sglang"))
+                    choices=("nixlv2", "lmcache", "shared-storage",
+                             "sglang"))
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--collector", action="store_true",
                     help="export OTLP/HTTP through the OpenTelemetry "
                          "Collector (tests/collector) instead of files")
+    ap.add_argument("--otlp-endpoint", metavar="URL",
+                    help="also send every span to this OTLP/HTTP endpoint "
+                         "(base URL, v1/traces appended; default: "
+                         "$OTEL_EXPORTER_OTLP_ENDPOINT)")
     ap.add_argument("--workdir", help="keep logs, spans and CSV here "
                     "(default: a new temporary directory)")
     ap.add_argument("--time-scale", type=float, default=1.0,
@@ -161,22 +197,54 @@ def main(argv=None) -> int:
     span_files = []
     base_env = {"OTEL_BSP_SCHEDULE_DELAY": "500",
                 "PYTHONUNBUFFERED": "1"}
+    forward = None
+    if args.otlp_endpoint:
+        forward = traces_url(args.otlp_endpoint)
+    elif os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        forward = os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        forward = traces_url(os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    if forward and args.collector:
+        ap.error("--collector and an OTLP endpoint exclude each other")
+    # The report tells the processes apart by their service names.
     for k in ("OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER",
-              "OTEL_TRACES_SAMPLER_ARG"):
+              "OTEL_TRACES_SAMPLER_ARG", "OTEL_SERVICE_NAME",
+              "OTEL_TRACES_EXPORTER"):
         os.environ.pop(k, None)
 
     def export_env(name):
         if args.collector:
             return dict(base_env, OTEL_TRACES_EXPORTER="otlp",
                         OTEL_EXPORTER_OTLP_ENDPOINT=collector_url)
+        if forward:
+            return dict(base_env, OTEL_TRACES_EXPORTER="otlp",
+                        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=tee_url,
+                        OTEL_EXPORTER_OTLP_TRACES_COMPRESSION="none")
         path = os.path.join(workdir, name + ".spans.jsonl")
         span_files.append(path)
         return dict(base_env, OTEL_TRACES_EXPORTER="console",
                     PDTRACE_CONSOLE_PATH=path)
 
     print("run_demo: work directory %s" % workdir, flush=True)
+    tee_url = ""
+    tee_port = 0
     try:
         collector_url = ""
+        if forward:
+            tee_file = os.path.join(workdir, "tee.spans.jsonl")
+            span_files.append(tee_file)
+            tee_port = free_port()
+            argv = [py, TEE, "--port", str(tee_port), "--forward", forward,
+                    "--out", tee_file]
+            ca = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") or \
+                os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE")
+            if ca:
+                argv += ["--cafile", ca]
+            tee = procs.start("tee", argv)
+            wait_http("http://127.0.0.1:%d/health" % tee_port, 20, tee)
+            tee_url = "http://127.0.0.1:%d/v1/traces" % tee_port
+            print("run_demo: sending spans to %s (and keeping a copy)"
+                  % forward, flush=True)
         if args.collector:
             print("run_demo: building the collector (tests/collector) ...",
                   flush=True)
@@ -240,10 +308,22 @@ def main(argv=None) -> int:
             time.sleep(1.0)  # the collector's batch timeout
             procs.stop(["collector"])
             procs.stop(["sink"])
+        tee_stats = None
+        if forward:
+            tee_stats = wait_forwarded(tee_port, 20.0)
+            procs.stop(["tee"])
         print()
         a = dashboard.analyze(dashboard.load_spans(span_files),
                               dashboard.read_client_csv(csv_path))
         print(dashboard.render(a))
+        if tee_stats is not None:
+            a["forwarded"] = tee_stats
+            print("\nOTLP backend %s: %d of %d exports forwarded (%d spans)%s"
+                  % (forward, tee_stats["forwarded"], tee_stats["received"],
+                     tee_stats["spans"],
+                     "; %d failed, last error: %s" % (
+                         tee_stats["failed"], tee_stats["last_error"])
+                     if tee_stats["failed"] else ""))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(a, f, indent=1, default=str)

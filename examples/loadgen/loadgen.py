@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """loadgen: the 6-worker P/D load generator, measuring client TTFT.
 
+    python loadgen.py 6 5                      # workers, minutes
     python loadgen.py --workers 6 --minutes 5 --endpoint http://127.0.0.1:8000
     python loadgen.py --seconds 30 --endpoint URL --csv out.csv
     python loadgen.py --mode chat --conversations 8 --turns 5 --endpoint URL
@@ -18,6 +19,9 @@ x-pdtrace-pattern header, which pd_proxy records on its request span.
 Client TTFT (the ground truth the coordinator's true TTFT is checked
 against) runs from just before the request is sent to the first non-empty
 SSE data event for streaming requests, or the first body byte otherwise.
+
+The summary lists failed requests by HTTP status code (0: no answer),
+with their error types.
 
 --mode chat runs multi-turn conversations whose later turns resend the
 earlier context (so the prefix cache helps) and reports first-turn versus
@@ -265,6 +269,13 @@ def summary(stats: Stats, mode: str) -> Dict:
             "ttft_p99_ms": percentile(t, 99)}
     ok = [r for r in res if stats.ok(r)]
     t = [r.client_ttft_ms for r in ok if r.client_ttft_ms is not None]
+    failures: Dict[str, Dict[str, int]] = {}
+    for r in res:
+        if not stats.ok(r):
+            by_type = failures.setdefault(str(r.status), {})
+            key = r.error or "-"
+            by_type[key] = by_type.get(key, 0) + 1
+    out["failures"] = failures
     out["requests"] = len(res)
     out["success_rate"] = len(ok) / len(res) if res else math.nan
     out["ttft_p50_ms"] = percentile(t, 50)
@@ -289,6 +300,17 @@ def print_summary(s: Dict, mode: str) -> None:
           "p99 %.1f ms" % (s["requests"], 100 * s["success_rate"],
                            s["ttft_p50_ms"], s["ttft_p95_ms"],
                            s["ttft_p99_ms"]))
+    fails = s.get("failures") or {}
+    if fails:
+        print("failures by status code:")
+        for code in sorted(fails, key=int):
+            kinds = fails[code]
+            print("  %s%s: %d (%s)" % (
+                code, " (no answer)" if code == "0" else "",
+                sum(kinds.values()),
+                ", ".join("%s %d" % (k, n) for k, n in sorted(kinds.items()))))
+    else:
+        print("failures: none")
     print("%-16s %8s %8s %10s %10s %10s" % ("pattern", "requests", "ok%",
                                             "p50 ms", "p95 ms", "p99 ms"))
     for name, p in s["patterns"].items():
@@ -349,9 +371,13 @@ async def run(args) -> Dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("pos_workers", nargs="?", type=int, metavar="WORKERS",
+                   help="number of workers (as --workers)")
+    p.add_argument("pos_minutes", nargs="?", type=float, metavar="MINUTES",
+                   help="run time in minutes (as --minutes)")
     p.add_argument("--endpoint", default="http://127.0.0.1:8000")
-    p.add_argument("--workers", type=int, default=6)
-    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--seconds", type=float, default=None,
                    help="run time in seconds (wins over --minutes)")
     p.add_argument("--mode", choices=("patterns", "chat"),
@@ -364,7 +390,19 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--request-timeout", type=float, default=120.0)
     p.add_argument("--progress-every", type=float, default=10.0)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    for pos, name, default in (("pos_workers", "workers", 6),
+                               ("pos_minutes", "minutes", 5.0)):
+        v, named = getattr(a, pos), getattr(a, name)
+        if v is not None and named is not None and v != named:
+            p.error("%s given twice: %s and --%s %s" % (name, v, name, named))
+        setattr(a, name, v if v is not None else
+                named if named is not None else default)
+    if a.workers < 1:
+        p.error("workers must be at least 1")
+    if a.minutes <= 0 and a.seconds is None:
+        p.error("minutes must be positive")
+    return a
 
 
 def main(argv=None) -> int:

@@ -255,15 +255,15 @@ class Sim:
                             "remote_engine_id": self.engine_id,
                             "remote_host": a.host, "remote_port": a.port,
                             "tp_size": 1}
+            words = self.words(text, out_tokens)
             if stream:
-                resp = await self._stream(request, chat, cid, out_tokens,
+                resp = await self._stream(request, chat, cid, words,
                                            usage, include_usage, rid,
                                            prefill_only)
             else:
                 for _ in range(out_tokens - 1):
                     await self.sleep_ms(self.tpot_ms())
-                content = " ".join(self.rng.choice(WORDS)
-                                   for _ in range(out_tokens))
+                content = " ".join(words)
                 doc = self._final_doc(chat, cid, content, usage, resp_kvp)
                 resp = web.json_response(doc, headers={"x-request-id": rid})
             end = now_ns()
@@ -305,7 +305,15 @@ class Sim:
             doc["kv_transfer_params"] = kvp
         return doc
 
-    async def _stream(self, request, chat, cid, out_tokens, usage,
+    def words(self, prompt, n):
+        """The generated words: a function of the prompt (and --seed), so
+        the same request streamed or not gives the same text."""
+        h = hashlib.blake2b(("%s|%s" % (self.a.seed, prompt)).encode(
+            "utf-8", "surrogatepass"), digest_size=8).digest()
+        rng = random.Random(int.from_bytes(h, "big"))
+        return [rng.choice(WORDS) for _ in range(n)]
+
+    async def _stream(self, request, chat, cid, words, usage,
                       include_usage, rid, prefill_only):
         resp = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -328,12 +336,12 @@ class Sim:
                 "model": self.a.model, "choices": [choice]}) +
                 "\n\n").encode()
 
+        out_tokens = len(words)
         for i in range(out_tokens):
             if i > 0:
                 await self.sleep_ms(self.tpot_ms())
+            word = words[i] if i == 0 else " " + words[i]
             last = i == out_tokens - 1
-            # The words joined as in the non-streamed answer.
-            word = self.rng.choice(WORDS) + ("" if last else " ")
             await resp.write(chunk(word, "length" if last else None,
                                    role=i == 0))
         if include_usage:

@@ -48,7 +48,8 @@ class Stack:
 
     def __init__(self, tmp, connector="nixlv2", prefill_args=(),
                  decode_args=(), proxy_args=(), prefill_up=True,
-                 decode_up=True):
+                 decode_up=True, url_suffix="", prefill_in_proxy=True,
+                 decode_url=None):
         self.tmp = str(tmp)
         self.procs = []
         self.files = []
@@ -74,10 +75,15 @@ class Stack:
                 "--time-scale", TIME_SCALE] + list(decode_args))
             waits.append(("http://127.0.0.1:%d/health" % self.decode_port,
                           pr))
+        # url_suffix: upstreams named by an endpoint URL, as in the
+        # benchmarking guide (http://localhost:8100/v1/completions).
         argv = [PROXY, "--port", str(self.port), "--connector", connector,
-                "--decode-url", "http://127.0.0.1:%d" % self.decode_port]
-        for p in self.prefill_ports:
-            argv += ["--prefill-url", "http://127.0.0.1:%d" % p]
+                "--decode-url", decode_url or "http://127.0.0.1:%d%s" % (
+                    self.decode_port, url_suffix)]
+        if prefill_in_proxy:
+            for p in self.prefill_ports:
+                argv += ["--prefill-url",
+                         "http://127.0.0.1:%d%s" % (p, url_suffix)]
         pr = self._start("pd_proxy", argv + list(proxy_args))
         waits.append(("http://127.0.0.1:%d/health" % self.port, pr))
         self.proxy = pr

@@ -1,38 +1,81 @@
 #!/usr/bin/env python3
 """pd_proxy: a prefill/decode coordinator traced with libpdtrace.
 
-    python pd_proxy.py --port 8000 --prefill-url URL [--prefill-url URL ...]
-                       --decode-url URL [--connector nixlv2|lmcache|sglang]
-                       [--rate-limit RPS] [--max-concurrent N]
+    python pd_proxy.py --port 8000 \\
+        --prefill-url http://localhost:8100/v1/completions \\
+        --decode-url http://localhost:8200/v1/completions \\
+        [--connector nixlv2|lmcache|shared-storage|sglang] \\
+        [--rate-limit RPS] [--max-concurrent N] [--no-access-log]
 
 A Quart app (served by Hypercorn) whose upstream calls go through aiohttp
 client sessions. Routes: POST /v1/completions, POST /v1/chat/completions,
 GET /v1/models, GET /health, and GET /metrics: the tracer's Prometheus
 metrics (true TTFT and its stages per connector, model and mode).
 
+Upstream URLs: --prefill-url and --decode-url take a server's base URL
+(http://host:8100) or one of its endpoint URLs (http://host:8100/v1,
+.../v1/completions, .../v1/chat/completions): the endpoint part is
+dropped and each request goes to the same path on that server, so a
+request to /v1/chat/completions goes to the chat path whichever endpoint
+was named. The resolved routes are printed at startup, and the first 404
+from an upstream that never answered anything else is logged at once with
+the URL that was called. Several --prefill-url are used round-robin.
+
+Without --prefill-url the proxy is a routing sidecar, like the Go sidecar:
+the prefill goes to the host:port named in x-prefiller-host-port (a
+comma-separated list or repeated header: later entries are tried when the
+earlier cannot be connected to), checked against --allowed-prefillers
+when that is given; a request without the header goes straight to decode
+and is traced in decode-only mode (reason "no prefiller").
+
 Flows (docs/upstreams.md):
   nixlv2   prefill with kv_transfer_params {do_remote_decode: true, ...},
            stream false, max_tokens 1; then decode with the client's body
            plus the kv_transfer_params the prefill returned.
-  lmcache  prefill with max_tokens 1 (KV goes to the shared store), then
+  lmcache, shared-storage
+           prefill with max_tokens 1 (KV goes to the shared store), then
            the unmodified body to decode.
   sglang   the same body to prefill and decode at once, with
-           bootstrap_host, bootstrap_port and bootstrap_room.
-Prefill URLs are used round-robin.
+           bootstrap_host, bootstrap_port and bootstrap_room; a streamed
+           prefill answer is read as a stream.
+
+True TTFT for every request: the decode leg is always streamed (stream
+true, stream_options.include_usage true) and the first token (mark F) is
+the first chunk that carries generated text. When the client asked for a
+non-streamed answer, the proxy assembles from the chunks the
+OpenAI-compatible body the decode server would have sent (id, object,
+created, model, choices with text or message and finish_reason, usage).
+Requests the assembler cannot reproduce faithfully (n > 1, best_of > 1,
+logprobs, echo, tools) are passed through unstreamed, and so is every
+non-streamed request with --no-assemble; their spans say
+llm_d.pd_proxy.assembled=false with llm_d.pd_proxy.passthrough_reason, and
+llm_d.pd_proxy.first_token_observed=false: true_ttft_ms, decode_ttft_ms
+and tpot_ms are then absent rather than wrong. A streamed client that did
+not ask for include_usage does not get the usage chunk the proxy asked for.
+
+Token counts: gen_ai.usage.input_tokens, gen_ai.usage.output_tokens and
+gen_ai.usage.cache_read.input_tokens come from the decode answer's usage,
+else from the prefill answer's (input and cached), else output tokens are
+the chunks counted.
+
+Hostile clients: the traced request begins before the body is read; a
+body over --max-body-bytes (default 32 MiB) is answered 413, one that has
+not arrived within --body-timeout seconds (default 30) 408, invalid JSON
+or a non-boolean "stream" 400, all as JSON errors and recorded on the
+request span. A prefill answer that is not a JSON object gives 502
+invalid_response. Repeated traceparent or tracestate header lines are all
+passed to the library (joined with commas), so a duplicated traceparent is
+rejected as W3C Trace Context requires and the request starts a new trace.
 
 Tracing: each completion request is a libpdtrace P/D request begun at
 arrival (mark A), so time spent in the rate limiter or waiting for a
-concurrency slot shows as queue_ms: prefill_sent is marked when the prefill
-is actually dispatched. The first token (F) is the first non-empty SSE data
-event forwarded to the client, or the first body byte for non-streaming
-responses. Both legs get traceparent, tracestate and x-request-id. An
-upstream failure gives the client a JSON error with 502, 503 or 504, and the
-spans status ERROR. The client's traffic pattern, when sent in the
-x-pdtrace-pattern header, is recorded as llm_d.pd_proxy.load_pattern.
-The tracing calls are the binding's batched ones: the request is begun
-with its id, connector, model and attributes in one library call, each
-leg's headers come with its SENT mark, and the outcome, usage and end go
-in one call.
+concurrency slot shows as queue_ms. Both legs get traceparent, tracestate
+and x-request-id. An upstream failure gives the client a JSON error with
+502, 503 or 504; each leg's span status follows that leg's own outcome.
+The client's traffic pattern, when sent in the x-pdtrace-pattern header,
+is recorded as llm_d.pd_proxy.load_pattern. One access-log line per
+request goes to standard output (method, path, status, true TTFT, total;
+--no-access-log turns it off).
 
 Export follows the OTEL_* environment (OTLP/HTTP by default;
 OTEL_TRACES_EXPORTER=console with PDTRACE_CONSOLE_PATH for JSON lines;
@@ -45,23 +88,62 @@ import itertools
 import json
 import logging
 import random
+import re
 import sys
 import time
-from typing import Any, Dict, Optional
+import urllib.parse
+from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
 from quart import Quart, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 import pdtrace
 from pdtrace import Leg, Mode
 
 log = logging.getLogger("pd_proxy")
 P = "llm_d.pd_proxy."
+CONNECTORS = ("nixlv2", "lmcache", "shared-storage", "sglang")
+ROUTES = ("/v1/completions", "/v1/chat/completions")
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0
 
 
 def now_ns() -> int:
     return time.monotonic_ns()
 
+
+def upstream_base(url: str) -> str:
+    """The server base URL of an upstream given as a base URL or as one of
+    its OpenAI endpoint URLs; raises ValueError for anything else."""
+    u = urllib.parse.urlsplit(url.strip())
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError("%r is not an http:// or https:// URL" % url)
+    if u.query or u.fragment:
+        raise ValueError("%r: an upstream URL takes no query or fragment"
+                         % url)
+    try:
+        u.port
+    except ValueError:
+        raise ValueError("%r: bad port" % url) from None
+    path = u.path.rstrip("/")
+    for suffix in ROUTES + ("/v1",):
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+            break
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, path, "", ""))
+
+
+HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
+
+
+def parse_hostport(value: str) -> str:
+    """A prefiller named by x-prefiller-host-port: host:port only."""
+    m = HOSTPORT.match(value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError("x-prefiller-host-port must be host:port, got %r"
+                         % value[:100])
+    return value
 
 class Limiter:
     """Token bucket (rate RPS, burst max(1, RPS)) in front of a FIFO
@@ -133,7 +215,7 @@ def classify(exc: BaseException) -> UpstreamError:
     return UpstreamError(502, type(exc).__name__, str(exc))
 
 
-def status_error(status: int, body: bytes) -> UpstreamError:
+def status_error(status: int, body: bytes, url: str) -> UpstreamError:
     msg = body[:500].decode("utf-8", "replace")
     if status == 503 or status == 429:
         return UpstreamError(503, "upstream_unavailable", msg, status)
@@ -141,6 +223,9 @@ def status_error(status: int, body: bytes) -> UpstreamError:
         return UpstreamError(504, "timeout", msg, status)
     if status >= 500:
         return UpstreamError(502, "upstream_error", msg, status)
+    if status == 404:
+        return UpstreamError(404, "upstream_not_found",
+                             "upstream answered 404 for POST %s" % url, 404)
     return UpstreamError(status, "upstream_client_error", msg, status)
 
 
@@ -152,19 +237,241 @@ def error_response(status: int, error_type: str, message: str,
                     headers={"x-request-id": request_id})
 
 
+class BodyError(Exception):
+    def __init__(self, status: int, error_type: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+# ---- server-sent events ------------------------------------------------------
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+class SSESplitter:
+    """Splits a byte stream into complete SSE events: feed() returns
+    (raw event bytes including its blank line, data payload or None)."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, chunk: bytes) -> List[Tuple[bytes, Optional[bytes]]]:
+        self.buf += chunk
+        out = []
+        while True:
+            m = _EVENT_END.search(self.buf)
+            if m is None:
+                return out
+            raw, self.buf = self.buf[:m.end()], self.buf[m.end():]
+            lines = []
+            for line in re.split(rb"\r\n|\n|\r", raw[:m.start()]):
+                if line.startswith(b"data:"):
+                    v = line[5:]
+                    lines.append(v[1:] if v.startswith(b" ") else v)
+            out.append((raw, b"\n".join(lines) if lines else None))
+
+    def rest(self) -> bytes:
+        rest, self.buf = self.buf, b""
+        return rest
+
+
+def event_doc(data: Optional[bytes]) -> Optional[Dict[str, Any]]:
+    if data is None or data.strip() in (b"", b"[DONE]"):
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def chunk_tokens(doc: Dict[str, Any]) -> int:
+    """Choices of one chunk that carry generated output."""
+    n = 0
+    for c in doc.get("choices") or ():
+        if not isinstance(c, dict):
+            continue
+        if c.get("text"):
+            n += 1
+            continue
+        d = c.get("delta")
+        if isinstance(d, dict) and (d.get("content") or
+                                    d.get("reasoning_content") or
+                                    d.get("tool_calls")):
+            n += 1
+    return n
+
+
+def passthrough_reason(body: Dict[str, Any], enabled: bool) -> Optional[str]:
+    """Why a non-streamed request cannot be assembled from a stream, or
+    None when it can."""
+    if not enabled:
+        return "disabled"
+    n = body.get("n")
+    if n is not None and n != 1:
+        return "n>1"
+    best_of = body.get("best_of")
+    if best_of is not None and best_of != 1:
+        return "best_of"
+    for k in ("logprobs", "top_logprobs", "prompt_logprobs"):
+        v = body.get(k)
+        if v is not None and v is not False:
+            return "logprobs"
+    if body.get("echo"):
+        return "echo"
+    if body.get("tools") or body.get("functions"):
+        return "tools"
+    return None
+
+
+class Assembler:
+    """Builds the non-streamed completions or chat completions body from
+    the chunks of the same answer streamed."""
+
+    CHUNK_KEYS = ("id", "object", "created", "model", "choices", "usage")
+
+    def __init__(self, chat: bool):
+        self.chat = chat
+        self.head: Dict[str, Any] = {}
+        self.extra: Dict[str, Any] = {}
+        self.choices: Dict[int, Dict[str, Any]] = {}
+        self.usage: Optional[Dict[str, Any]] = None
+        self.error: Optional[Any] = None
+        self.chunks = 0
+
+    def feed(self, doc: Dict[str, Any]) -> int:
+        if "error" in doc and "choices" not in doc:
+            self.error = doc["error"]
+            return 0
+        self.chunks += 1
+        for k in ("id", "created", "model"):
+            if k in doc and k not in self.head:
+                self.head[k] = doc[k]
+        for k, v in doc.items():
+            if k not in self.CHUNK_KEYS and v is not None:
+                self.extra[k] = v
+        if isinstance(doc.get("usage"), dict):
+            self.usage = doc["usage"]
+        for c in doc.get("choices") or ():
+            if not isinstance(c, dict):
+                continue
+            i = c.get("index", 0)
+            st = self.choices.setdefault(i, {
+                "text": [], "reasoning": [], "role": None,
+                "finish_reason": None, "other": {}})
+            if self.chat:
+                d = c.get("delta") or {}
+                if d.get("role"):
+                    st["role"] = d["role"]
+                if d.get("content"):
+                    st["text"].append(d["content"])
+                if d.get("reasoning_content"):
+                    st["reasoning"].append(d["reasoning_content"])
+            elif c.get("text"):
+                st["text"].append(c["text"])
+            if c.get("finish_reason") is not None:
+                st["finish_reason"] = c["finish_reason"]
+            for k, v in c.items():
+                if k not in ("index", "delta", "text", "finish_reason"):
+                    if v is not None or k not in st["other"]:
+                        st["other"][k] = v
+        return chunk_tokens(doc)
+
+    def body(self) -> Dict[str, Any]:
+        doc: Dict[str, Any] = {
+            "id": self.head.get("id"),
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.head.get("created", int(time.time())),
+            "model": self.head.get("model"),
+        }
+        choices = []
+        for i in sorted(self.choices):
+            st = self.choices[i]
+            c: Dict[str, Any] = {"index": i}
+            if self.chat:
+                msg: Dict[str, Any] = {"role": st["role"] or "assistant",
+                                       "content": "".join(st["text"])}
+                if st["reasoning"]:
+                    msg["reasoning_content"] = "".join(st["reasoning"])
+                c["message"] = msg
+            else:
+                c["text"] = "".join(st["text"])
+            c.update(st["other"])
+            c["finish_reason"] = st["finish_reason"]
+            choices.append(c)
+        doc["choices"] = choices
+        doc.update(self.extra)
+        if self.usage is not None:
+            doc["usage"] = self.usage
+        return doc
+
+
+def usage_counts(decode: Optional[Dict[str, Any]],
+                 prefill: Optional[Dict[str, Any]]) -> Dict[str, int]:
+    """Keyword arguments for Request.finish(): input, output and cached
+    prompt tokens from decode's usage, else (input, cached) prefill's."""
+
+    def num(u, key, sub=None):
+        if not isinstance(u, dict):
+            return None
+        if sub is not None:
+            u = u.get(sub)
+            if not isinstance(u, dict):
+                return None
+        v = u.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and \
+            v >= 0 else None
+
+    out = {}
+    for kw, key, sub, fallback in (
+            ("input_tokens", "prompt_tokens", None, True),
+            ("output_tokens", "completion_tokens", None, False),
+            ("cached_input_tokens", "cached_tokens",
+             "prompt_tokens_details", True)):
+        v = num(decode, key, sub)
+        if v is None and fallback:
+            v = num(prefill, key, sub)
+        if v is not None:
+            out[kw] = v
+    return out
+
+
+class Ctx:
+    """One client request as the handler sees it."""
+
+    __slots__ = ("req", "rid", "path", "arrival", "stream", "chat",
+                 "decode_sent", "prefill_usage", "logged")
+
+    def __init__(self, req: pdtrace.Request, path: str, arrival: int):
+        self.req = req
+        self.rid = req.id or ""
+        self.path = path
+        self.arrival = arrival
+        self.stream = False
+        self.chat = path.endswith("/chat/completions")
+        self.decode_sent = False
+        self.prefill_usage: Optional[Dict[str, Any]] = None
+        self.logged = False
+
+
 class Proxy:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.prefill_urls = [u.rstrip("/") for u in args.prefill_url]
-        self.decode_urls = [u.rstrip("/") for u in args.decode_url]
-        self.rr_prefill = itertools.cycle(range(len(self.prefill_urls)))
-        self.rr_decode = itertools.cycle(range(len(self.decode_urls)))
+        self.prefill_bases = [upstream_base(u) for u in args.prefill_url]
+        self.decode_bases = [upstream_base(u) for u in args.decode_url]
+        self.rr_prefill = itertools.cycle(range(max(1,
+                                                    len(self.prefill_bases))))
+        self.rr_decode = itertools.cycle(range(len(self.decode_bases)))
+        self.allowed = set(args.allowed_prefillers or ())
         self.limiter = Limiter(args.rate_limit, args.max_concurrent,
                                args.max_queue)
         self.tracer: Optional[pdtrace.Tracer] = None
         self.prefill_session: Optional[aiohttp.ClientSession] = None
         self.decode_session: Optional[aiohttp.ClientSession] = None
         self.trace_errors = 0
+        self.answered: set = set()  # upstream bases that answered non-404
+        self.warned_404: set = set()
 
     async def start(self) -> None:
         self.tracer = pdtrace.Tracer()
@@ -198,24 +505,28 @@ class Proxy:
             return fn(*args, **kw)
         except pdtrace.PdtraceError as e:
             self._trace_error(e)
-            return e.headers
+            return getattr(e, "headers", None)
 
     def _trace_error(self, e: Exception) -> None:
         self.trace_errors += 1
         if self.trace_errors <= 10:
             log.warning("tracing: %s", e)
 
-    def begin(self, arrival: int, hdrs, **kw) -> pdtrace.Request:
-        """Begins the traced request with everything known at once; a
+    def begin(self, arrival: int, hdrs) -> pdtrace.Request:
+        """Begins the traced request at arrival, before the body is read.
+        Every line of a repeated traceparent or tracestate header goes to
+        the library, so a duplicated traceparent is refused there. A
         refused setting (a malformed x-request-id, say) is logged and the
         request goes on without it."""
+        tp = hdrs.getlist("traceparent")
+        ts = hdrs.getlist("tracestate")
         try:
-            return self.tracer.request(hdrs.get("traceparent"),
-                                       hdrs.get("tracestate"), arrival,
-                                       request_id=hdrs.get("x-request-id")
-                                       or None, **kw)
+            return self.tracer.request(
+                ",".join(tp) if tp else None, ",".join(ts) if ts else None,
+                arrival, request_id=hdrs.get("x-request-id") or None,
+                connector=self.args.connector)
         except pdtrace.PdtraceError as e:
-            if e.request is None:
+            if getattr(e, "request", None) is None:
                 raise
             self._trace_error(e)
             return e.request
@@ -224,37 +535,118 @@ class Proxy:
         return Response(self.tracer.metrics(), status=200,
                         content_type=pdtrace.METRICS_CONTENT_TYPE)
 
-    # -- upstream calls ---------------------------------------------------
-    async def post_json(self, session, url: str, body: Dict[str, Any],
-                        headers: Dict[str, str]):
-        """POST and read the whole answer; raises UpstreamError."""
-        try:
-            async with session.post(url, json=body, headers=headers) as r:
-                data = await r.read()
-                if r.status >= 400:
-                    raise status_error(r.status, data)
-                return r.status, data
-        except UpstreamError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-            raise classify(e) from None
+    # -- outcome ---------------------------------------------------------
+    def access(self, ctx: Ctx, status: int,
+               bd: Optional[pdtrace.Breakdown]) -> None:
+        if ctx.logged or self.args.no_access_log:
+            return
+        ctx.logged = True
+        ttft = bd.true_ttft_ms if bd is not None else None
+        total = bd.total_ms if bd is not None and bd.total_ms is not None \
+            else (now_ns() - ctx.arrival) / 1e6
+        sys.stdout.write(
+            "pd_proxy: POST %s %d ttft_ms=%s total_ms=%.1f request_id=%s\n"
+            % (ctx.path, status, "-" if ttft is None else "%.1f" % ttft,
+               total, ctx.rid or "-"))
+        sys.stdout.flush()
 
+    def end(self, ctx: Ctx, status: int, error_type: Optional[str] = None,
+            **kw) -> None:
+        """Ends and frees the traced request, then logs its access line."""
+        bd = None
+        try:
+            bd = ctx.req.finish(status, error_type, **kw)
+        except pdtrace.PdtraceError as e:
+            self._trace_error(e)
+            bd = getattr(e, "breakdown", None)
+        ctx.req.free()
+        self.access(ctx, status, bd)
+
+    def fail(self, ctx: Ctx, status: int, error_type: str,
+             message: str) -> Response:
+        self.end(ctx, status, error_type)
+        return error_response(status, error_type, message, ctx.rid)
+
+    def observed(self, ctx: Ctx, first: bool) -> None:
+        """llm_d.pd_proxy.first_token_observed on the request span and, when
+        it exists, the decode span."""
+        attrs = {P + "first_token_observed": first}
+        self.t(ctx.req.set_attributes, attrs)
+        if ctx.decode_sent:
+            self.t(ctx.req.set_attributes, attrs, Leg.DECODE)
+
+    def note_status(self, leg: str, base: str, url: str, status: int) -> None:
+        """Says at once, and once, that an upstream that has never answered
+        anything else answers 404: the URL is most likely wrong."""
+        if status != 404:
+            self.answered.add(base)
+            return
+        if base in self.answered or url in self.warned_404:
+            return
+        self.warned_404.add(url)
+        flag = "--prefill-url" if leg == "prefill" else "--decode-url"
+        log.error("%s upstream answered 404 Not Found for POST %s: check "
+                  "%s (give the server's base URL, e.g. http://host:8100, "
+                  "or its /v1/completions endpoint)", leg, url, flag)
+
+    # -- request body ------------------------------------------------------
+    async def read_body(self) -> bytes:
+        limit = self.args.max_body_bytes
+        clen = request.content_length
+        if clen is not None and clen > limit:
+            raise BodyError(413, "body_too_large",
+                            "request body of %d bytes is over the limit of "
+                            "%d bytes" % (clen, limit))
+        buf = bytearray()
+
+        async def collect():
+            async for chunk in request.body:
+                buf.extend(chunk)
+                if len(buf) > limit:
+                    raise RequestEntityTooLarge()
+
+        try:
+            await asyncio.wait_for(collect(), self.args.body_timeout)
+        except RequestEntityTooLarge:
+            raise BodyError(413, "body_too_large",
+                            "request body is over the limit of %d bytes"
+                            % limit) from None
+        except asyncio.TimeoutError:
+            raise BodyError(408, "body_timeout",
+                            "request body not received within %g s"
+                            % self.args.body_timeout) from None
+        return bytes(buf)
+
+    # -- the completion routes ----------------------------------------------
     async def completions(self, path: str, chat: bool) -> Response:
         arrival = now_ns()  # mark A
         hdrs = request.headers
-        connector = self.args.connector
+        ctx = Ctx(self.begin(arrival, hdrs), path, arrival)
+        req = ctx.req
         try:
-            raw = await request.get_data()
+            raw = await self.read_body()
+        except BodyError as e:
+            return self.fail(ctx, e.status, e.error_type, str(e))
+        except BaseException:
+            self.end(ctx, 499, "client_disconnected")
+            raise
+        try:
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
         except (ValueError, UnicodeDecodeError) as e:
-            req = self.begin(arrival, hdrs, connector=connector)
-            self.t(req.finish, 400, "invalid_request")
-            req.free()
-            return error_response(400, "invalid_request",
-                                  "invalid JSON body: %s" % e, req.id or "")
-        stream = bool(body.get("stream"))
+            return self.fail(ctx, 400, "invalid_request",
+                             "invalid JSON body: %s" % e)
+        stream = body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            return self.fail(ctx, 400, "invalid_request",
+                             '"stream" must be true or false, got %s'
+                             % json.dumps(stream)[:50])
+        ctx.stream = stream
+        reason = None if stream else passthrough_reason(
+            body, not self.args.no_assemble)
         max_tokens = body.get("max_completion_tokens") or \
             body.get("max_tokens")
         attrs = {
@@ -262,26 +654,42 @@ class Proxy:
             "url.path": path,
             "gen_ai.operation.name": "chat" if chat else "text_completion",
             "gen_ai.request.stream": stream,
-            P + "decode.streaming": stream,
+            P + "decode.streaming": reason is None,
         }
+        if not stream:
+            attrs[P + "assembled"] = reason is None
+            if reason is not None:
+                attrs[P + "passthrough_reason"] = reason
         if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
             attrs["gen_ai.request.max_tokens"] = max_tokens
         pattern = hdrs.get("x-pdtrace-pattern")
         if pattern:
             attrs[P + "load_pattern"] = pattern
+        self.t(req.set_attributes, attrs)
         model = body.get("model")
-        req = self.begin(arrival, hdrs, connector=connector,
-                         model=model if isinstance(model, str) and model
-                         else None, attributes=attrs)
-        rid = req.id or ""
-        if connector == "sglang":
+        if isinstance(model, str) and model:
+            self.t(req.set_model, model)
+
+        connector = self.args.connector
+        try:
+            candidates = self.prefillers(hdrs)
+        except ValueError as e:
+            return self.fail(ctx, 400, "invalid_request", str(e))
+        except PermissionError as e:
+            return self.fail(ctx, 403, "prefiller_not_allowed", str(e))
+        if not candidates:
+            self.t(req.set_mode, Mode.DECODE_ONLY, "no prefiller")
+        elif connector == "sglang":
             self.t(req.set_mode, Mode.CONCURRENT)
 
         if self.limiter.overloaded():
-            self._finish(req, 503, "overloaded")
-            return error_response(503, "overloaded",
-                                  "coordinator queue is full", rid)
-        await self.limiter.acquire()
+            return self.fail(ctx, 503, "overloaded",
+                             "coordinator queue is full")
+        try:
+            await self.limiter.acquire()
+        except BaseException:
+            self.end(ctx, 499, "client_disconnected")
+            raise
         released = False
 
         def release():
@@ -291,54 +699,107 @@ class Proxy:
                 self.limiter.release()
 
         try:
-            prefill_url = self.prefill_urls[next(self.rr_prefill)]
-            decode_url = self.decode_urls[next(self.rr_decode)]
+            decode_base = self.decode_bases[next(self.rr_decode)]
+            if not candidates:
+                return await self._decode(ctx, decode_base, body, reason,
+                                          release, None)
             if connector == "sglang":
-                resp = await self._sglang(req, body, path, prefill_url,
-                                          decode_url, stream, release)
-            else:
-                resp = await self._sequential(req, body, path, prefill_url,
-                                              decode_url, stream, connector,
-                                              release)
-            return resp
+                return await self._sglang(ctx, body, candidates[0],
+                                          decode_base, reason, release)
+            return await self._sequential(ctx, body, candidates,
+                                          decode_base, reason, release)
         except UpstreamError as e:
             release()
-            self._finish(req, e.client_status, e.error_type)
-            return error_response(e.client_status, e.error_type, str(e),
-                                  rid)
+            self.observed(ctx, False)
+            return self.fail(ctx, e.client_status, e.error_type, str(e))
         except BaseException:
             release()
             req.free()  # recorded as abandoned
             raise
 
-    def _finish(self, req: pdtrace.Request, status: int,
-                error_type: Optional[str]) -> None:
-        self.t(req.finish, status, error_type)
-        req.free()
+    def prefillers(self, hdrs) -> List[str]:
+        """Prefill base URLs to try, in order; empty for decode-only."""
+        if self.prefill_bases:
+            return [self.prefill_bases[next(self.rr_prefill)]]
+        out = []
+        for v in hdrs.getlist("x-prefiller-host-port"):
+            for c in v.split(","):
+                c = c.strip()
+                if not c:
+                    continue
+                parse_hostport(c)
+                if self.allowed and c not in self.allowed:
+                    raise PermissionError(
+                        "prefiller %s is not in --allowed-prefillers" % c)
+                out.append("http://" + c)
+        return out
 
-    def _send_prefill(self, req, url: str, path: str, body: Dict[str, Any]):
-        """Marks Ps now and returns the coroutine doing the prefill leg."""
-        headers = self.t(req.send_prefill)
-        return self._prefill(req, url, path, body, headers)
-
-    async def _prefill(self, req, url: str, path: str, body: Dict[str, Any],
+    # -- prefill -------------------------------------------------------------
+    async def _prefill(self, ctx: Ctx, base: str, body: Dict[str, Any],
                        headers: Optional[Dict[str, str]]) -> Dict[str, Any]:
+        """One prefill attempt (Ps already marked): its answer as a JSON
+        object (a streamed answer is read as a stream: the last chunk's
+        fields, with its usage and kv_transfer_params); records Pe and the
+        leg's outcome; raises UpstreamError."""
+        req = ctx.req
+        url = base + ctx.path
+        status = 0
         try:
-            status, data = await self.post_json(self.prefill_session,
-                                                url + path, body, headers)
+            async with self.prefill_session.post(url, json=body,
+                                                 headers=headers) as r:
+                status = r.status
+                self.note_status("prefill", base, url, status)
+                if status >= 400:
+                    raise status_error(status, await r.read(), url)
+                ctype = r.headers.get("Content-Type", "")
+                if "text/event-stream" in ctype:
+                    doc = await self._read_stream(r)
+                else:
+                    data = await r.read()
+                    try:
+                        doc = json.loads(data)
+                    except ValueError:
+                        doc = None
+                if not isinstance(doc, dict):
+                    raise UpstreamError(502, "invalid_response",
+                                        "prefill answered with something "
+                                        "other than a JSON object", status)
         except UpstreamError as e:
-            self.t(req.prefill_done, target=url, status=e.upstream_status,
+            self.t(req.prefill_done, target=base, status=e.upstream_status,
                    error_type=e.error_type)
             raise
-        self.t(req.prefill_done, target=url, status=status)
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise UpstreamError(502, "invalid_response",
-                                "prefill answered with invalid JSON")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            err = classify(e)
+            err.upstream_status = status
+            self.t(req.prefill_done, target=base, status=status,
+                   error_type=err.error_type)
+            raise err from None
+        self.t(req.prefill_done, target=base, status=status)
+        if isinstance(doc.get("usage"), dict):
+            ctx.prefill_usage = doc["usage"]
+        return doc
 
-    async def _sequential(self, req, body, path, prefill_url, decode_url,
-                          stream, connector, release):
+    @staticmethod
+    async def _read_stream(r) -> Optional[Dict[str, Any]]:
+        sse = SSESplitter()
+        doc: Optional[Dict[str, Any]] = None
+        async for chunk in r.content.iter_any():
+            for _, data in sse.feed(chunk):
+                d = event_doc(data)
+                if d is None:
+                    continue
+                if doc is None:
+                    doc = {}
+                doc.update({k: v for k, v in d.items() if v is not None})
+        for _, data in sse.feed(b"\n\n"):
+            d = event_doc(data)
+            if d is not None:
+                doc = dict(doc or {}, **d)
+        return doc
+
+    async def _sequential(self, ctx, body, candidates, decode_base, reason,
+                          release):
+        connector = self.args.connector
         pbody = copy.copy(body)
         pbody["stream"] = False
         pbody.pop("stream_options", None)
@@ -350,7 +811,17 @@ class Proxy:
                 "do_remote_decode": True, "do_remote_prefill": False,
                 "remote_engine_id": None, "remote_block_ids": None,
                 "remote_host": None, "remote_port": None}
-        presp = await self._send_prefill(req, prefill_url, path, pbody)
+        presp = None
+        for i, base in enumerate(candidates):
+            headers = self.t(ctx.req.send_prefill)
+            try:
+                presp = await self._prefill(ctx, base, pbody, headers)
+                break
+            except UpstreamError as e:
+                if i + 1 < len(candidates) and \
+                        e.error_type == "connection_refused":
+                    continue  # the next prefiller named by the header
+                raise
         dbody = body
         if connector == "nixlv2":
             kvp = presp.get("kv_transfer_params")
@@ -359,164 +830,252 @@ class Proxy:
                                     "prefill returned no kv_transfer_params")
             dbody = dict(body)
             dbody["kv_transfer_params"] = kvp
-        return await self._decode(req, decode_url, path, dbody, stream,
-                                   release, None)
+        return await self._decode(ctx, decode_base, dbody, reason, release,
+                                  None)
 
-    async def _sglang(self, req, body, path, prefill_url, decode_url,
-                      stream, release):
+    async def _sglang(self, ctx, body, prefill_base, decode_base, reason,
+                      release):
         b = dict(body)
-        host = prefill_url.split("://", 1)[-1].split("/", 1)[0]
-        b["bootstrap_host"] = host.rsplit(":", 1)[0]
+        b["bootstrap_host"] = urllib.parse.urlsplit(prefill_base).hostname
         b["bootstrap_port"] = self.args.bootstrap_port
         b["bootstrap_room"] = random.getrandbits(63)
-        ptask = asyncio.ensure_future(self._send_prefill(req, prefill_url,
-                                                         path, b))
+        pbody = dict(b)
+        if pbody.get("stream"):
+            so = pbody.get("stream_options")
+            so = dict(so) if isinstance(so, dict) else {}
+            so["include_usage"] = True
+            pbody["stream_options"] = so
+        headers = self.t(ctx.req.send_prefill)
+        ptask = asyncio.ensure_future(self._prefill(ctx, prefill_base,
+                                                    pbody, headers))
         try:
-            return await self._decode(req, decode_url, path, b, stream,
-                                      release, ptask)
+            return await self._decode(ctx, decode_base, b, reason, release,
+                                      ptask)
         except BaseException:
             if not ptask.done():
                 ptask.cancel()
+            else:
+                ptask.exception()  # retrieved: the decode error wins
             raise
 
-    async def _decode(self, req, url, path, body, stream, release, ptask):
-        """Sends the decode leg and streams its answer to the client."""
+    async def _settle_prefill(self, ptask) -> None:
+        """Waits for a concurrent prefill; its own span has its outcome."""
+        if ptask is None:
+            return
+        try:
+            await asyncio.wait_for(ptask, self.args.upstream_timeout)
+        except (UpstreamError, asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+
+    # -- decode ----------------------------------------------------------
+    async def _decode(self, ctx, base, body, reason, release, ptask):
+        """Sends the decode leg: streamed unless passed through; streams it
+        to a streaming client, assembles a body for the others."""
+        req = ctx.req
+        url = base + ctx.path
+        dbody = body
+        strip_usage = False
+        if reason is None:
+            dbody = dict(body)
+            dbody["stream"] = True
+            so = body.get("stream_options")
+            so = dict(so) if isinstance(so, dict) else {}
+            strip_usage = ctx.stream and not so.get("include_usage")
+            so["include_usage"] = True
+            dbody["stream_options"] = so
         headers = self.t(req.send_decode)
-        cm = self.decode_session.post(url + path, json=body, headers=headers)
+        ctx.decode_sent = True
+        # gen_ai.request.stream and decode.streaming are set on the
+        # request span only: the library mirrors them onto the decode span.
+        leg_attrs: Dict[str, Any] = {}
+        if not ctx.stream:
+            leg_attrs[P + "assembled"] = reason is None
+            if reason is not None:
+                leg_attrs[P + "passthrough_reason"] = reason
+        if leg_attrs:
+            self.t(req.set_attributes, leg_attrs, Leg.DECODE)
+        cm = self.decode_session.post(url, json=dbody, headers=headers)
         try:
             upstream = await cm.__aenter__()
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             err = classify(e)
-            self.t(req.set_leg, Leg.DECODE, url, 0, err.error_type)
+            self.t(req.set_leg, Leg.DECODE, base, 0, err.error_type)
+            await self._settle_prefill(ptask)
             raise err from None
+        self.note_status("decode", base, url, upstream.status)
         if upstream.status >= 400:
             data = await upstream.read()
             await cm.__aexit__(None, None, None)
-            err = status_error(upstream.status, data)
-            self.t(req.set_leg, Leg.DECODE, url, upstream.status,
+            err = status_error(upstream.status, data, url)
+            self.t(req.set_leg, Leg.DECODE, base, upstream.status,
                    err.error_type)
+            await self._settle_prefill(ptask)
             raise err
         ctype = upstream.headers.get("Content-Type", "application/json")
-        rid = req.id or ""
-        gen = self._relay(req, url, upstream, cm, stream, release, ptask)
-        resp = Response(gen, status=200, content_type=ctype,
-                        headers={"x-request-id": rid})
-        resp.timeout = None
-        return resp
+        if ctx.stream and "text/event-stream" in ctype:
+            gen = self._relay(ctx, base, upstream, cm, strip_usage, release,
+                              ptask)
+            resp = Response(gen, status=200, content_type=ctype,
+                            headers={"x-request-id": ctx.rid})
+            resp.timeout = None
+            return resp
+        if "text/event-stream" in ctype:
+            return await self._assemble(ctx, base, upstream, cm, release,
+                                        ptask)
+        return await self._passthrough(ctx, base, upstream, cm, release,
+                                       ptask, ctype)
 
-    async def _relay(self, req, url, upstream, cm, stream, release, ptask):
-        """Forwards the decode answer; marks F, L, usage and the end."""
+    async def _passthrough(self, ctx, base, upstream, cm, release, ptask,
+                           ctype):
+        """A whole unstreamed answer, forwarded as it is: no first token
+        observed."""
+        failure = None
+        data = b""
+        try:
+            data = await upstream.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            failure = classify(e)
+        finally:
+            await cm.__aexit__(None, None, None)
+            release()
+        await self._settle_prefill(ptask)
+        req = ctx.req
+        if failure is not None:
+            self.t(req.set_leg, Leg.DECODE, base, upstream.status,
+                   failure.error_type)
+            raise failure
+        usage = None
+        try:
+            doc = json.loads(data)
+            if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+                usage = doc["usage"]
+        except ValueError:
+            pass
+        self.observed(ctx, False)
+        self.end(ctx, 200, None, decode_target=base,
+                 decode_status=upstream.status,
+                 **usage_counts(usage, ctx.prefill_usage))
+        return Response(data, status=200, content_type=ctype,
+                        headers={"x-request-id": ctx.rid})
+
+    async def _assemble(self, ctx, base, upstream, cm, release, ptask):
+        """Reads decode's stream, marking the first token as it arrives,
+        and answers the client with the assembled non-streamed body."""
+        req = ctx.req
+        asm = Assembler(ctx.chat)
+        sse = SSESplitter()
+        first = True
         n_tokens = 0
         last_ts = 0
-        first = True
-        usage = None
-        buf = b""
-        body_parts = []
         failure = None
-        completed = False
         try:
             async for chunk in upstream.content.iter_any():
-                if not chunk:
-                    continue
-                if not stream:
-                    body_parts.append(chunk)
-                    yield chunk
-                    ts = now_ns()
-                    if first:
-                        first = False
-                        self.t(req.tokens, 0, ts)
-                    last_ts = ts
-                    continue
-                # SSE: find complete events to see whether they carry tokens
-                buf += chunk
-                new_tokens = 0
-                while True:
-                    i = buf.find(b"\n\n")
-                    if i < 0:
-                        break
-                    event, buf = buf[:i], buf[i + 2:]
-                    for line in event.split(b"\n"):
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if not data or data == b"[DONE]":
-                            continue
-                        if b'"usage"' in data:
-                            try:
-                                u = json.loads(data).get("usage")
-                                if u:
-                                    usage = u
-                            except ValueError:
-                                pass
-                        if first:
-                            if self._has_token(data):
-                                new_tokens += 1
-                        elif b'"choices": []' not in data and \
-                                b'"choices":[]' not in data:
-                            new_tokens += 1
-                yield chunk
-                if new_tokens:
+                new = 0
+                for _, data in sse.feed(chunk):
+                    doc = event_doc(data)
+                    if doc is not None:
+                        new += asm.feed(doc)
+                if new:
                     ts = now_ns()
                     if first:
                         first = False
                         self.t(req.tokens, 1, ts)
-                        new_tokens -= 1
-                    n_tokens += new_tokens
+                        new -= 1
+                    n_tokens += new
                     last_ts = ts
+            for _, data in sse.feed(b"\n\n"):
+                doc = event_doc(data)
+                if doc is not None:
+                    asm.feed(doc)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            failure = classify(e)
+        finally:
+            await cm.__aexit__(None, None, None)
+            release()
+        await self._settle_prefill(ptask)
+        if n_tokens > 0:
+            self.t(req.tokens, n_tokens, last_ts)
+        if failure is None and asm.error is not None:
+            failure = UpstreamError(502, "upstream_error",
+                                    "decode stream error: %s"
+                                    % json.dumps(asm.error)[:300], 200)
+        if failure is None and asm.chunks == 0:
+            failure = UpstreamError(502, "invalid_response",
+                                    "decode stream carried no chunk", 200)
+        if failure is not None:
+            self.t(req.set_leg, Leg.DECODE, base, upstream.status,
+                   failure.error_type)
+            self.observed(ctx, not first)
+            return self.fail(ctx, failure.client_status, failure.error_type,
+                             str(failure))
+        body = json.dumps(asm.body())
+        self.observed(ctx, not first)
+        self.end(ctx, 200, None, decode_target=base,
+                 decode_status=upstream.status,
+                 **usage_counts(asm.usage, ctx.prefill_usage))
+        return Response(body, status=200, content_type="application/json",
+                        headers={"x-request-id": ctx.rid})
+
+    async def _relay(self, ctx, base, upstream, cm, strip_usage, release,
+                     ptask):
+        """Forwards decode's stream event by event; marks F, L, usage and
+        the end. The usage chunk the proxy asked for on the client's
+        behalf is not forwarded."""
+        req = ctx.req
+        sse = SSESplitter()
+        n_tokens = 0
+        last_ts = 0
+        first = True
+        usage = None
+        failure = None
+        completed = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                out = []
+                new = 0
+                for raw, data in sse.feed(chunk):
+                    doc = event_doc(data)
+                    if doc is not None:
+                        if isinstance(doc.get("usage"), dict):
+                            usage = doc["usage"]
+                            if strip_usage and not doc.get("choices"):
+                                continue
+                        new += chunk_tokens(doc)
+                    out.append(raw)
+                if out:
+                    yield b"".join(out)
+                if new:
+                    ts = now_ns()
+                    if first:
+                        first = False
+                        self.t(req.tokens, 1, ts)
+                        new -= 1
+                    n_tokens += new
+                    last_ts = ts
+            rest = sse.rest()
+            if rest:
+                yield rest
             completed = True
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             failure = classify(e)
         finally:
             await cm.__aexit__(None, None, None)
             release()
-            if ptask is not None:
-                try:
-                    await asyncio.wait_for(ptask, self.args.upstream_timeout)
-                except (UpstreamError, asyncio.TimeoutError,
-                        asyncio.CancelledError) as e:
-                    if failure is None and isinstance(e, UpstreamError):
-                        failure = e
+            await self._settle_prefill(ptask)
             if n_tokens > 0:
                 self.t(req.tokens, n_tokens, last_ts)
-            elif last_ts and not stream:
-                self.t(req.last_token, last_ts)
-            if not stream and body_parts:
-                try:
-                    usage = json.loads(b"".join(body_parts)).get("usage")
-                except ValueError:
-                    usage = None
-            usage_kw = {}
-            if isinstance(usage, dict):
-                details = usage.get("prompt_tokens_details") or {}
-                usage_kw = dict(
-                    input_tokens=usage.get("prompt_tokens"),
-                    output_tokens=usage.get("completion_tokens"),
-                    cached_input_tokens=details.get("cached_tokens")
-                    if isinstance(details, dict) else None)
             if completed or failure is not None:
+                self.observed(ctx, not first)
                 err = failure.error_type if failure is not None else None
-                self.t(req.finish, 200, err, decode_target=url,
-                       decode_status=upstream.status, decode_error=err,
-                       **usage_kw)
-            req.free()  # not completed: the client went away (abandoned)
-
-    @staticmethod
-    def _has_token(data: bytes) -> bool:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            return False
-        for c in doc.get("choices") or ():
-            if c.get("text"):
-                return True
-            d = c.get("delta") or {}
-            if d.get("content") or d.get("reasoning_content") or \
-                    d.get("tool_calls"):
-                return True
-        return False
+                self.end(ctx, 200, err, decode_target=base,
+                         decode_status=upstream.status, decode_error=err,
+                         **usage_counts(usage, ctx.prefill_usage))
+            else:
+                req.free()  # the client went away (abandoned)
+                self.access(ctx, 499, None)
 
     async def models(self) -> Response:
-        url = self.decode_urls[0] + "/v1/models"
+        url = self.decode_bases[0] + "/v1/models"
         try:
             async with self.decode_session.get(url) as r:
                 data = await r.read()
@@ -531,8 +1090,8 @@ class Proxy:
 def build_app(args: argparse.Namespace) -> Quart:
     app = Quart(__name__)
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["BODY_TIMEOUT"] = None
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    app.config["BODY_TIMEOUT"] = None  # read_body() bounds it
+    app.config["MAX_CONTENT_LENGTH"] = args.max_body_bytes
     proxy = Proxy(args)
     app.config["PD_PROXY"] = proxy
 
@@ -544,11 +1103,11 @@ def build_app(args: argparse.Namespace) -> Quart:
     async def _stop():
         await proxy.stop()
 
-    @app.post("/v1/completions")
+    @app.route("/v1/completions", methods=["POST"])
     async def _completions():
         return await proxy.completions("/v1/completions", chat=False)
 
-    @app.post("/v1/chat/completions")
+    @app.route("/v1/chat/completions", methods=["POST"])
     async def _chat():
         return await proxy.completions("/v1/chat/completions", chat=True)
 
@@ -568,13 +1127,23 @@ def build_app(args: argparse.Namespace) -> Quart:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Upstream URLs may be base URLs (http://host:8100) or "
+               "endpoint URLs (http://host:8100/v1/completions); both "
+               "routes go to the same server.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--prefill-url", action="append", required=True)
+    p.add_argument("--prefill-url", action="append", default=[],
+                   help="prefill server (repeat for round-robin); none: "
+                        "the x-prefiller-host-port header names it, and "
+                        "without it requests go straight to decode")
     p.add_argument("--decode-url", action="append", required=True)
-    p.add_argument("--connector", choices=("nixlv2", "lmcache", "sglang"),
-                   default="nixlv2")
+    p.add_argument("--connector", choices=CONNECTORS, default="nixlv2")
+    p.add_argument("--allowed-prefillers", type=lambda v: [
+        x.strip() for x in v.split(",") if x.strip()], default=None,
+        help="comma-separated host:port list that x-prefiller-host-port "
+             "may name (default: any)")
     p.add_argument("--rate-limit", type=float, default=0.0,
                    help="requests per second admitted (0: no limit)")
     p.add_argument("--max-concurrent", type=int, default=0,
@@ -585,9 +1154,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--connect-timeout", type=float, default=5.0)
     p.add_argument("--upstream-timeout", type=float, default=120.0,
                    help="seconds without upstream data before 504")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY,
+                   help="larger request bodies get 413 (default 32 MiB)")
+    p.add_argument("--body-timeout", type=float,
+                   default=DEFAULT_BODY_TIMEOUT,
+                   help="seconds allowed to receive a request body, else "
+                        "408 (default 30)")
+    p.add_argument("--no-assemble", action="store_true",
+                   help="pass non-streamed requests through unstreamed "
+                        "(no first-token mark for them)")
+    p.add_argument("--no-access-log", action="store_true",
+                   help="no per-request line on standard output")
     p.add_argument("--bootstrap-port", type=int, default=8998)
     p.add_argument("--log-level", default="WARNING")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for u in args.prefill_url + args.decode_url:
+        try:
+            upstream_base(u)
+        except ValueError as e:
+            p.error(str(e))
+    if args.allowed_prefillers:
+        for c in args.allowed_prefillers:
+            try:
+                parse_hostport(c)
+            except ValueError:
+                p.error("--allowed-prefillers: %r is not host:port" % c)
+    if args.max_body_bytes <= 0 or args.body_timeout <= 0:
+        p.error("--max-body-bytes and --body-timeout must be positive")
+    return args
+
+
+def describe(args: argparse.Namespace) -> str:
+    lines = ["pd_proxy listening on %s:%d (connector %s)" % (
+        args.host, args.port, args.connector)]
+    for leg, urls in (("prefill", args.prefill_url),
+                      ("decode", args.decode_url)):
+        for u in urls:
+            base = upstream_base(u)
+            lines.append("  %-7s %s -> POST %s/v1/completions, %s/v1/chat/"
+                         "completions" % (leg, u, base, base))
+    if not args.prefill_url:
+        lines.append("  prefill from x-prefiller-host-port%s; decode-only "
+                     "without it" % (
+                         " (allowed: %s)" % ",".join(args.allowed_prefillers)
+                         if args.allowed_prefillers else ""))
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
@@ -605,9 +1216,7 @@ def main(argv=None) -> None:
     cfg.loglevel = args.log_level
     cfg.graceful_timeout = 5
     cfg.keep_alive_timeout = 75
-    print("pd_proxy listening on %s:%d (%s, prefill %s, decode %s)" % (
-        args.host, args.port, args.connector, ",".join(args.prefill_url),
-        ",".join(args.decode_url)), flush=True)
+    print(describe(args), flush=True)
 
     import signal
     loop = asyncio.new_event_loop()
