@@ -194,6 +194,11 @@ python_binding() {
     rm -rf bindings/python/build
     timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check \
         ./bindings/python pytest || return 1
+    # The OpenTelemetry bridge's tests run with the real SDKs; users need
+    # only opentelemetry-api, and only when they use pdtrace.otel.
+    timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check \
+        opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 \
+        opentelemetry-exporter-otlp-proto-http==1.45.2 || return 1
     if [ -f examples/requirements.txt ]; then
         timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check \
             -r examples/requirements.txt || return 1
@@ -213,6 +218,11 @@ go_binding() {
     hdr="$(cat include/pdtrace.h include/pdtrace/*.h | sha256sum | cut -c1-16)"
     export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -DPDTRACE_HEADERS_DIGEST=$hdr"
     (cd bindings/go && timeout 1200 go test -race -count=1 -v ./...) || rc=1
+    # Its own module (OpenTelemetry dependencies stay out of the core one).
+    if [ -f bindings/go/otelbridge/go.mod ]; then
+        (cd bindings/go/otelbridge &&
+            timeout 1200 go test -race -count=1 -v ./...) || rc=1
+    fi
     if [ -f examples/go/go.mod ]; then
         (cd examples/go && PDTRACE_SIM_PYTHON="$root/.venv-py/bin/python3" \
             timeout 1200 go test -race -count=1 -v ./...) || rc=1

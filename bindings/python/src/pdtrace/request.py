@@ -43,15 +43,39 @@ _LEG_D = Leg.DECODE.value
 _MARK_F = Mark.FIRST_TOKEN.value
 _MARK_L = Mark.LAST_TOKEN.value
 
+# pdtrace.otel, imported on the first request asked to join OpenTelemetry
+# (None: not tried yet; False: opentelemetry-api is not installed).
+_otel_mod: Any = None
+_OTEL_ON = True  # Request._otel of a request not entered yet
+
+
+def _otel() -> Any:
+    global _otel_mod
+    m = _otel_mod
+    if m is None:
+        try:
+            from . import otel as m
+        except ImportError:
+            m = False
+        _otel_mod = m
+    return m
+
 
 def _begin_request(self: "Request", tracer: Tracer,
                    traceparent: Optional[str], tracestate: Optional[str],
                    arrival_ns: int, request_id: Optional[str],
                    connector: Optional[str], model: Optional[str],
-                   attributes: Optional[Mapping[str, AttributeValue]]
-                   ) -> "Request":
+                   attributes: Optional[Mapping[str, AttributeValue]],
+                   otel: bool = False) -> "Request":
     """Request.__init__, also called by Tracer.request() directly."""
     self._h = _NULL_REQUEST
+    self._otel = None
+    if otel and _otel():
+        # The current OpenTelemetry span, when there is one, is the parent.
+        tp, ts = _otel_mod.current_parent()
+        if tp is not None:
+            traceparent, tracestate = tp, ts
+        self._otel = _OTEL_ON
     self._rid = None  # x-request-id, once read
     self._ts = _NULL  # tracestate header value, once read
     self._spans = None
@@ -99,13 +123,13 @@ class Request:
     """A P/D request (pdt_request): the root span and its prefill and
     decode child spans, the stage marks and the breakdown.
 
-    Used by one thread or task at a time. As a context manager it is
-    freed on exit; a request freed before end() is recorded by the
+    Used by one thread or task at a time. As a context manager (``with``
+    or ``async with``) it is freed on exit; a request freed before end() is recorded by the
     library as ERROR "abandoned". Timestamps are now_ns() nanoseconds,
     0 meaning now.
     """
 
-    __slots__ = ("_h", "_th", "_live", "_rid", "_ts", "_spans",
+    __slots__ = ("_h", "_th", "_live", "_rid", "_ts", "_spans", "_otel",
                  "__weakref__")
 
     def __init__(self, tracer: Tracer, traceparent: Optional[str] = None,
@@ -113,21 +137,40 @@ class Request:
                  arrival_ns: int = 0, *, request_id: Optional[str] = None,
                  connector: Optional[str] = None,
                  model: Optional[str] = None,
-                 attributes: Optional[Mapping[str, AttributeValue]] = None
-                 ) -> None:
+                 attributes: Optional[Mapping[str, AttributeValue]] = None,
+                 otel: bool = False) -> None:
         """Begins the request (pdt_request_begin) and sets request_id,
         connector, model and attributes when given, all in one foreign
         call. If the request began but one of those settings was refused
         (the others are still applied), the error is raised with the open
-        request attached as ``.request``: go on with it, or free it."""
+        request attached as ``.request``: go on with it, or free it.
+
+        otel=True joins the host's OpenTelemetry (needs opentelemetry-api;
+        without it the flag does nothing): the current OpenTelemetry span,
+        if any, is the parent (its traceparent and tracestate replace the
+        given ones), and entering the request as a context manager
+        (``with`` or ``async with``) makes the request span the current
+        OpenTelemetry span until the block ends. See pdtrace.otel."""
         _begin_request(self, tracer, traceparent, tracestate, arrival_ns,
-                       request_id, connector, model, attributes)
+                       request_id, connector, model, attributes, otel)
 
     def __enter__(self) -> "Request":
+        if self._otel is _OTEL_ON:
+            self._otel = _otel_mod._attach(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        token = self._otel
+        if token is not None and token is not _OTEL_ON:
+            self._otel = _OTEL_ON
+            _otel_mod._detach(token)
         self.free()
+
+    async def __aenter__(self) -> "Request":
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.__exit__(*exc)
 
     def free(self) -> None:
         """pdt_request_free(): releases the request (ending it as

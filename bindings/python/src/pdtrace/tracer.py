@@ -161,15 +161,17 @@ class Tracer:
                 request_id: Optional[str] = None,
                 connector: Optional[str] = None,
                 model: Optional[str] = None,
-                attributes: Optional[Mapping[str, AttributeValue]] = None
-                ) -> "Request":
+                attributes: Optional[Mapping[str, AttributeValue]] = None,
+                otel: bool = False) -> "Request":
         """Begins a P/D request (pdt_request_begin). arrival_ns is mark A
         (0: now). request_id, connector, model and attributes (on the
-        request span), if given, are set in the same foreign call; see
+        request span), if given, are set in the same foreign call.
+        otel=True takes the parent from the current OpenTelemetry span and
+        makes the request span current inside its ``with`` block; see
         Request."""
         return _begin_request(_object_new(Request), self, traceparent,
                               tracestate, arrival_ns, request_id, connector,
-                              model, attributes)
+                              model, attributes, otel)
 
     def start_span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
                    parent: Optional["Span"] = None,
