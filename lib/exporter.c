@@ -27,11 +27,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core.h"
+#include "encode.h"
 #include "error.h"
+#include "exporter.h"
 #include "ids.h"
 #include "json.h"
+#include "queue.h"
+#include "rec.h"
 #include "spool.h"
+#include "tracer_data.h"
 #include "transport.h"
 
 /* How long close waits past its deadline for an aborted thread to stop. */
@@ -81,7 +85,7 @@ static void ts_at(uint64_t mono_ns, struct timespec *ts)
 
 static void release_all(pdt_tracer *t, pdti_rec **recs, size_t n)
 {
-    pdti_rec_release_many(t, recs, n);
+    pdti_rec_release_many(&t->pool, recs, n);
 }
 
 /* ---- spool -------------------------------------------------------------
@@ -235,10 +239,10 @@ static int fresh_work(pdt_tracer *t)
 {
     int busy;
 
-    pthread_mutex_lock(&t->mu);
-    busy = t->stopping || t->flush_target > t->processed_total ||
-           t->q_len >= (uint64_t)t->cfg.max_export_batch_size;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
+    busy = t->stopping || t->flush_target > t->queue.processed_total ||
+           t->queue.len >= (uint64_t)t->cfg.max_export_batch_size;
+    pthread_mutex_unlock(&t->queue.mu);
     return busy;
 }
 
@@ -538,26 +542,23 @@ static int deliver(pdt_tracer *t, exporter *x, size_t n)
     return 1;
 }
 
-/* Takes up to one batch off the queue (lock held). */
+/* Takes up to one batch off the queue (queue.mu held). */
 static size_t take_batch(pdt_tracer *t, exporter *x)
 {
+    pdti_queue *q = &t->queue;
     size_t n = 0, bytes = 0, limit = (size_t)t->cfg.max_export_batch_size;
 
-    while (t->q_head != NULL && n < limit) {
-        pdti_rec *r = t->q_head;
-        size_t sz = pdti_span_body_size(r) + 16;
+    while (q->head != NULL && n < limit) {
+        size_t sz = pdti_span_body_size(q->head) + 16;
+        pdti_rec *r;
         if (n > 0 && bytes + sz > PDTI_MAX_REQUEST_BYTES)
             break;
-        t->q_head = r->next;
-        if (t->q_head == NULL)
-            t->q_tail = NULL;
-        t->q_len--;
-        r->next = NULL;
+        r = pdti_queue_pop_locked(q);
         if (sz > PDTI_MAX_SPAN_BYTES) {
             /* Too big for any collector to accept: drop it here. */
-            t->processed_total++;
+            q->processed_total++;
             PDTI_COUNT(t, dropped_export_failed, 1);
-            pdti_rec_release_locked(t, r); /* t->mu is held here */
+            pdti_rec_release(&t->pool, r); /* pool.mu nests in queue.mu */
             continue;
         }
         x->batch[n++] = r;
@@ -588,7 +589,7 @@ static void *exporter_main(void *arg)
     if (x->spool_wanted) /* a forked child reopens the spool here */
         spool_open_in_thread(t, x);
     delay_ns = (uint64_t)t->cfg.schedule_delay_ms * 1000000u;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
     next_due = pdt_now_ns() + delay_ns;
     for (;;) {
         uint64_t now = pdt_now_ns(), wake;
@@ -599,22 +600,22 @@ static void *exporter_main(void *arg)
         /* Urgent: close, a full batch, or a flush whose spans are not all
          * taken off the queue yet. */
         urgent = t->stopping ||
-                 t->flush_target > t->enqueued_total - t->q_len ||
-                 t->q_len >= (uint64_t)t->cfg.max_export_batch_size;
-        want = t->q_len > 0 &&
+                 t->flush_target > t->queue.enqueued_total - t->queue.len ||
+                 t->queue.len >= (uint64_t)t->cfg.max_export_batch_size;
+        want = t->queue.len > 0 &&
                (urgent || now >= next_due ||
                 __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE));
         if (want && __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
             /* Out of time: spool (if there is one and time left) or drop
              * the rest, counted. The exports in flight stop as well. */
             n = take_batch(t, x);
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             if (n > 0)
                 deliver_shutdown(t, x, n);
             release_all(t, x->batch, n);
-            pthread_mutex_lock(&t->mu);
-            t->processed_total += n;
-            pthread_cond_broadcast(&t->cv_done);
+            pthread_mutex_lock(&t->queue.mu);
+            t->queue.processed_total += n;
+            pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
         /* Spooled frames go out when nothing is in flight: while they are
@@ -624,15 +625,15 @@ static void *exporter_main(void *arg)
         if (want && slot_free(x) && (urgent || !replay || x->inflight == 0)) {
             int started = 0;
             n = take_batch(t, x);
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             if (n > 0)
                 started = deliver(t, x, n);
             release_all(t, x->batch, n);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->queue.mu);
             if (!started)
-                t->processed_total += n;
+                t->queue.processed_total += n;
             next_due = pdt_now_ns() + delay_ns;
-            pthread_cond_broadcast(&t->cv_done);
+            pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
         if (x->inflight > 0) {
@@ -643,30 +644,30 @@ static void *exporter_main(void *arg)
             if (!want && next_due > now && (next_due - now) / 1000000u <
                                                (uint64_t)wait_ms)
                 wait_ms = (int)((next_due - now) / 1000000u) + 1;
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             pdti_transport_run(x->transport, wait_ms);
             done = reap(t, x);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->queue.mu);
             if (done != 0) {
-                t->processed_total += done;
-                pthread_cond_broadcast(&t->cv_done);
+                t->queue.processed_total += done;
+                pthread_cond_broadcast(&t->queue.cv_done);
             }
             continue;
         }
-        if (t->q_len == 0) {
+        if (t->queue.len == 0) {
             if (t->stopping)
                 break;
-            if (t->flush_target > t->processed_total) {
+            if (t->flush_target > t->queue.processed_total) {
                 /* A flush with nothing left to do: bring the target
                  * level. */
-                t->flush_target = t->processed_total;
-                pthread_cond_broadcast(&t->cv_done);
+                t->flush_target = t->queue.processed_total;
+                pthread_cond_broadcast(&t->queue.cv_done);
             }
         }
         if (replay) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             spool_replay(t, x);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->queue.mu);
             continue;
         }
         if (now >= next_due)
@@ -676,11 +677,11 @@ static void *exporter_main(void *arg)
             pdti_spool_pending(x->spool))
             wake = x->next_probe_ns;
         ts_at(wake, &ts);
-        pthread_cond_timedwait(&t->cv_work, &t->mu, &ts);
+        pthread_cond_timedwait(&t->queue.cv_work, &t->queue.mu, &ts);
     }
     t->exited = 1;
-    pthread_cond_broadcast(&t->cv_done);
-    pthread_mutex_unlock(&t->mu);
+    pthread_cond_broadcast(&t->queue.cv_done);
+    pthread_mutex_unlock(&t->queue.mu);
     return NULL;
 }
 
@@ -875,24 +876,11 @@ int pdti_exporter_ensure(pdt_tracer *t)
         return PDT_OK;
     }
     {
-        pthread_condattr_t ca;
-        pdti_rec *r = t->q_head, *next;
-
-        pthread_mutex_init(&t->mu, NULL);
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&t->cv_work, &ca);
-        pthread_cond_init(&t->cv_done, &ca);
-        pthread_condattr_destroy(&ca);
+        /* The pool's lock first: the queue gives its records back. */
+        pdti_pool_after_fork(&t->pool);
+        pdti_queue_after_fork(&t->queue, &t->pool);
         pthread_mutex_init(&t->log.lock, NULL);
-        while (r != NULL) {
-            next = r->next;
-            pdti_rec_release(t, r);
-            r = next;
-        }
-        t->q_head = t->q_tail = NULL;
-        t->q_len = 0;
-        t->enqueued_total = t->processed_total = t->flush_target = 0;
+        t->flush_target = 0;
         t->exited = 0;
         t->thread_started = 0;
         if (t->export_enabled) {
@@ -917,7 +905,7 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
 
     pdti_exporter_ensure(t);
     x = t->exporter_state;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
     if (x != NULL && x->has_spool) {
         /* Keep part of the time for spooling what is left. */
         uint64_t now = pdt_now_ns(), reserve;
@@ -930,21 +918,21 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
         __atomic_store_n(&x->close_deadline, deadline, __ATOMIC_RELEASE);
     }
     __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
-    t->flush_target = t->enqueued_total;
-    pthread_cond_signal(&t->cv_work);
+    t->flush_target = t->queue.enqueued_total;
+    pthread_cond_signal(&t->queue.cv_work);
     if (x != NULL)
         pdti_exporter_wake(t);
     if (t->thread_started) {
         ts_at(soft, &ts);
         while (!t->exited && pdt_now_ns() < soft)
-            pthread_cond_timedwait(&t->cv_done, &t->mu, &ts);
+            pthread_cond_timedwait(&t->queue.cv_done, &t->queue.mu, &ts);
         if (!t->exited) {
             /* Time is up: the transport stops within milliseconds and the
              * thread spools (until the deadline) or drops what is left. */
             __atomic_store_n(&t->abort_flag, 1, __ATOMIC_SEQ_CST);
             if (x != NULL)
                 __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
-            pthread_cond_signal(&t->cv_work);
+            pthread_cond_signal(&t->queue.cv_work);
             if (x != NULL)
                 pdti_exporter_wake(t);
             /* The thread stops within milliseconds once aborted; a grace
@@ -955,11 +943,11 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
              * memory is left to it. */
             ts_at(deadline + STOP_GRACE_NS, &ts);
             while (!t->exited && pdt_now_ns() < deadline + STOP_GRACE_NS)
-                pthread_cond_timedwait(&t->cv_done, &t->mu, &ts);
+                pthread_cond_timedwait(&t->queue.cv_done, &t->queue.mu, &ts);
             if (!t->exited) {
-                PDTI_COUNT(t, dropped_shutdown, t->q_len);
+                PDTI_COUNT(t, dropped_shutdown, t->queue.len);
                 t->stuck = 1;
-                pthread_mutex_unlock(&t->mu);
+                pthread_mutex_unlock(&t->queue.mu);
                 pthread_detach(t->thread);
                 t->thread_started = 0;
                 pdti_log(&t->log, PDT_LOG_ERROR, "the exporter thread did "
@@ -969,7 +957,7 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
             }
         }
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->queue.mu);
     if (t->thread_started) {
         pthread_join(t->thread, NULL);
         t->thread_started = 0;

@@ -9,7 +9,13 @@
 
 #include "pdtrace/metrics.h"
 #include "pdtrace/request.h"
-#include "core.h"
+#include "attr.h"
+#include "clock.h"
+#include "exporter.h"
+#include "rec.h"
+#include "span.h"
+#include "tracer.h"
+#include "tracer_data.h"
 #include "error.h"
 #include "ids.h"
 #include "metrics.h"
@@ -75,15 +81,15 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
     pdt_request *r;
     size_t got = 0, i;
 
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->pool.mu);
     r = t->free_reqs;
     if (r != NULL) {
         t->free_reqs = r->next_free;
         t->free_reqs_len--;
     }
     if (nrec != 0)
-        got = pdti_rec_take_locked(t, recs, nrec);
-    pthread_mutex_unlock(&t->mu);
+        got = pdti_rec_take_locked(&t->pool, recs, nrec);
+    pthread_mutex_unlock(&t->pool.mu);
     for (i = 0; i < got; i++) {
         /* The lines the spans will write: fetched now, while the caller
          * parses and draws ids, rather than missed one by one later. */
@@ -93,56 +99,39 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
         __builtin_prefetch(p + 128, 1);
     }
     for (i = got; i < nrec; i++)
-        recs[i] = pdti_rec_new(t);
+        recs[i] = pdti_rec_new(&t->pool);
     if (r != NULL)
         return r;
     if ((r = malloc(sizeof(*r))) != NULL) {
         memset(&r->summary, 0, sizeof(r->summary));
         return r;
     }
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->pool.mu);
     for (i = 0; i < nrec; i++)
         if (recs[i] != NULL)
-            pdti_rec_put_locked(t, recs[i]);
-    pthread_mutex_unlock(&t->mu);
+            pdti_rec_put_locked(&t->pool, recs[i]);
+    pthread_mutex_unlock(&t->pool.mu);
     return NULL;
 }
 
-/* Gives unused records back to the tracer's pool (lock held). */
+/* Gives unused records back to the tracer's pool (pool.mu held). */
 static void spares_put_locked(pdt_tracer *t, pdt_request *r,
                               pdti_rec *unused)
 {
     if (unused != NULL)
-        pdti_rec_put_locked(t, unused);
+        pdti_rec_put_locked(&t->pool, unused);
     if (r->spare[0] != NULL)
-        pdti_rec_put_locked(t, r->spare[0]);
+        pdti_rec_put_locked(&t->pool, r->spare[0]);
     if (r->spare[1] != NULL)
-        pdti_rec_put_locked(t, r->spare[1]);
+        pdti_rec_put_locked(&t->pool, r->spare[1]);
     r->spare[0] = r->spare[1] = NULL;
 }
 
-/* Back to the pool, with the unused spare records. */
-static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
+/* Frees the requests parked in a tracer (its free_reqs_fn): the tracer
+ * calls it when it goes. */
+static void req_pool_free(void *list)
 {
-    pthread_mutex_lock(&t->mu);
-    spares_put_locked(t, r, unused);
-    if (t->free_reqs_len < PDTI_FREE_REQS_MAX && !t->stopping) {
-        r->next_free = t->free_reqs;
-        t->free_reqs = r;
-        t->free_reqs_len++;
-        r = NULL;
-    }
-    pthread_mutex_unlock(&t->mu);
-    if (r != NULL)
-        pdti_buf_free(&r->summary);
-    free(r);
-}
-
-/* Called by tracer close. */
-void pdti_request_pool_free(pdt_tracer *t);
-void pdti_request_pool_free(pdt_tracer *t)
-{
-    pdt_request *r = t->free_reqs, *n;
+    pdt_request *r = list, *n;
 
     while (r != NULL) {
         n = r->next_free;
@@ -150,9 +139,27 @@ void pdti_request_pool_free(pdt_tracer *t)
         free(r);
         r = n;
     }
-    t->free_reqs = NULL;
-    t->free_reqs_len = 0;
 }
+
+/* Back to the pool, with the unused spare records. */
+static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
+{
+    pthread_mutex_lock(&t->pool.mu);
+    spares_put_locked(t, r, unused);
+    if (t->free_reqs_len < PDTI_FREE_REQS_MAX &&
+        !__atomic_load_n(&t->stopping, __ATOMIC_ACQUIRE)) {
+        r->next_free = t->free_reqs;
+        t->free_reqs = r;
+        t->free_reqs_len++;
+        t->free_reqs_fn = req_pool_free;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&t->pool.mu);
+    if (r != NULL)
+        pdti_buf_free(&r->summary);
+    free(r);
+}
+
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -212,14 +219,14 @@ static int leg_start(pdt_request *req, pdt_span *s, const char *name,
         if (*spare != NULL) {
             r = *spare;
             *spare = NULL;
-        } else if ((r = pdti_rec_acquire(t)) == NULL) {
+        } else if ((r = pdti_tracer_rec(t)) == NULL) {
             return pdti_err(PDT_ENOMEM, "out of memory for a span");
         }
         if (pdti_buf_append(&r->name, name, name_len) != 0 ||
             (root->tracestate[0] != '\0' &&
              pdti_buf_append(&r->tracestate, root->tracestate,
                              strlen(root->tracestate)) != 0)) {
-            pdti_rec_release(t, r);
+            pdti_rec_release(&t->pool, r);
             return pdti_err(PDT_ENOMEM, "out of memory for a span");
         }
         memcpy(r->trace_id, root->trace_id, 16);
@@ -269,7 +276,7 @@ static void prefill_retire(pdt_request *req, uint64_t end)
             r->next = NULL;
             pdti_enqueue(req->tracer, r, 1);
         } else {
-            pdti_rec_release(req->tracer, r);
+            pdti_rec_release(&req->tracer->pool, r);
             PDTI_COUNT(req->tracer, spans_not_sampled, 1);
         }
     }
@@ -357,9 +364,9 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     if (req->root.rec == NULL && (recs[0] != NULL || req->spare[0] != NULL ||
                                   req->spare[1] != NULL)) {
         /* Not recorded: neither are its children; the records go back. */
-        pthread_mutex_lock(&tracer->mu);
+        pthread_mutex_lock(&tracer->pool.mu);
         spares_put_locked(tracer, req, recs[0]);
-        pthread_mutex_unlock(&tracer->mu);
+        pthread_mutex_unlock(&tracer->pool.mu);
     }
     req->root.in_request = 1;
     req->prefill.in_request = 1;
@@ -1071,7 +1078,7 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
             pdti_enqueue(t, list[0], n);
         } else {
             for (i = 0; i < n; i++)
-                pdti_rec_release(t, list[i]);
+                pdti_rec_release(&t->pool, list[i]);
             PDTI_COUNT(t, spans_not_sampled, n);
         }
     }
