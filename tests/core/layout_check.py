@@ -142,11 +142,59 @@ def include_graph(src):
     return graph
 
 
+# The floors of lib/ (docs/architecture.md): a file may include the
+# headers of its own floor and the floors below, and an object may call
+# into objects of its floor and below, never up. A module is its .c and its
+# .h; files named <module>_<part> belong to <module>'s floor unless listed.
+FLOORS = {
+    # 0: base: errors, clocks, buffers, logging, text, ids, configuration
+    'error': 0, 'common': 0, 'clock': 0, 'buf': 0, 'log': 0, 'wire': 0,
+    'utf8': 0, 'propagation': 0, 'ids': 0, 'json': 0, 'config': 0,
+    # 1: records, the queue, the tracer's data, encoders, the wire out
+    'rec': 1, 'queue': 1, 'tracer_data': 1, 'attr': 1, 'encode': 1,
+    'metrics': 1, 'compress': 1, 'transport': 1, 'retry': 1, 'response': 1,
+    'spool': 1, 'otlp_trace': 1,
+    # 2: the exporter thread
+    'exporter': 2,
+    # 3: the tracer
+    'tracer': 3,
+    # 4: spans
+    'span': 4,
+    # 5: P/D requests
+    'request': 5, 'breakdown': 5,
+    # above everything: the tests' umbrella header
+    'core': 6,
+}
+# Headers no file of lib/ may include (the tests' umbrella header).
+NOT_FOR_LIB = {'core.h'}
+
+
+def floor_of(name):
+    """Floor of a lib/ file or object name, None if unknown."""
+    stem = re.sub(r'(\.pb)?\.(c|h)(\.o)?$', '', os.path.basename(name))
+    stem = re.sub(r'^meson-generated_\.\._', '', stem)
+    if stem in FLOORS:
+        return FLOORS[stem]
+    head = stem.split('_')[0]
+    return FLOORS.get(head)
+
+
+def upward(graph, what):
+    """Edges from a lower floor to a higher one, as messages."""
+    out = []
+    for a in sorted(graph):
+        fa = floor_of(a)
+        for b in sorted(graph[a]):
+            fb = floor_of(b)
+            if fa is not None and fb is not None and fb > fa:
+                out.append(f'{short(a)} (floor {fa}) {what} {short(b)} '
+                           f'(floor {fb})')
+    return out
+
+
 def short(obj):
-    """lib_tracer.c.o -> tracer.c"""
-    name = os.path.basename(obj)
-    name = re.sub(r'\.o(bj)?$', '', name)
-    return re.sub(r'^.*?_(?=[^_]*\.c$)', '', name) if '_' in name else name
+    """tracer.c.o -> tracer.c"""
+    return re.sub(r'\.o(bj)?$', '', os.path.basename(obj))
 
 
 def self_test():
@@ -183,6 +231,15 @@ def self_test():
     got = expect(long_graph, 1, 'long ring')
     if got and len(got[0]) != 5002:
         failures.append(f'long ring: cycle of {len(got[0])} nodes')
+    # Floors: a call from the pool up to the tracer is reported, a call
+    # down is not.
+    ups = upward({'rec.c.o': {'tracer.c.o', 'buf.c.o'},
+                  'tracer.c.o': {'rec.c.o'}}, 'calls')
+    if len(ups) != 1 or not ups[0].startswith('rec.c (floor 1)'):
+        failures.append(f'floors: expected one call up from rec.c, {ups}')
+    if floor_of('request_attr.c') != 5 or floor_of('tracer_data.h') != 1 \
+            or floor_of('meson-generated_.._otlp_trace.pb.c.o') != 1:
+        failures.append('floors: wrong floor for a split or generated file')
     for f in failures:
         print('FAIL', f)
     print('self-test:', 'ok' if not failures else f'{len(failures)} failures')
@@ -223,12 +280,33 @@ def main():
           f'{sum(len(v) for v in graph.values())}, call cycles: '
           f'{len(cycles)}')
 
+    ups = upward(graph, 'calls')
+    for u in ups:
+        rc = 1
+        print('FAIL: call up a floor:', u)
+        a_, b_ = u.split(' ')[0], u.split(' ')[4]
+        for (x, y), syms in why.items():
+            if short(x) == a_ and short(y) == b_:
+                print('    symbols:', ', '.join(sorted(syms)))
+
     inc = include_graph(a.src)
     icycles = find_cycles(inc)
     for c in icycles:
         rc = 1
         print('FAIL: include cycle:', ' -> '.join(c))
-    print(f'files: {len(inc)}, include cycles: {len(icycles)}')
+    iups = upward(inc, 'includes')
+    for u in iups:
+        rc = 1
+        print('FAIL: include up a floor:', u)
+    for f in sorted(inc):
+        for h in sorted(inc[f] & NOT_FOR_LIB):
+            rc = 1
+            print(f'FAIL: {f} includes {h}, which is for the tests only')
+    unknown = sorted(f for f in inc if floor_of(f) is None)
+    for f in unknown:
+        print(f'note: {f} has no floor in layout_check.py (not checked)')
+    print(f'files: {len(inc)}, include cycles: {len(icycles)}, '
+          f'includes up a floor: {len(iups)}, calls up a floor: {len(ups)}')
     return rc
 
 
