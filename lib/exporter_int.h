@@ -39,7 +39,7 @@ typedef struct exporter {
     pdti_rec **batch;
     size_t batch_cap;
 
-    /* Spool state; see the "spool" section. Touched by the exporter thread
+    /* Spool state; see exporter_spool.c. Touched by the exporter thread
      * only, except where noted. */
     pdti_spool *spool;         /* NULL: no spool */
     int spool_wanted;          /* open the spool when the thread starts */

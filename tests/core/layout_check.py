@@ -192,6 +192,28 @@ def upward(graph, what):
     return out
 
 
+def doc_check(doc, src):
+    """The architecture document names every file of lib/ (a file
+    <module>_<part> may be covered by <module>.c), and every lib/ file it
+    names exists. Returns the failure messages."""
+    with open(doc, encoding='utf-8') as f:
+        text = f.read()
+    files = sorted(n for n in os.listdir(src)
+                   if n.endswith('.c') or n.endswith('.h'))
+    named = set(re.findall(r'(?<![\w.-])([a-z][a-z0-9_]*\.[ch])\b', text))
+    out = []
+    for n in files:
+        if n in named:
+            continue
+        module = n.split('_')[0] + n[-2:]
+        if '_' in n and module in named:
+            continue
+        out.append(f'{os.path.basename(doc)} does not name lib/{n}')
+    for n in sorted(named - set(files)):
+        out.append(f'{os.path.basename(doc)} names {n}, which is not in lib/')
+    return out
+
+
 def short(obj):
     """tracer.c.o -> tracer.c"""
     return re.sub(r'\.o(bj)?$', '', os.path.basename(obj))
@@ -251,6 +273,8 @@ def main():
     ap.add_argument('--nm', default='nm')
     ap.add_argument('--lib')
     ap.add_argument('--src')
+    ap.add_argument('--doc', help='docs/architecture.md: must name every '
+                    'file of --src')
     ap.add_argument('--self-test', action='store_true')
     ap.add_argument('--print-graph', action='store_true')
     a = ap.parse_args()
@@ -305,6 +329,10 @@ def main():
     unknown = sorted(f for f in inc if floor_of(f) is None)
     for f in unknown:
         print(f'note: {f} has no floor in layout_check.py (not checked)')
+    if a.doc:
+        for m in doc_check(a.doc, a.src):
+            rc = 1
+            print('FAIL:', m)
     print(f'files: {len(inc)}, include cycles: {len(icycles)}, '
           f'includes up a floor: {len(iups)}, calls up a floor: {len(ups)}')
     return rc
