@@ -105,7 +105,8 @@ static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
         r->next_free = t->free_reqs;
         t->free_reqs = r;
         t->free_reqs_len++;
-        t->free_reqs_fn = req_pool_free;
+        if (t->free_reqs_fn == NULL)
+            t->free_reqs_fn = req_pool_free;
         r = NULL;
     }
     pthread_mutex_unlock(&t->pool.mu);
