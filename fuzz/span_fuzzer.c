@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                    &r, 1, &body) == PDT_OK);
         assert(pdti_otlp_to_json(body.data, body.len, &json) == PDT_OK);
         assert(pdti_utf8_valid(json.data, json.len) == json.len);
-        pdti_rec_release(tracer, r);
+        pdti_rec_release(&tracer->pool, r);
     }
     pdt_span_free(s);
     pdti_buf_free(&body);

@@ -100,7 +100,7 @@ deps() {
 
 build_main() {
     rm -rf build
-    meson setup build --buildtype=debugoptimized &&
+    meson setup build --buildtype=debugoptimized -Dwerror=true &&
         ninja -C build &&
         meson test -C build --print-errorlogs --num-processes 2 \
             --suite unit --suite headers --suite abi --suite fuzz \
@@ -110,10 +110,19 @@ build_main() {
 build_clang() {
     rm -rf build-clang
     # The clang build also covers the opt-in ISA-L gzip path.
-    CC=clang meson setup build-clang -Disal=enabled &&
+    CC=clang meson setup build-clang -Disal=enabled -Dwerror=true &&
         ninja -C build-clang &&
         meson test -C build-clang --print-errorlogs --num-processes 2 \
             --suite unit
+}
+
+# What a user builds: -O3 (release), with gcc and with clang, warnings as
+# errors here (they are off by default in meson.build).
+build_release() { # compiler build-dir
+    rm -rf "$2"
+    CC="$1" meson setup "$2" -Dbuildtype=release -Dwerror=true &&
+        ninja -C "$2" &&
+        meson test -C "$2" --print-errorlogs --num-processes 2 --suite unit
 }
 
 install_lib() {
@@ -132,7 +141,7 @@ collector() {
 
 asan() {
     rm -rf build-asan
-    CC=clang meson setup build-asan -Db_sanitize=address,undefined \
+    CC=clang meson setup build-asan -Db_sanitize=address,undefined -Dwerror=true \
         -Db_lundef=false -Dc_args=-fno-sanitize-recover=all &&
         ninja -C build-asan &&
         PDTRACE_UNDER_ASAN=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -143,7 +152,8 @@ asan() {
 
 tsan() {
     rm -rf build-tsan
-    CC=clang meson setup build-tsan -Db_sanitize=thread -Db_lundef=false &&
+    CC=clang meson setup build-tsan -Db_sanitize=thread -Db_lundef=false \
+        -Dwerror=true &&
         ninja -C build-tsan &&
         TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:die_after_fork=0 \
         meson test -C build-tsan --print-errorlogs --num-processes 1 \
@@ -160,7 +170,7 @@ fuzz() {
     local rc=0 t bin
     rm -rf build-fuzz
     # The whole library is instrumented, not only the target files.
-    CC=clang meson setup build-fuzz -Dfuzzing_engine=libfuzzer \
+    CC=clang meson setup build-fuzz -Dfuzzing_engine=libfuzzer -Dwerror=true \
         -Dc_args=-fsanitize=fuzzer-no-link,address,undefined \
         -Dc_link_args=-fsanitize=address,undefined \
         -Db_lundef=false -Dtests=false || return 1
@@ -233,6 +243,8 @@ go_binding() {
 stage deps none deps || { echo "summary: 0 passed, 1 failed"; exit 1; }
 stage build count_meson build_main
 stage clang count_meson build_clang
+stage release count_meson build_release gcc build-release
+stage release_clang count_meson build_release clang build-release-clang
 stage install none install_lib
 stage collector count_pytest collector
 stage asan count_meson asan

@@ -98,6 +98,7 @@ static int next_field(const uint8_t *p, size_t n, size_t *pos, field *f)
     if (*pos >= n)
         return -1;
     f->start = *pos;
+    f->pl_start = f->pl_len = 0; /* no payload unless wire type 2 */
     if (read_varint(p, n, pos, &tag) != 0)
         return -1;
     f->num = (unsigned)(tag >> 3);

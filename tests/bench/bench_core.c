@@ -301,10 +301,10 @@ int main(int argc, char **argv)
         for (i = 0; i < 512; i++)
             one_request(ct, (uint64_t)i);
         /* Take the frozen records straight off the queue. */
-        pthread_mutex_lock(&ct->mu);
-        for (r = ct->q_head; r != NULL && nrec < 1536; r = r->next)
+        pthread_mutex_lock(&ct->queue.mu);
+        for (r = ct->queue.head; r != NULL && nrec < 1536; r = r->next)
             recs[nrec++] = r;
-        pthread_mutex_unlock(&ct->mu);
+        pthread_mutex_unlock(&ct->queue.mu);
         pdti_encode_request(ct->preamble.data, ct->scope_off,
                             ct->preamble.data + ct->scope_off,
                             ct->preamble.len - ct->scope_off, recs, nrec,

@@ -40,12 +40,12 @@ static void take_queue(batch *b)
     pdt_tracer *t = b->t;
     pdti_rec *r;
 
-    pthread_mutex_lock(&t->mu);
-    r = t->q_head;
-    t->q_head = t->q_tail = NULL;
-    t->enqueued_total -= t->q_len;
-    t->q_len = 0;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
+    r = t->queue.head;
+    t->queue.head = t->queue.tail = NULL;
+    t->queue.enqueued_total -= t->queue.len;
+    t->queue.len = t->queue.bytes = 0;
+    pthread_mutex_unlock(&t->queue.mu);
     for (b->n = 0; r != NULL; r = r->next) {
         assert_true(b->n < MAXR);
         b->recs[b->n++] = r;
@@ -151,7 +151,7 @@ static void release(batch *b)
 {
     size_t i;
     for (i = 0; i < b->n; i++)
-        pdti_rec_release(b->t, b->recs[i]);
+        pdti_rec_release(&b->t->pool, b->recs[i]);
     pdti_buf_free(&b->out);
     assert_int_equal(pdt_tracer_close(b->t, 5000, NULL), PDT_OK);
     tpath_remove(b->path);
