@@ -49,7 +49,7 @@ if pkg-config --exists libpdtrace 2>/dev/null; then
     ldd consumer-system | grep -q libpdtrace ||
         { echo "FAIL: -tags pdtrace_system did not link libpdtrace.so"; exit 1; }
     libdir="$(pkg-config --variable=libdir libpdtrace)"
-    LD_LIBRARY_PATH="$libdir" PDTRACE_WANT_VERSION="" timeout 60 ./consumer-system ||
+    LD_LIBRARY_PATH="$libdir" PDTRACE_WANT_SHARED=1 PDTRACE_WANT_VERSION="$version" timeout 60 ./consumer-system ||
         { echo "FAIL: the pdtrace_system build"; exit 1; }
 else
     echo "note: no libpdtrace found by pkg-config; -tags pdtrace_system not built"

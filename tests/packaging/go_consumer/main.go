@@ -82,8 +82,9 @@ func main() {
 		}
 	}
 	maps, _ := os.ReadFile("/proc/self/maps")
-	if strings.Contains(string(maps), "libpdtrace.so") {
-		fail("a shared libpdtrace was loaded")
+	shared := strings.Contains(string(maps), "libpdtrace.so")
+	if want := os.Getenv("PDTRACE_WANT_SHARED") == "1"; shared != want {
+		fail("shared libpdtrace loaded: %v, want %v", shared, want)
 	}
 	v, _ := pdtrace.Version()
 	if want := os.Getenv("PDTRACE_WANT_VERSION"); want != "" && v != want {
