@@ -79,7 +79,7 @@ deps() {
     local pkgs="meson ninja-build pkg-config nanopb libnanopb-dev \
         libcurl4-openssl-dev libzstd-dev zlib1g-dev libisal-dev libcmocka-dev \
         clang libclang-rt-14-dev llvm valgrind python3-venv python3-protobuf \
-        build-essential"
+        build-essential cmake"
     local missing=""
     for p in $pkgs; do
         dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -254,6 +254,13 @@ stage fuzz count_go fuzz
 stage python count_pytest python_binding
 stage go count_go go_binding
 stage vendored none examples/c/vendored/test.sh
+# Packaging, the way users install: the manylinux wheel in a fresh venv,
+# a fresh Go module outside the repo (vendored too, and -tags
+# pdtrace_system against the library the install stage put in /usr/local),
+# CMake find_package and a meson subproject. Each is bounded.
+stage pkg-python none timeout 300 tests/packaging/python_wheel.sh
+stage pkg-go none timeout 300 tests/packaging/go_module.sh
+stage pkg-c none timeout 300 tests/packaging/c_consumers.sh
 
 echo
 if [ -n "$failed_stages" ]; then

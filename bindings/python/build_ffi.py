@@ -1,11 +1,27 @@
 """cffi builder for the pdtrace extension (API, out-of-line mode).
 
 The declarations below mirror include/pdtrace/*.h. Struct layouts and
-constant values are taken from the installed headers by the C compiler
-(the "..." markers), so the binding cannot drift from the library it is
-compiled against. libpdtrace is found with pkg-config (name "libpdtrace");
-set PKG_CONFIG_PATH if it is installed under a non-standard prefix.
+constant values are taken from the headers by the C compiler (the "..."
+markers), so the binding cannot drift from the library it is compiled
+against.
+
+Two ways to get libpdtrace:
+
+- bundled (the default): libpdtrace's C sources (lib/*.c of this
+  repository, or the copy an sdist carries in _csrc/) are compiled into the
+  extension itself, with hidden visibility, so the installed package needs
+  no libpdtrace on the machine, only the shared libraries libcurl, libzstd,
+  zlib and nanopb's runtime (which `auditwheel repair` bundles into a
+  manylinux wheel). Building needs their -dev packages and nanopb's
+  generator (nanopb_generator.py) unless the sources already carry the
+  generated otlp_trace.pb.c.
+- system: with PDTRACE_SYSTEM_LIBRARY=1 in the environment, the extension
+  links the libpdtrace that pkg-config finds (name "libpdtrace"; set
+  PKG_CONFIG_PATH for a non-standard prefix) and records its library
+  directory as the run path.
 """
+import glob
+import os
 import shutil
 import subprocess
 
@@ -480,6 +496,69 @@ static int pdtpy_request_finish(pdt_request *req, int leg, const char *target,
 """ % MIN_VERSION
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(HERE, "_csrc")
+
+
+def use_system_library():
+    """True when PDTRACE_SYSTEM_LIBRARY asks for the system libpdtrace."""
+    v = os.environ.get("PDTRACE_SYSTEM_LIBRARY", "").strip().lower()
+    if v in ("", "0", "no", "false", "off"):
+        return False
+    if v in ("1", "yes", "true", "on"):
+        return True
+    raise RuntimeError("PDTRACE_SYSTEM_LIBRARY must be 1 or 0, not %r" % v)
+
+
+def source_root():
+    """Directory holding lib/ and include/: the sdist's _csrc copy, or the
+    repository this package directory sits in."""
+    # The repository first: a stale _csrc/ of an earlier build never wins.
+    for cand in (os.path.normpath(os.path.join(HERE, "..", "..")), CSRC):
+        if (os.path.isfile(os.path.join(cand, "include", "pdtrace",
+                                        "version.h"))
+                and os.path.isfile(os.path.join(cand, "lib",
+                                                "otlp_trace.proto"))):
+            return cand
+    raise RuntimeError(
+        "libpdtrace sources not found (neither ../../lib nor _csrc/): "
+        "build from the repository or from its sdist, or set "
+        "PDTRACE_SYSTEM_LIBRARY=1 to use an installed libpdtrace")
+
+
+def read_version(root=None):
+    """The version string of include/pdtrace/version.h, the one place the
+    library, the wheel and the Go module take it from."""
+    import re
+    root = root or source_root()
+    with open(os.path.join(root, "include", "pdtrace", "version.h")) as f:
+        m = re.search(r'PDT_VERSION_STRING "([0-9]+\.[0-9]+\.[0-9]+)"',
+                      f.read())
+    if not m:
+        raise RuntimeError("no PDT_VERSION_STRING in version.h")
+    return m.group(1)
+
+
+def generate_pb(lib_dir, out_dir):
+    """Runs nanopb's generator on lib/otlp_trace.proto into out_dir, unless
+    lib_dir already carries the generated pair (an sdist does)."""
+    if all(os.path.isfile(os.path.join(lib_dir, "otlp_trace.pb." + x))
+           for x in ("c", "h")):
+        return lib_dir
+    gen = shutil.which("nanopb_generator.py") or shutil.which(
+        "nanopb_generator")
+    if gen is None:
+        raise RuntimeError(
+            "nanopb_generator.py not found: install nanopb's generator "
+            "(Debian: apt-get install nanopb) to build libpdtrace's sources")
+    os.makedirs(out_dir, exist_ok=True)
+    subprocess.run([gen, "-q", "-I", lib_dir,
+                    "-f", os.path.join(lib_dir, "otlp_trace.options"),
+                    "-D", out_dir, os.path.join(lib_dir, "otlp_trace.proto")],
+                   check=True)
+    return out_dir
+
+
 def _pkgconfig_version():
     if shutil.which("pkg-config") is None:
         raise RuntimeError("pkg-config is required to find libpdtrace")
@@ -493,18 +572,72 @@ def _pkgconfig_version():
     return tuple(int(x) for x in out.stdout.strip().split(".")[:3])
 
 
+def _set_source_system(ffi):
+    if _pkgconfig_version() < MIN_VERSION:
+        raise RuntimeError("libpdtrace >= %d.%d.%d is required" % MIN_VERSION)
+    # The library directory is also recorded as the extension's run path,
+    # so a libpdtrace under a prefix the dynamic linker does not search
+    # still loads.
+    libdir = subprocess.run(["pkg-config", "--variable=libdir", "libpdtrace"],
+                            check=True, capture_output=True,
+                            text=True).stdout.strip()
+    ffi.set_source_pkgconfig(
+        "pdtrace._pdtrace_cffi", ["libpdtrace"], SOURCE,
+        runtime_library_dirs=[libdir] if libdir else [])
+
+
+def stage_sources(root):
+    """Copies lib/*.c, lib/*.h, the .proto and .options, the generated
+    protobuf pair and include/ from the repository root into _csrc/
+    (setuptools takes only source paths inside this directory). The sdist
+    carries _csrc/, so a build from it needs neither the repository nor
+    nanopb's generator."""
+    lib_dir = os.path.join(root, "lib")
+    pb_dir = generate_pb(lib_dir, os.path.join(HERE, "build", "pdtrace-pb"))
+    shutil.rmtree(CSRC, ignore_errors=True)
+    os.makedirs(os.path.join(CSRC, "lib"))
+    # Every C file of lib/, whatever it holds today, plus the generated
+    # protobuf descriptors.
+    files = []
+    for pat in ("*.c", "*.h", "*.proto", "*.options"):
+        files += glob.glob(os.path.join(lib_dir, pat))
+    if pb_dir != lib_dir:
+        files += [os.path.join(pb_dir, "otlp_trace.pb." + x)
+                  for x in ("c", "h")]
+    for f in files:
+        shutil.copy2(f, os.path.join(CSRC, "lib"))
+    shutil.copytree(os.path.join(root, "include"),
+                    os.path.join(CSRC, "include"))
+
+
+def _set_source_bundled(ffi):
+    root = source_root()
+    if os.path.abspath(root) != CSRC:
+        stage_sources(root)
+    sources = sorted(glob.glob(os.path.join(CSRC, "lib", "*.c")))
+    if not sources:
+        raise RuntimeError("no C sources in " + os.path.join(CSRC, "lib"))
+    ffi.set_source(
+        "pdtrace._pdtrace_cffi", SOURCE,
+        sources=[os.path.relpath(s, HERE) for s in sources],
+        include_dirs=[os.path.join(CSRC, "include"),
+                      os.path.join(CSRC, "lib")],
+        # PDT_STATIC: no symbol is exported but the module's init, so the
+        # copy inside the extension never meets a system libpdtrace.
+        define_macros=[("PDT_STATIC", "1"), ("PDT_BUILDING", "1"),
+                       ("_POSIX_C_SOURCE", "200809L")],
+        extra_compile_args=["-fvisibility=hidden"],
+        # nanopb may come as a static archive: keep its symbols private too.
+        extra_link_args=["-Wl,--exclude-libs,ALL"],
+        libraries=["curl", "zstd", "z", "protobuf-nanopb", "pthread", "m"])
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-if _pkgconfig_version() < MIN_VERSION:
-    raise RuntimeError("libpdtrace >= %d.%d.%d is required" % MIN_VERSION)
-# The library directory is also recorded as the extension's run path, so a
-# libpdtrace under a prefix the dynamic linker does not search still loads.
-_libdir = subprocess.run(["pkg-config", "--variable=libdir", "libpdtrace"],
-                         check=True, capture_output=True,
-                         text=True).stdout.strip()
-ffibuilder.set_source_pkgconfig(
-    "pdtrace._pdtrace_cffi", ["libpdtrace"], SOURCE,
-    runtime_library_dirs=[_libdir] if _libdir else [])
+if use_system_library():
+    _set_source_system(ffibuilder)
+else:
+    _set_source_bundled(ffibuilder)
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

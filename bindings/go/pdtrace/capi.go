@@ -9,8 +9,10 @@ package pdtrace
 // C call. Go strings are lent to the shims as pdtg_str for the duration of
 // a call only; C keeps no Go pointer.
 
+// Where libpdtrace comes from (compiled in, or the system's with the
+// pdtrace_system tag) is decided in build_bundled.go and build_system.go.
+
 /*
-#cgo pkg-config: libpdtrace
 #include "pdtg.h"
 */
 import "C"
