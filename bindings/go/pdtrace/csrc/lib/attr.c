@@ -6,9 +6,12 @@
  */
 #include <string.h>
 
-#include "core.h"
+#include "attr.h"
 #include "error.h"
 #include "propagation.h"
+#include "rec.h"
+#include "tracer_data.h"
+#include "wire.h"
 
 /* Wire tags inside KeyValue and AnyValue. */
 #define TAG_KV_KEY 0x0a      /* KeyValue.key, length-delimited */

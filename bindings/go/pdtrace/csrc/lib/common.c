@@ -8,9 +8,8 @@
 #include <time.h>
 
 #include "pdtrace/common.h"
+#include "clock.h"
 #include "error.h"
-
-uint64_t pdti_coarse_now_ns(void);
 
 #define PDTI_ERRMSG_MAX 512
 

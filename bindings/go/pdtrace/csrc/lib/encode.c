@@ -7,8 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
+#include "attr.h"
+#include "encode.h"
 #include "error.h"
+#include "rec.h"
+#include "tracer_data.h"
+#include "wire.h"
 
 /* Field numbers (the OTLP specification). */
 enum {

@@ -15,7 +15,7 @@
  *
  * With a spool (cfg.spool_dir), a batch that cannot be delivered is written
  * to it instead of being dropped, and spooled batches are replayed oldest
- * first whenever the collector answers; see the "spool" section below and
+ * first whenever the collector answers; see exporter_spool.c and
  * docs/spool.md.
  */
 #include <errno.h>
@@ -27,51 +27,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core.h"
+#include "encode.h"
 #include "error.h"
+#include "exporter.h"
+#include "exporter_int.h"
 #include "ids.h"
 #include "json.h"
+#include "queue.h"
+#include "rec.h"
 #include "spool.h"
+#include "tracer_data.h"
 #include "transport.h"
 
 /* How long close waits past its deadline for an aborted thread to stop. */
 #define STOP_GRACE_NS 2000000000ull
-
-/* One export in flight. */
-typedef struct export_slot {
-    pdti_xfer *xfer;
-    pdti_buf body;             /* the encoded request (must outlive it) */
-    size_t n;                  /* spans in it; 0: the slot is free */
-    uint64_t started_ns;
-} export_slot;
-
-typedef struct exporter {
-    pdti_transport *transport; /* OTLP exporter */
-    export_slot *slots;        /* cfg.max_concurrent of them (OTLP only) */
-    unsigned nslots;
-    unsigned inflight;         /* slots in use */
-    FILE *out;                 /* console exporter */
-    int out_owned;
-    int out_fd;                /* descriptor of an owned `out` */
-    pdti_buf body;
-    pdti_buf json;
-    pdti_rec **batch;
-    size_t batch_cap;
-
-    /* Spool state; see the "spool" section. Touched by the exporter thread
-     * only, except where noted. */
-    pdti_spool *spool;         /* NULL: no spool */
-    int spool_wanted;          /* open the spool when the thread starts */
-    int has_spool;             /* spool configured (read by callers) */
-    pdti_buf replay;           /* a frame read back from the spool */
-    int down;                  /* the collector failed: spool, then probe */
-    uint64_t next_probe_ns;    /* no replay before this */
-    uint64_t probe_ms;         /* current probe backoff */
-    uint64_t busy_since_ns;    /* an export is in progress since (atomic) */
-    uint64_t close_deadline;   /* spooling at close stops here (atomic) */
-    int yield;                 /* the transport's abort flag (atomic): set
-                                  at close and under queue pressure */
-} exporter;
 
 static void ts_at(uint64_t mono_ns, struct timespec *ts)
 {
@@ -81,257 +50,7 @@ static void ts_at(uint64_t mono_ns, struct timespec *ts)
 
 static void release_all(pdt_tracer *t, pdti_rec **recs, size_t n)
 {
-    pdti_rec_release_many(t, recs, n);
-}
-
-/* ---- spool -------------------------------------------------------------
- *
- * A batch goes to the spool when its export fails in a way a later attempt
- * may fix (connection failures, retryable statuses, retries exhausted, the
- * deadline) or is cut short at close or under queue pressure. After such a
- * failure the exporter is "down": fresh batches go straight to the spool,
- * and the oldest spooled frame is sent as a probe after a backoff (1 s
- * doubling to 15 s). Once a probe or any batch is delivered, up to
- * SPOOL_REPLAY_PER_ROUND frames are replayed per round of the loop, so
- * fresh spans are never starved. The caller's thread never touches the
- * spool: it only raises the yield flag when the queue is 3/4 full.
- */
-
-#define SPOOL_REPLAY_PER_ROUND 4
-#define SPOOL_PROBE_MIN_MS 1000u
-#define SPOOL_PROBE_MAX_MS 15000u
-/* Queue pressure aborts an export only after it has run this long. */
-#define SPOOL_YIELD_AFTER_NS 250000000ull
-/* Share of the close timeout kept for spooling what is left (at most 1 s). */
-#define SPOOL_CLOSE_RESERVE_DIV 4
-#define SPOOL_CLOSE_RESERVE_MAX_NS 1000000000ull
-
-static void spool_counts(pdt_tracer *t, exporter *x)
-{
-    pdti_spool_counts c;
-
-    pdti_spool_take_counts(x->spool, &c);
-    if (c.dropped_spans != 0)
-        PDTI_COUNT(t, spool_dropped, c.dropped_spans);
-    if (c.corrupt_frames != 0)
-        PDTI_COUNT(t, spool_corrupt, c.corrupt_frames);
-}
-
-static void spool_backoff(exporter *x)
-{
-    x->next_probe_ns = pdt_now_ns() + (uint64_t)x->probe_ms * 1000000u;
-    x->probe_ms = x->probe_ms * 2 > SPOOL_PROBE_MAX_MS ? SPOOL_PROBE_MAX_MS
-                                                       : x->probe_ms * 2;
-}
-
-static void spool_mark_down(exporter *x)
-{
-    if (x->spool == NULL)
-        return;
-    x->down = 1;
-    spool_backoff(x);
-}
-
-static void spool_mark_up(exporter *x)
-{
-    x->down = 0;
-    x->probe_ms = SPOOL_PROBE_MIN_MS;
-    x->next_probe_ns = 0;
-}
-
-/* 1 if a failed export is worth keeping: a later attempt may succeed. */
-static int spool_worthy(const pdti_export_result *res)
-{
-    return res->outcome == PDTI_ABORTED || res->http_status == 0 ||
-           pdti_status_retryable(res->http_status);
-}
-
-/* Writes body (n spans) to the spool, or counts them as dropped
- * (dropped_shutdown if `shutdown`, else dropped_export_failed). At close,
- * nothing is written after the close deadline. */
-static void spool_or_drop(pdt_tracer *t, exporter *x, const pdti_buf *body,
-                          size_t n, int shutdown, const char *why)
-{
-    if (x->spool != NULL &&
-        (!shutdown || pdt_now_ns() < __atomic_load_n(&x->close_deadline,
-                                                     __ATOMIC_ACQUIRE))) {
-        int rc = pdti_spool_write(x->spool, body->data, body->len,
-                                  (uint32_t)n);
-        spool_counts(t, x);
-        if (rc == PDT_OK) {
-            PDTI_COUNT(t, spans_spooled, n);
-            return;
-        }
-        pdti_log(&t->log, PDT_LOG_ERROR, "%s; spooling %zu spans failed: %s",
-                 why, n, pdt_last_error());
-    }
-    if (shutdown) {
-        PDTI_COUNT(t, dropped_shutdown, n);
-        pdti_log(&t->log, PDT_LOG_WARN, "shutdown deadline: %zu spans "
-                 "dropped", n);
-    } else {
-        PDTI_COUNT(t, dropped_export_failed, n);
-        pdti_log(&t->log, PDT_LOG_ERROR, "%s: %zu spans dropped", why, n);
-    }
-}
-
-/* The flag the transport watches: with a spool, x->yield (close or queue
- * pressure), re-armed when no export is in flight (a raised flag stops
- * every export in flight, and none starts until they have all finished);
- * else the tracer's abort flag. */
-static const int *export_abort_flag(pdt_tracer *t, exporter *x)
-{
-    if (x->spool == NULL)
-        return &t->abort_flag;
-    if (x->inflight > 0)
-        return &x->yield;
-    __atomic_store_n(&x->yield, 0, __ATOMIC_SEQ_CST);
-    /* pdti_exporter_stop() sets abort_flag, then yield: whatever the
-     * interleaving, a close is never missed. */
-    if (__atomic_load_n(&t->abort_flag, __ATOMIC_SEQ_CST))
-        __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
-    return &x->yield;
-}
-
-static void export_counts(pdt_tracer *t, const pdti_export_result *res)
-{
-    PDTI_COUNT(t, export_requests, res->attempts);
-    if (res->attempts > 1)
-        PDTI_COUNT(t, export_retries, res->attempts - 1);
-    PDTI_COUNT(t, bytes_sent, res->bytes_sent);
-}
-
-/* Marks the exporter busy since its oldest export in flight (0: none),
- * for queue pressure. */
-static void update_busy(exporter *x)
-{
-    uint64_t since = 0;
-    unsigned i;
-
-    for (i = 0; i < x->nslots; i++)
-        if (x->slots[i].n != 0 &&
-            (since == 0 || x->slots[i].started_ns < since))
-            since = x->slots[i].started_ns;
-    __atomic_store_n(&x->busy_since_ns, since, __ATOMIC_RELEASE);
-}
-
-/* One export through the transport, waited for (no export in flight),
- * marked busy for queue pressure. */
-static void transport_export(pdt_tracer *t, exporter *x, const pdti_buf *body,
-                             uint64_t deadline, pdti_export_result *res)
-{
-    const int *flag = export_abort_flag(t, x);
-
-    memset(res, 0, sizeof(*res));
-    __atomic_store_n(&x->busy_since_ns, pdt_now_ns(), __ATOMIC_RELEASE);
-    pdti_transport_export(x->transport, body->data, body->len, deadline, flag,
-                          res);
-    __atomic_store_n(&x->busy_since_ns, 0, __ATOMIC_RELEASE);
-    export_counts(t, res);
-}
-
-/* 1 if the exporter has fresh work or is stopping (lock not held). */
-static int fresh_work(pdt_tracer *t)
-{
-    int busy;
-
-    pthread_mutex_lock(&t->mu);
-    busy = t->stopping || t->flush_target > t->processed_total ||
-           t->q_len >= (uint64_t)t->cfg.max_export_batch_size;
-    pthread_mutex_unlock(&t->mu);
-    return busy;
-}
-
-/*
- * Replays up to SPOOL_REPLAY_PER_ROUND frames, oldest first; stops at the
- * first failure (and backs off) or when fresh work is waiting. Runs
- * without the lock.
- */
-static void spool_replay(pdt_tracer *t, exporter *x)
-{
-    int i;
-
-    for (i = 0; i < SPOOL_REPLAY_PER_ROUND; i++) {
-        pdti_spool_item item;
-        pdti_export_result res;
-        uint32_t n = 0;
-        uint64_t deadline, tmo_ms;
-        int rc;
-
-        if (fresh_work(t))
-            return;
-        rc = pdti_spool_next(x->spool, &x->replay, &n, &item);
-        spool_counts(t, x);
-        if (rc != PDT_OK) {
-            pdti_log(&t->log, PDT_LOG_ERROR, "spool: reading a frame "
-                     "failed: %s", pdt_last_error());
-            spool_backoff(x);
-            return;
-        }
-        if (!item.active) {
-            /* Nothing to probe with: the next batch will tell. */
-            if (x->down)
-                spool_mark_up(x);
-            return;
-        }
-        /* A frame already failed once: one request timeout is enough. */
-        tmo_ms = (uint64_t)t->cfg.export_timeout_ms;
-        if (t->cfg.timeout_ms > 0 && (uint64_t)t->cfg.timeout_ms < tmo_ms)
-            tmo_ms = (uint64_t)t->cfg.timeout_ms;
-        deadline = pdt_now_ns() + tmo_ms * 1000000u;
-        transport_export(t, x, &x->replay, deadline, &res);
-        if (res.outcome == PDTI_DELIVERED) {
-            uint64_t rej = res.rejected_spans < 0 ? 0
-                           : (uint64_t)res.rejected_spans > n ? n
-                           : (uint64_t)res.rejected_spans;
-            /* Counted before the frame leaves the directory: whoever sees
-             * the spool empty also sees its spans replayed. */
-            PDTI_COUNT(t, spans_replayed, n - rej);
-            if (rej != 0)
-                PDTI_COUNT(t, spans_rejected, rej);
-            pdti_spool_done(x->spool, &item, 1);
-            spool_mark_up(x);
-            continue;
-        }
-        PDTI_COUNT(t, export_failures, 1);
-        if (!spool_worthy(&res)) {
-            /* The collector refuses this frame for good. */
-            PDTI_COUNT(t, dropped_export_failed, n);
-            pdti_spool_done(x->spool, &item, 1);
-            pdti_log(&t->log, PDT_LOG_ERROR, "spool: replay of %u spans "
-                     "refused (HTTP %ld), frame dropped: %s", (unsigned)n,
-                     res.http_status, res.message);
-            continue;
-        }
-        pdti_spool_done(x->spool, &item, 0);
-        spool_mark_down(x);
-        pdti_log(&t->log, PDT_LOG_INFO, "spool: replay failed (HTTP %ld), "
-                 "next try in %llu ms: %s", res.http_status,
-                 (unsigned long long)(x->next_probe_ns > pdt_now_ns()
-                     ? (x->next_probe_ns - pdt_now_ns()) / 1000000u : 0),
-                 res.message);
-        return;
-    }
-}
-
-/* 1 if replaying is due (lock held, exporter thread). */
-static int spool_replay_due(pdt_tracer *t, exporter *x, uint64_t now)
-{
-    return x->spool != NULL && !t->stopping &&
-           !__atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE) &&
-           now >= x->next_probe_ns && pdti_spool_pending(x->spool);
-}
-
-void pdti_exporter_pressure(pdt_tracer *t)
-{
-    exporter *x = t->exporter_state;
-    uint64_t since;
-
-    if (x == NULL || !x->has_spool)
-        return;
-    since = __atomic_load_n(&x->busy_since_ns, __ATOMIC_ACQUIRE);
-    if (since != 0 && pdt_now_ns() - since >= SPOOL_YIELD_AFTER_NS)
-        __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
+    pdti_rec_release_many(&t->pool, recs, n);
 }
 
 void pdti_exporter_wake(pdt_tracer *t)
@@ -371,7 +90,7 @@ static void deliver_shutdown(pdt_tracer *t, exporter *x, size_t n)
         return;
     }
     if (encode_batch(t, x, n, 1) == PDT_OK)
-        spool_or_drop(t, x, &x->body, n, 1, "shutdown deadline");
+        pdti_exp_spool_or_drop(t, x, &x->body, n, 1, "shutdown deadline");
 }
 
 /* What became of an OTLP export of n spans (`body`): counted, and on
@@ -379,7 +98,7 @@ static void deliver_shutdown(pdt_tracer *t, exporter *x, size_t n)
 static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
                         size_t n, const pdti_export_result *res)
 {
-    export_counts(t, res);
+    pdti_exp_counts(t, res);
     if (res->outcome == PDTI_DELIVERED) {
         uint64_t rej = res->rejected_spans < 0 ? 0
                        : (uint64_t)res->rejected_spans > n ? n
@@ -390,19 +109,19 @@ static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
             pdti_log(&t->log, PDT_LOG_WARN, "collector rejected %llu of %zu "
                      "spans: %s", (unsigned long long)rej, n, res->message);
         }
-        spool_mark_up(x);
+        pdti_exp_spool_mark_up(x);
         return;
     }
     PDTI_COUNT(t, export_failures, 1);
-    if (x->spool != NULL && spool_worthy(res)) {
+    if (x->spool != NULL && pdti_exp_spool_worthy(res)) {
         int shutdown = res->outcome == PDTI_ABORTED &&
                        __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE);
         char why[320];
         snprintf(why, sizeof(why), "export of %zu spans failed (HTTP %ld): "
                  "%s", n, res->http_status, res->message);
         if (!shutdown)
-            spool_mark_down(x);
-        spool_or_drop(t, x, body, n, shutdown, why);
+            pdti_exp_spool_mark_down(x);
+        pdti_exp_spool_or_drop(t, x, body, n, shutdown, why);
         return;
     }
     if (res->outcome == PDTI_ABORTED &&
@@ -443,7 +162,7 @@ static int slot_free(exporter *x)
 static void export_start(pdt_tracer *t, exporter *x, size_t n)
 {
     export_slot *sl = NULL;
-    const int *flag = export_abort_flag(t, x);
+    const int *flag = pdti_exp_abort_flag(t, x);
     uint64_t now = pdt_now_ns();
     pdti_buf tmp;
     unsigned i;
@@ -457,7 +176,7 @@ static void export_start(pdt_tracer *t, exporter *x, size_t n)
     sl->n = n;
     sl->started_ns = now;
     x->inflight++;
-    update_busy(x);
+    pdti_exp_update_busy(x);
     if (pdti_xfer_start(sl->xfer, sl->body.data, sl->body.len,
                         now + (uint64_t)t->cfg.export_timeout_ms * 1000000u,
                         flag) != PDT_OK) {
@@ -470,7 +189,7 @@ static void export_start(pdt_tracer *t, exporter *x, size_t n)
         export_done(t, x, &sl->body, n, &res);
         sl->n = 0;
         x->inflight--;
-        update_busy(x);
+        pdti_exp_update_busy(x);
     }
 }
 
@@ -491,7 +210,7 @@ static uint64_t reap(pdt_tracer *t, exporter *x)
         done += sl->n;
         sl->n = 0;
         x->inflight--;
-        update_busy(x);
+        pdti_exp_update_busy(x);
     }
     return done;
 }
@@ -528,8 +247,8 @@ static int deliver(pdt_tracer *t, exporter *x, size_t n)
 
     if (x->spool != NULL && x->down) {
         /* The collector is down: straight to the spool; the probe of
-         * spool_replay() finds out when it is back. */
-        spool_or_drop(t, x, &x->body, n,
+         * pdti_exp_spool_replay() finds out when it is back. */
+        pdti_exp_spool_or_drop(t, x, &x->body, n,
                       __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE),
                       "collector unreachable");
         return 0;
@@ -538,26 +257,23 @@ static int deliver(pdt_tracer *t, exporter *x, size_t n)
     return 1;
 }
 
-/* Takes up to one batch off the queue (lock held). */
+/* Takes up to one batch off the queue (queue.mu held). */
 static size_t take_batch(pdt_tracer *t, exporter *x)
 {
+    pdti_queue *q = &t->queue;
     size_t n = 0, bytes = 0, limit = (size_t)t->cfg.max_export_batch_size;
 
-    while (t->q_head != NULL && n < limit) {
-        pdti_rec *r = t->q_head;
-        size_t sz = pdti_span_body_size(r) + 16;
+    while (q->head != NULL && n < limit) {
+        size_t sz = pdti_span_body_size(q->head) + 16;
+        pdti_rec *r;
         if (n > 0 && bytes + sz > PDTI_MAX_REQUEST_BYTES)
             break;
-        t->q_head = r->next;
-        if (t->q_head == NULL)
-            t->q_tail = NULL;
-        t->q_len--;
-        r->next = NULL;
+        r = pdti_queue_pop_locked(q);
         if (sz > PDTI_MAX_SPAN_BYTES) {
             /* Too big for any collector to accept: drop it here. */
-            t->processed_total++;
+            q->processed_total++;
             PDTI_COUNT(t, dropped_export_failed, 1);
-            pdti_rec_release_locked(t, r); /* t->mu is held here */
+            pdti_rec_release(&t->pool, r); /* pool.mu nests in queue.mu */
             continue;
         }
         x->batch[n++] = r;
@@ -588,33 +304,33 @@ static void *exporter_main(void *arg)
     if (x->spool_wanted) /* a forked child reopens the spool here */
         spool_open_in_thread(t, x);
     delay_ns = (uint64_t)t->cfg.schedule_delay_ms * 1000000u;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
     next_due = pdt_now_ns() + delay_ns;
     for (;;) {
         uint64_t now = pdt_now_ns(), wake;
         int replay, urgent, want;
         size_t n;
 
-        replay = spool_replay_due(t, x, now);
+        replay = pdti_exp_spool_replay_due(t, x, now);
         /* Urgent: close, a full batch, or a flush whose spans are not all
          * taken off the queue yet. */
         urgent = t->stopping ||
-                 t->flush_target > t->enqueued_total - t->q_len ||
-                 t->q_len >= (uint64_t)t->cfg.max_export_batch_size;
-        want = t->q_len > 0 &&
+                 t->flush_target > t->queue.enqueued_total - t->queue.len ||
+                 t->queue.len >= (uint64_t)t->cfg.max_export_batch_size;
+        want = t->queue.len > 0 &&
                (urgent || now >= next_due ||
                 __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE));
         if (want && __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
             /* Out of time: spool (if there is one and time left) or drop
              * the rest, counted. The exports in flight stop as well. */
             n = take_batch(t, x);
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             if (n > 0)
                 deliver_shutdown(t, x, n);
             release_all(t, x->batch, n);
-            pthread_mutex_lock(&t->mu);
-            t->processed_total += n;
-            pthread_cond_broadcast(&t->cv_done);
+            pthread_mutex_lock(&t->queue.mu);
+            t->queue.processed_total += n;
+            pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
         /* Spooled frames go out when nothing is in flight: while they are
@@ -624,15 +340,15 @@ static void *exporter_main(void *arg)
         if (want && slot_free(x) && (urgent || !replay || x->inflight == 0)) {
             int started = 0;
             n = take_batch(t, x);
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             if (n > 0)
                 started = deliver(t, x, n);
             release_all(t, x->batch, n);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->queue.mu);
             if (!started)
-                t->processed_total += n;
+                t->queue.processed_total += n;
             next_due = pdt_now_ns() + delay_ns;
-            pthread_cond_broadcast(&t->cv_done);
+            pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
         if (x->inflight > 0) {
@@ -643,30 +359,30 @@ static void *exporter_main(void *arg)
             if (!want && next_due > now && (next_due - now) / 1000000u <
                                                (uint64_t)wait_ms)
                 wait_ms = (int)((next_due - now) / 1000000u) + 1;
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
             pdti_transport_run(x->transport, wait_ms);
             done = reap(t, x);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_lock(&t->queue.mu);
             if (done != 0) {
-                t->processed_total += done;
-                pthread_cond_broadcast(&t->cv_done);
+                t->queue.processed_total += done;
+                pthread_cond_broadcast(&t->queue.cv_done);
             }
             continue;
         }
-        if (t->q_len == 0) {
+        if (t->queue.len == 0) {
             if (t->stopping)
                 break;
-            if (t->flush_target > t->processed_total) {
+            if (t->flush_target > t->queue.processed_total) {
                 /* A flush with nothing left to do: bring the target
                  * level. */
-                t->flush_target = t->processed_total;
-                pthread_cond_broadcast(&t->cv_done);
+                t->flush_target = t->queue.processed_total;
+                pthread_cond_broadcast(&t->queue.cv_done);
             }
         }
         if (replay) {
-            pthread_mutex_unlock(&t->mu);
-            spool_replay(t, x);
-            pthread_mutex_lock(&t->mu);
+            pthread_mutex_unlock(&t->queue.mu);
+            pdti_exp_spool_replay(t, x);
+            pthread_mutex_lock(&t->queue.mu);
             continue;
         }
         if (now >= next_due)
@@ -676,11 +392,11 @@ static void *exporter_main(void *arg)
             pdti_spool_pending(x->spool))
             wake = x->next_probe_ns;
         ts_at(wake, &ts);
-        pthread_cond_timedwait(&t->cv_work, &t->mu, &ts);
+        pthread_cond_timedwait(&t->queue.cv_work, &t->queue.mu, &ts);
     }
     t->exited = 1;
-    pthread_cond_broadcast(&t->cv_done);
-    pthread_mutex_unlock(&t->mu);
+    pthread_cond_broadcast(&t->queue.cv_done);
+    pthread_mutex_unlock(&t->queue.mu);
     return NULL;
 }
 
@@ -875,24 +591,11 @@ int pdti_exporter_ensure(pdt_tracer *t)
         return PDT_OK;
     }
     {
-        pthread_condattr_t ca;
-        pdti_rec *r = t->q_head, *next;
-
-        pthread_mutex_init(&t->mu, NULL);
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&t->cv_work, &ca);
-        pthread_cond_init(&t->cv_done, &ca);
-        pthread_condattr_destroy(&ca);
+        /* The pool's lock first: the queue gives its records back. */
+        pdti_pool_after_fork(&t->pool);
+        pdti_queue_after_fork(&t->queue, &t->pool);
         pthread_mutex_init(&t->log.lock, NULL);
-        while (r != NULL) {
-            next = r->next;
-            pdti_rec_release(t, r);
-            r = next;
-        }
-        t->q_head = t->q_tail = NULL;
-        t->q_len = 0;
-        t->enqueued_total = t->processed_total = t->flush_target = 0;
+        t->flush_target = 0;
         t->exited = 0;
         t->thread_started = 0;
         if (t->export_enabled) {
@@ -917,7 +620,7 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
 
     pdti_exporter_ensure(t);
     x = t->exporter_state;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
     if (x != NULL && x->has_spool) {
         /* Keep part of the time for spooling what is left. */
         uint64_t now = pdt_now_ns(), reserve;
@@ -930,21 +633,21 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
         __atomic_store_n(&x->close_deadline, deadline, __ATOMIC_RELEASE);
     }
     __atomic_store_n(&t->stopping, 1, __ATOMIC_RELEASE);
-    t->flush_target = t->enqueued_total;
-    pthread_cond_signal(&t->cv_work);
+    t->flush_target = t->queue.enqueued_total;
+    pthread_cond_signal(&t->queue.cv_work);
     if (x != NULL)
         pdti_exporter_wake(t);
     if (t->thread_started) {
         ts_at(soft, &ts);
         while (!t->exited && pdt_now_ns() < soft)
-            pthread_cond_timedwait(&t->cv_done, &t->mu, &ts);
+            pthread_cond_timedwait(&t->queue.cv_done, &t->queue.mu, &ts);
         if (!t->exited) {
             /* Time is up: the transport stops within milliseconds and the
              * thread spools (until the deadline) or drops what is left. */
             __atomic_store_n(&t->abort_flag, 1, __ATOMIC_SEQ_CST);
             if (x != NULL)
                 __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
-            pthread_cond_signal(&t->cv_work);
+            pthread_cond_signal(&t->queue.cv_work);
             if (x != NULL)
                 pdti_exporter_wake(t);
             /* The thread stops within milliseconds once aborted; a grace
@@ -955,11 +658,11 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
              * memory is left to it. */
             ts_at(deadline + STOP_GRACE_NS, &ts);
             while (!t->exited && pdt_now_ns() < deadline + STOP_GRACE_NS)
-                pthread_cond_timedwait(&t->cv_done, &t->mu, &ts);
+                pthread_cond_timedwait(&t->queue.cv_done, &t->queue.mu, &ts);
             if (!t->exited) {
-                PDTI_COUNT(t, dropped_shutdown, t->q_len);
+                PDTI_COUNT(t, dropped_shutdown, t->queue.len);
                 t->stuck = 1;
-                pthread_mutex_unlock(&t->mu);
+                pthread_mutex_unlock(&t->queue.mu);
                 pthread_detach(t->thread);
                 t->thread_started = 0;
                 pdti_log(&t->log, PDT_LOG_ERROR, "the exporter thread did "
@@ -969,7 +672,7 @@ uint64_t pdti_exporter_stop(pdt_tracer *t, uint64_t deadline)
             }
         }
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->queue.mu);
     if (t->thread_started) {
         pthread_join(t->thread, NULL);
         t->thread_started = 0;

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "pdtrace/metrics.h"
-#include "core.h"
+#include "tracer_data.h"
 #include "error.h"
 #include "ids.h"
 #include "metrics.h"
@@ -694,9 +694,9 @@ static void render_tracer(writer *w, pdt_tracer *t, pdti_metrics *m,
         }
     }
 #undef LOAD
-    pthread_mutex_lock(&t->mu);
-    depth = t->q_len;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
+    depth = t->queue.len;
+    pthread_mutex_unlock(&t->queue.mu);
     header(w, "pdtrace_queue_depth", "gauge",
            "Spans waiting for the exporter right now.");
     sample(w, "pdtrace_queue_depth", NULL, depth);

@@ -1,6 +1,9 @@
 /*
- * P/D requests: the root span and its prefill/decode children, the stage
- * marks, and the true-TTFT breakdown (docs/spans.md).
+ * P/D requests, their lifecycle: the object pool, begin, the stage marks
+ * that start and end the prefill/decode children, end (which freezes the
+ * spans and hands them to the queue) and free. The breakdown is computed
+ * in breakdown.c, the legs' outcomes and the caller's attributes are set in
+ * request_attr.c (docs/spans.md).
  */
 #include <math.h>
 #include <stdio.h>
@@ -9,61 +12,18 @@
 
 #include "pdtrace/metrics.h"
 #include "pdtrace/request.h"
-#include "core.h"
+#include "attr.h"
+#include "clock.h"
 #include "error.h"
+#include "exporter.h"
 #include "ids.h"
 #include "metrics.h"
 #include "propagation.h"
-
-#define TAG_SPAN_ATTR 0x4a
-#define PFX "llm_d.pd_proxy."
-#define PDTI_REQUEST_ID_MAX 255
-#define PDTI_CONNECTOR_MAX 63
-#define PDTI_MODEL_MAX PDTI_METRICS_MODEL_MAX
-#define PDTI_REASON_MAX 255
-#define PDTI_TARGET_MAX 4096
-#define PDTI_MAX_PREFILL_ATTEMPTS 8
-#define PDTI_FREE_REQS_MAX 1024
-#define PDTI_FUTURE_SLACK_NS 1000000000ull
-
-struct pdt_request {
-    struct pdt_request *next_free;
-    pdti_buf summary;      /* scratch: encoded summary attributes (kept) */
-    /* Records taken with the request for its prefill and decode spans, so
-     * that starting them needs no lock; given back if unused. */
-    pdti_rec *spare[2];
-    /* Everything from here to `root` is reset at begin. */
-    pdt_tracer *tracer;
-    uint8_t next_prefill_id[8]; /* reserved for the next prefill attempt */
-    uint8_t decode_id[8];       /* reserved for the decode span */
-    pdti_rec *old_prefill[PDTI_MAX_PREFILL_ATTEMPTS];
-    unsigned n_old_prefill;
-    unsigned prefill_attempts;
-    int prefill_live;      /* `prefill` holds an attempt not yet finished */
-    int prefill_leg_set;
-    int decode_leg_set;
-    int decode_live;
-    int record;            /* record even if unsampled (tail rules) */
-    int mode;
-    int ended;
-    int error;
-    int response_set;
-    int response_error_type; /* error.type recorded on the root */
-    uint64_t a, ps, pe, ps_cur, ds, f, l, e; /* marks, 0 = unset */
-    int64_t tokens_counted;
-    int tokens_seen;
-    int64_t usage_in, usage_out, usage_cached;
-    uint64_t coarse_ok;    /* timestamps up to this need no clock check */
-    /* Strings: only their first byte is reset at begin. */
-    char request_id[PDTI_REQUEST_ID_MAX + 1];
-    char connector[PDTI_CONNECTOR_MAX + 1];
-    char model[PDTI_MODEL_MAX + 1]; /* gen_ai.request.model */
-    char reason[PDTI_REASON_MAX + 1];
-    /* Spans last: initialised by pdti_span_init(), not by memset. */
-    pdt_span root;
-    pdt_span prefill;      /* the latest prefill attempt */
-    pdt_span decode;
-};
+#include "rec.h"
+#include "request.h"
+#include "span.h"
+#include "tracer.h"
+#include "tracer_data.h"
 
 /* ---- object pool -------------------------------------------------------- */
 
@@ -75,15 +35,15 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
     pdt_request *r;
     size_t got = 0, i;
 
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->pool.mu);
     r = t->free_reqs;
     if (r != NULL) {
         t->free_reqs = r->next_free;
         t->free_reqs_len--;
     }
     if (nrec != 0)
-        got = pdti_rec_take_locked(t, recs, nrec);
-    pthread_mutex_unlock(&t->mu);
+        got = pdti_rec_take_locked(&t->pool, recs, nrec);
+    pthread_mutex_unlock(&t->pool.mu);
     for (i = 0; i < got; i++) {
         /* The lines the spans will write: fetched now, while the caller
          * parses and draws ids, rather than missed one by one later. */
@@ -93,56 +53,39 @@ static pdt_request *req_alloc(pdt_tracer *t, pdti_rec **recs, size_t nrec)
         __builtin_prefetch(p + 128, 1);
     }
     for (i = got; i < nrec; i++)
-        recs[i] = pdti_rec_new(t);
+        recs[i] = pdti_rec_new(&t->pool);
     if (r != NULL)
         return r;
     if ((r = malloc(sizeof(*r))) != NULL) {
         memset(&r->summary, 0, sizeof(r->summary));
         return r;
     }
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&t->pool.mu);
     for (i = 0; i < nrec; i++)
         if (recs[i] != NULL)
-            pdti_rec_put_locked(t, recs[i]);
-    pthread_mutex_unlock(&t->mu);
+            pdti_rec_put_locked(&t->pool, recs[i]);
+    pthread_mutex_unlock(&t->pool.mu);
     return NULL;
 }
 
-/* Gives unused records back to the tracer's pool (lock held). */
+/* Gives unused records back to the tracer's pool (pool.mu held). */
 static void spares_put_locked(pdt_tracer *t, pdt_request *r,
                               pdti_rec *unused)
 {
     if (unused != NULL)
-        pdti_rec_put_locked(t, unused);
+        pdti_rec_put_locked(&t->pool, unused);
     if (r->spare[0] != NULL)
-        pdti_rec_put_locked(t, r->spare[0]);
+        pdti_rec_put_locked(&t->pool, r->spare[0]);
     if (r->spare[1] != NULL)
-        pdti_rec_put_locked(t, r->spare[1]);
+        pdti_rec_put_locked(&t->pool, r->spare[1]);
     r->spare[0] = r->spare[1] = NULL;
 }
 
-/* Back to the pool, with the unused spare records. */
-static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
+/* Frees the requests parked in a tracer (its free_reqs_fn): the tracer
+ * calls it when it goes. */
+static void req_pool_free(void *list)
 {
-    pthread_mutex_lock(&t->mu);
-    spares_put_locked(t, r, unused);
-    if (t->free_reqs_len < PDTI_FREE_REQS_MAX && !t->stopping) {
-        r->next_free = t->free_reqs;
-        t->free_reqs = r;
-        t->free_reqs_len++;
-        r = NULL;
-    }
-    pthread_mutex_unlock(&t->mu);
-    if (r != NULL)
-        pdti_buf_free(&r->summary);
-    free(r);
-}
-
-/* Called by tracer close. */
-void pdti_request_pool_free(pdt_tracer *t);
-void pdti_request_pool_free(pdt_tracer *t)
-{
-    pdt_request *r = t->free_reqs, *n;
+    pdt_request *r = list, *n;
 
     while (r != NULL) {
         n = r->next_free;
@@ -150,9 +93,28 @@ void pdti_request_pool_free(pdt_tracer *t)
         free(r);
         r = n;
     }
-    t->free_reqs = NULL;
-    t->free_reqs_len = 0;
 }
+
+/* Back to the pool, with the unused spare records. */
+static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
+{
+    pthread_mutex_lock(&t->pool.mu);
+    spares_put_locked(t, r, unused);
+    if (t->free_reqs_len < PDTI_FREE_REQS_MAX &&
+        !__atomic_load_n(&t->stopping, __ATOMIC_ACQUIRE)) {
+        r->next_free = t->free_reqs;
+        t->free_reqs = r;
+        t->free_reqs_len++;
+        if (t->free_reqs_fn == NULL)
+            t->free_reqs_fn = req_pool_free;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&t->pool.mu);
+    if (r != NULL)
+        pdti_buf_free(&r->summary);
+    free(r);
+}
+
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -181,20 +143,6 @@ static int resolve_ts(uint64_t *ts, uint64_t *ok)
     return PDT_OK;
 }
 
-static int usable(const pdt_request *req)
-{
-    if (req == NULL)
-        return pdti_err(PDT_EINVAL, "request is NULL");
-    if (req->ended)
-        return pdti_err(PDT_ESTATE, "request already ended");
-    return PDT_OK;
-}
-
-static double ms(uint64_t from, uint64_t to)
-{
-    return (double)(to - from) / 1e6;
-}
-
 /*
  * Starts a leg span with a reserved id, parented by the root. A leg is
  * sampled and recorded exactly when the root is (every sampler decides a
@@ -212,14 +160,14 @@ static int leg_start(pdt_request *req, pdt_span *s, const char *name,
         if (*spare != NULL) {
             r = *spare;
             *spare = NULL;
-        } else if ((r = pdti_rec_acquire(t)) == NULL) {
+        } else if ((r = pdti_tracer_rec(t)) == NULL) {
             return pdti_err(PDT_ENOMEM, "out of memory for a span");
         }
         if (pdti_buf_append(&r->name, name, name_len) != 0 ||
             (root->tracestate[0] != '\0' &&
              pdti_buf_append(&r->tracestate, root->tracestate,
                              strlen(root->tracestate)) != 0)) {
-            pdti_rec_release(t, r);
+            pdti_rec_release(&t->pool, r);
             return pdti_err(PDT_ENOMEM, "out of memory for a span");
         }
         memcpy(r->trace_id, root->trace_id, 16);
@@ -269,42 +217,10 @@ static void prefill_retire(pdt_request *req, uint64_t end)
             r->next = NULL;
             pdti_enqueue(req->tracer, r, 1);
         } else {
-            pdti_rec_release(req->tracer, r);
+            pdti_rec_release(&req->tracer->pool, r);
             PDTI_COUNT(req->tracer, spans_not_sampled, 1);
         }
     }
-}
-
-/* The library's own attributes: literal keys, count limit honoured. */
-static void put_strn(pdt_tracer *t, pdti_rec *r, const char *key,
-                     size_t klen, const char *v, size_t vlen)
-{
-    if (pdti_rec_attr_room(t, r) == PDT_OK &&
-        pdti_attr_str_lit(t, &r->attrs, TAG_SPAN_ATTR, key, klen, v, vlen)
-            == PDT_OK)
-        r->nattrs++;
-}
-
-static void put_str(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
-                    const char *v)
-{
-    put_strn(t, r, key, klen, v, strlen(v));
-}
-
-static void put_int(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
-                    int64_t v)
-{
-    if (pdti_rec_attr_room(t, r) == PDT_OK &&
-        pdti_attr_int_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
-        r->nattrs++;
-}
-
-static void put_bool(pdt_tracer *t, pdti_rec *r, const char *key, size_t klen,
-                     int v)
-{
-    if (pdti_rec_attr_room(t, r) == PDT_OK &&
-        pdti_attr_bool_lit(&r->attrs, TAG_SPAN_ATTR, key, klen, v) == PDT_OK)
-        r->nattrs++;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -347,7 +263,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     record = tracer->cfg.tail_keep_errors ||
              tracer->cfg.tail_ttft_threshold_ms > 0;
     req->record = record;
-    rc = pdti_span_init(&req->root, tracer, PDTI_LIT(PFX "request"),
+    rc = pdti_span_init(&req->root, tracer, PDTI_LIT(PDTI_PFX "request"),
                         PDT_SPAN_KIND_SERVER, NULL, traceparent, tracestate,
                         arrival_ns, record, &recs[0]);
     if (rc != PDT_OK) {
@@ -357,9 +273,9 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     if (req->root.rec == NULL && (recs[0] != NULL || req->spare[0] != NULL ||
                                   req->spare[1] != NULL)) {
         /* Not recorded: neither are its children; the records go back. */
-        pthread_mutex_lock(&tracer->mu);
+        pthread_mutex_lock(&tracer->pool.mu);
         spares_put_locked(tracer, req, recs[0]);
-        pthread_mutex_unlock(&tracer->mu);
+        pthread_mutex_unlock(&tracer->pool.mu);
     }
     req->root.in_request = 1;
     req->prefill.in_request = 1;
@@ -388,7 +304,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
 int pdt_request_set_id(pdt_request *req, const char *request_id)
 {
     size_t n;
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -416,7 +332,7 @@ const char *pdt_request_id(const pdt_request *req)
 
 int pdt_request_set_mode(pdt_request *req, int mode, const char *reason)
 {
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -443,7 +359,7 @@ static int set_label(pdt_request *req, char *dst, size_t max,
                      const char *value, const char *what)
 {
     size_t n;
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -470,7 +386,7 @@ int pdt_request_set_model(pdt_request *req, const char *model)
 
 int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
 {
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -494,7 +410,7 @@ int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
             return pdti_err(PDT_ERANGE, "prefill retry before the previous "
                                         "attempt ended");
         prefill_retire(req, ts);
-        rc = leg_start(req, &req->prefill, PDTI_LIT(PFX "prefill"),
+        rc = leg_start(req, &req->prefill, PDTI_LIT(PDTI_PFX "prefill"),
                        req->next_prefill_id, ts, &req->spare[0]);
         if (rc != PDT_OK)
             return rc;
@@ -532,7 +448,7 @@ int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
                 return pdti_err(PDT_ERANGE, "DECODE_SENT before "
                                             "PREFILL_DONE");
         }
-        rc = leg_start(req, &req->decode, PDTI_LIT(PFX "decode"),
+        rc = leg_start(req, &req->decode, PDTI_LIT(PDTI_PFX "decode"),
                        req->decode_id, ts, &req->spare[1]);
         if (rc != PDT_OK)
             return rc;
@@ -567,7 +483,7 @@ int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
 
 int pdt_request_tokens(pdt_request *req, uint64_t ts, uint32_t count)
 {
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -590,7 +506,7 @@ int pdt_request_tokens(pdt_request *req, uint64_t ts, uint32_t count)
 int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
                           int64_t output_tokens, int64_t cached_input_tokens)
 {
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -600,147 +516,12 @@ int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
     return PDT_OK;
 }
 
-/* Splits "scheme://host:port/path", "host:port" or "[v6]:port". */
-static void parse_target(const char *s, char *host, size_t hostcap,
-                         long *port)
-{
-    const char *p = strstr(s, "://"), *end, *colon = NULL;
-    size_t n;
-
-    *port = -1;
-    host[0] = '\0';
-    if (p != NULL) {
-        if (strncmp(s, "https", 5) == 0)
-            *port = 443;
-        else if (strncmp(s, "http", 4) == 0)
-            *port = 80;
-        s = p + 3;
-    }
-    end = s + strcspn(s, "/?#");
-    if (*s == '[') {
-        const char *rb = memchr(s, ']', (size_t)(end - s));
-        if (rb == NULL)
-            return;
-        n = (size_t)(rb - s - 1);
-        if (n >= hostcap)
-            return;
-        memcpy(host, s + 1, n);
-        host[n] = '\0';
-        if (rb + 1 < end && rb[1] == ':')
-            colon = rb + 1;
-    } else {
-        colon = memchr(s, ':', (size_t)(end - s));
-        n = (size_t)((colon != NULL ? colon : end) - s);
-        if (n >= hostcap)
-            return;
-        memcpy(host, s, n);
-        host[n] = '\0';
-    }
-    if (colon != NULL) {
-        long v = 0;
-        const char *d = colon + 1;
-        if (d == end)
-            return;
-        for (; d < end; d++) {
-            if (*d < '0' || *d > '9' || v > 65535)
-                return;
-            v = v * 10 + (*d - '0');
-        }
-        if (v <= 65535)
-            *port = v;
-    }
-}
-
-int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
-                        int http_status, const char *error_type)
-{
-    pdt_span *s;
-    int *set_flag, failed, rc = usable(req);
-    pdt_tracer *t;
-    size_t tlen;
-
-    if (rc != PDT_OK)
-        return rc;
-    if (leg == PDT_LEG_PREFILL) {
-        s = &req->prefill;
-        set_flag = &req->prefill_leg_set;
-        if (!req->prefill_live)
-            return pdti_err(PDT_ESTATE, "no prefill attempt; mark "
-                                        "PREFILL_SENT first");
-    } else if (leg == PDT_LEG_DECODE) {
-        s = &req->decode;
-        set_flag = &req->decode_leg_set;
-        if (!req->decode_live)
-            return pdti_err(PDT_ESTATE, "no decode leg; mark DECODE_SENT "
-                                        "first");
-    } else {
-        return pdti_err(PDT_EINVAL, "leg must be PDT_LEG_PREFILL or "
-                                    "PDT_LEG_DECODE");
-    }
-    if (http_status < 0 || http_status > 999)
-        return pdti_err(PDT_EINVAL, "HTTP status %d out of range",
-                        http_status);
-    tlen = target != NULL ? strlen(target) : 0;
-    if (tlen > PDTI_TARGET_MAX)
-        return pdti_err(PDT_ELIMIT, "target longer than %d bytes",
-                        PDTI_TARGET_MAX);
-    if (*set_flag)
-        return pdti_err(PDT_ESTATE, "outcome of this leg already set");
-    *set_flag = 1;
-    t = req->tracer;
-    /* Any error type is a failure of the leg (a refused connection, or a
-     * 200 whose stream broke off), as is a status of 500 or more. */
-    failed = http_status >= 500 || error_type != NULL;
-    if (failed)
-        req->error = 1;
-    if (s->rec != NULL) {
-        pdti_rec *r = s->rec;
-        if (tlen != 0) {
-            char host[256];
-            long port;
-            parse_target(target, host, sizeof(host), &port);
-            if (host[0] != '\0')
-                put_str(t, r, PDTI_LIT("server.address"), host);
-            if (port >= 0)
-                put_int(t, r, PDTI_LIT("server.port"), port);
-        }
-        if (http_status > 0)
-            put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
-        if (error_type != NULL) {
-            put_str(t, r, PDTI_LIT("error.type"), error_type);
-        } else if (failed) {
-            /* OpenTelemetry: without a better type, the status code. */
-            char code[16];
-            snprintf(code, sizeof(code), "%d", http_status);
-            put_str(t, r, PDTI_LIT("error.type"), code);
-        }
-        if (failed)
-            pdt_span_set_status(s, PDT_SPAN_STATUS_ERROR,
-                                error_type != NULL ? error_type
-                                                   : "upstream error");
-    }
-    if (req->root.rec != NULL) {
-        pdti_rec *r = req->root.rec;
-        if (tlen != 0) {
-            if (leg == PDT_LEG_PREFILL)
-                put_strn(t, r, PDTI_LIT(PFX "prefill_target"), target, tlen);
-            else
-                put_strn(t, r, PDTI_LIT(PFX "decode_target"), target, tlen);
-        }
-        if (leg == PDT_LEG_PREFILL)
-            put_int(t, r, PDTI_LIT(PFX "prefill.status_code"), http_status);
-        else
-            put_int(t, r, PDTI_LIT(PFX "decode.status_code"), http_status);
-    }
-    return PDT_OK;
-}
-
 int pdt_request_set_response(pdt_request *req, int http_status,
                              const char *error_type)
 {
     pdti_rec *r;
     pdt_tracer *t;
-    int rc = usable(req);
+    int rc = pdti_request_usable(req);
 
     if (rc != PDT_OK)
         return rc;
@@ -758,77 +539,16 @@ int pdt_request_set_response(pdt_request *req, int http_status,
     if (r == NULL)
         return PDT_OK;
     if (http_status > 0)
-        put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
+        pdti_req_put_int(t, r, PDTI_LIT("http.response.status_code"), http_status);
     if (error_type != NULL)
-        put_str(t, r, PDTI_LIT("error.type"), error_type);
+        pdti_req_put_str(t, r, PDTI_LIT("error.type"), error_type);
     return PDT_OK;
 }
 
 
-int pdt_request_set_str(pdt_request *req, const char *key, const char *value)
-{
-    int rc = usable(req);
-
-    if (rc != PDT_OK)
-        return rc;
-    if (value == NULL)
-        return pdti_err(PDT_EINVAL, "value is NULL");
-    return pdti_span_attr(&req->root, PDTI_ATTR_STR, key, value,
-                          strlen(value), 0);
-}
-
-int pdt_request_set_int(pdt_request *req, const char *key, int64_t value)
-{
-    int rc = usable(req);
-    return rc != PDT_OK ? rc
-                        : pdti_span_attr(&req->root, PDTI_ATTR_INT, key, NULL,
-                                         0, value);
-}
-
-int pdt_request_set_double(pdt_request *req, const char *key, double value)
-{
-    int rc = usable(req);
-    return rc != PDT_OK ? rc : pdt_span_set_double(&req->root, key, value);
-}
-
-int pdt_request_set_bool(pdt_request *req, const char *key, int value)
-{
-    int rc = usable(req);
-    return rc != PDT_OK ? rc
-                        : pdti_span_attr(&req->root, PDTI_ATTR_BOOL, key, NULL,
-                                         0, value != 0);
-}
-
-int pdt_request_set_attrs(pdt_request *req, int leg, const pdt_attr *attrs,
-                          size_t n)
-{
-    pdt_span *s;
-    int rc = usable(req);
-
-    if (rc != PDT_OK)
-        return rc;
-    if (leg < PDT_LEG_REQUEST || leg > PDT_LEG_DECODE)
-        return pdti_err(PDT_EINVAL, "leg %d is not a pdt_leg", leg);
-    s = pdt_request_span(req, leg);
-    if (s == NULL)
-        return pdti_err(PDT_ESTATE, "that leg has no span yet");
-    return pdt_span_set_attrs(s, attrs, n);
-}
-
 pdt_span *pdt_request_span(pdt_request *req, int leg)
 {
-    if (req == NULL)
-        return NULL;
-    switch (leg) {
-    case PDT_LEG_REQUEST:
-        return &req->root;
-    case PDT_LEG_PREFILL:
-        return req->prefill_live ? &req->prefill : NULL;
-    case PDT_LEG_DECODE:
-        return req->decode_live ? &req->decode : NULL;
-    default:
-        return NULL;
-    }
+    return pdti_request_leg_span(req, leg);
 }
 
 int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
@@ -862,143 +582,6 @@ int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
     return PDT_OK;
 }
 
-/* Appends one double attribute to the summary scratch buffer. */
-static void summary_double(pdt_request *req, unsigned *n, const char *key,
-                           size_t klen, double v)
-{
-    if (pdti_attr_double_lit(&req->summary, TAG_SPAN_ATTR, key, klen, v)
-        == PDT_OK)
-        (*n)++;
-}
-
-/* Copies the summary, encoded once, into a record, within its attribute
- * limit. */
-static void add_summary(pdt_request *req, pdti_rec *r, unsigned n)
-{
-    int64_t limit = req->tracer->cfg.attr_count_limit;
-
-    if ((int64_t)r->nattrs + (int64_t)n > limit) {
-        r->dropped_attrs += n;
-        PDTI_COUNT(req->tracer, attributes_dropped, n);
-        return;
-    }
-    if (pdti_buf_append(&r->attrs, req->summary.data, req->summary.len) == 0)
-        r->nattrs += n;
-}
-
-static void compute(const pdt_request *req, pdt_breakdown *bd)
-{
-    uint64_t a = req->a, e = req->e;
-    double nan = NAN;
-
-    bd->present = 0;
-    bd->queue_ms = bd->prefill_ms = bd->kv_transfer_overhead_ms = nan;
-    bd->decode_ttft_ms = bd->true_ttft_ms = bd->decode_duration_ms = nan;
-    bd->total_ms = bd->tpot_ms = nan;
-    bd->mode = req->mode;
-    bd->error = req->error;
-    bd->output_tokens = req->usage_out >= 0 ? req->usage_out
-                        : req->tokens_seen ? req->tokens_counted : -1;
-
-    if (req->ps != 0) {
-        bd->queue_ms = ms(a, req->ps);
-        bd->present |= PDT_BD_QUEUE;
-        if (req->pe != 0) {
-            bd->prefill_ms = ms(req->ps, req->pe);
-            bd->present |= PDT_BD_PREFILL;
-        }
-    }
-    if (req->mode == PDT_MODE_SEQUENTIAL && req->pe != 0 && req->ds != 0) {
-        bd->kv_transfer_overhead_ms = ms(req->pe, req->ds);
-        bd->present |= PDT_BD_KV_TRANSFER;
-    }
-    if (req->ds != 0 && req->f != 0) {
-        bd->decode_ttft_ms = ms(req->ds, req->f);
-        bd->present |= PDT_BD_DECODE_TTFT;
-    }
-    if (req->f != 0) {
-        bd->true_ttft_ms = ms(a, req->f);
-        bd->present |= PDT_BD_TRUE_TTFT;
-    }
-    if (req->ds != 0) {
-        bd->decode_duration_ms = ms(req->ds, e);
-        bd->present |= PDT_BD_DECODE_DURATION;
-    }
-    bd->total_ms = ms(a, e);
-    bd->present |= PDT_BD_TOTAL;
-    if (req->f != 0 && bd->output_tokens >= 2) {
-        bd->tpot_ms = ms(req->f, req->l) / (double)(bd->output_tokens - 1);
-        bd->present |= PDT_BD_TPOT;
-    }
-}
-
-static void record_summary(pdt_request *req, const pdt_breakdown *bd)
-{
-    pdti_rec *root = req->root.rec, *dec = req->decode.rec;
-    unsigned n = 0;
-
-    if (root == NULL && dec == NULL)
-        return;
-    pdti_buf_reset(&req->summary);
-    if (bd->present & PDT_BD_QUEUE)
-        summary_double(req, &n, PDTI_LIT(PFX "queue_ms"), bd->queue_ms);
-    if (bd->present & PDT_BD_PREFILL)
-        summary_double(req, &n, PDTI_LIT(PFX "prefill_duration_ms"),
-                       bd->prefill_ms);
-    if (bd->present & PDT_BD_KV_TRANSFER)
-        summary_double(req, &n, PDTI_LIT(PFX "kv_transfer_overhead_ms"),
-                       bd->kv_transfer_overhead_ms);
-    if (bd->present & PDT_BD_DECODE_TTFT)
-        summary_double(req, &n, PDTI_LIT(PFX "decode_ttft_ms"),
-                       bd->decode_ttft_ms);
-    if (bd->present & PDT_BD_TRUE_TTFT)
-        summary_double(req, &n, PDTI_LIT(PFX "true_ttft_ms"),
-                       bd->true_ttft_ms);
-    if (bd->present & PDT_BD_DECODE_DURATION)
-        summary_double(req, &n, PDTI_LIT(PFX "decode_duration_ms"),
-                       bd->decode_duration_ms);
-    summary_double(req, &n, PDTI_LIT(PFX "total_duration_ms"), bd->total_ms);
-    if (bd->present & PDT_BD_TPOT)
-        summary_double(req, &n, PDTI_LIT(PFX "tpot_ms"), bd->tpot_ms);
-
-    if (root != NULL) {
-        add_summary(req, root, n);
-        put_str(req->tracer, root, PDTI_LIT(PFX "request_id"), req->request_id);
-        if (req->connector[0] != '\0')
-            put_str(req->tracer, root, PDTI_LIT(PFX "connector"), req->connector);
-        if (req->model[0] != '\0')
-            put_str(req->tracer, root, PDTI_LIT("gen_ai.request.model"),
-                    req->model);
-        put_bool(req->tracer, root, PDTI_LIT(PFX "disaggregation_enabled"),
-                      req->mode != PDT_MODE_DECODE_ONLY);
-        put_bool(req->tracer, root, PDTI_LIT(PFX "concurrent_pd"),
-                      req->mode == PDT_MODE_CONCURRENT);
-        if (req->reason[0] != '\0')
-            put_str(req->tracer, root, PDTI_LIT(PFX "reason"), req->reason);
-        if (req->usage_in >= 0)
-            put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.input_tokens"),
-                         req->usage_in);
-        if (bd->output_tokens >= 0)
-            put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.output_tokens"),
-                         bd->output_tokens);
-        if (req->usage_cached >= 0)
-            put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.cache_read.input_tokens"),
-                         req->usage_cached);
-        if (req->error) {
-            if (root->status_code != PDT_SPAN_STATUS_ERROR)
-                pdt_span_set_status(&req->root, PDT_SPAN_STATUS_ERROR,
-                                    "request failed");
-        }
-    }
-    if (dec != NULL) {
-        add_summary(req, dec, n);
-        put_str(req->tracer, dec, PDTI_LIT(PFX "request_id"), req->request_id);
-        if (bd->output_tokens >= 0)
-            put_int(req->tracer, dec, PDTI_LIT("gen_ai.usage.output_tokens"),
-                         bd->output_tokens);
-    }
-}
-
 int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
 {
     pdt_tracer *t;
@@ -1006,7 +589,7 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     pdti_rec *list[PDTI_MAX_PREFILL_ATTEMPTS + 2];
     uint64_t latest;
     size_t n = 0, i;
-    int rc = usable(req), keep;
+    int rc = pdti_request_usable(req), keep;
 
     if (rc != PDT_OK)
         return rc;
@@ -1035,9 +618,9 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     req->e = end_ns;
     req->ended = 1;
 
-    compute(req, &bd);
+    pdti_request_breakdown(req, &bd);
     pdti_metrics_observe(t->metrics, req->connector, req->model, &bd);
-    record_summary(req, &bd);
+    pdti_request_summary(req, &bd);
 
     /* Freeze every span of the request: request, decode, then the prefill
      * attempts. That order puts the two spans that share the breakdown
@@ -1071,7 +654,7 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
             pdti_enqueue(t, list[0], n);
         } else {
             for (i = 0; i < n; i++)
-                pdti_rec_release(t, list[i]);
+                pdti_rec_release(&t->pool, list[i]);
             PDTI_COUNT(t, spans_not_sampled, n);
         }
     }
@@ -1096,7 +679,7 @@ void pdt_request_free(pdt_request *req)
         if (!req->response_set)
             pdt_request_set_response(req, 0, "abandoned");
         else if (!req->response_error_type && req->root.rec != NULL)
-            put_str(req->tracer, req->root.rec, PDTI_LIT("error.type"),
+            pdti_req_put_str(req->tracer, req->root.rec, PDTI_LIT("error.type"),
                     "abandoned");
         req->error = 1;
         pdt_request_end(req, 0, NULL);

@@ -4,10 +4,17 @@
 #include <string.h>
 
 #include "pdtrace/span.h"
-#include "core.h"
+#include "attr.h"
+#include "clock.h"
 #include "error.h"
+#include "exporter.h"
 #include "ids.h"
 #include "propagation.h"
+#include "rec.h"
+#include "span.h"
+#include "tracer.h"
+#include "tracer_data.h"
+#include "wire.h"
 
 #define TAG_SPAN_ATTR 0x4a   /* Span.attributes */
 #define TAG_EVENT_ATTR 0x1a  /* Event.attributes */
@@ -88,7 +95,7 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
     if (spare != NULL && *spare != NULL) {
         r = *spare;
         *spare = NULL;
-    } else if ((r = pdti_rec_acquire(t)) == NULL) {
+    } else if ((r = pdti_tracer_rec(t)) == NULL) {
         return pdti_err(PDT_ENOMEM, "out of memory for a span");
     }
     memcpy(r->trace_id, s->trace_id, 16);
@@ -106,7 +113,7 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
         (s->tracestate[0] != '\0' &&
          pdti_buf_append(&r->tracestate, s->tracestate,
                          strlen(s->tracestate)) != 0)) {
-        pdti_rec_release(t, r);
+        pdti_rec_release(&t->pool, r);
         return pdti_err(PDT_ENOMEM, "out of memory for a span");
     }
     s->rec = r;

@@ -1,6 +1,7 @@
 /*
- * The tracer: open, flush, close, stats; the record pool and the bounded
- * queue between callers and the exporter thread; sampling; clocks.
+ * The tracer: open, flush, close, stats; the way into the queue; sampling;
+ * clocks. It owns the record pool (rec.c), the queue (queue.c) and the
+ * exporter (exporter.c), and starts the exporter.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -9,12 +10,15 @@
 #include <unistd.h>
 
 #include "pdtrace/tracer.h"
-#include "core.h"
+#include "encode.h"
 #include "error.h"
+#include "exporter.h"
 #include "ids.h"
 #include "metrics.h"
-
-void pdti_request_pool_free(pdt_tracer *t);
+#include "queue.h"
+#include "rec.h"
+#include "tracer.h"
+#include "tracer_data.h"
 
 /* ---- clocks ------------------------------------------------------------- */
 
@@ -86,192 +90,35 @@ static uint64_t ratio_bound(double ratio)
     return (uint64_t)(ratio * 9223372036854775808.0);
 }
 
-/* ---- records and the queue ---------------------------------------------- */
-
-/* Back to the state of a new record, keeping the buffers' memory. */
-static void rec_clean(pdti_rec *r)
-{
-    r->next = NULL;
-    r->has_parent = 0;
-    r->parent_remote = 0;
-    r->status_code = 0;
-    r->ev_open = 0;
-    r->nattrs = r->dropped_attrs = r->ev_nattrs = r->ev_dropped_attrs = 0;
-    r->nevents = r->dropped_events = 0;
-    pdti_buf_reset(&r->name);
-    pdti_buf_reset(&r->tracestate);
-    pdti_buf_reset(&r->status_msg);
-    pdti_buf_reset(&r->attrs);
-    pdti_buf_reset(&r->events);
-    pdti_buf_reset(&r->ev_cur);
-}
-
-pdti_rec *pdti_rec_new(pdt_tracer *t)
-{
-    pdti_rec *r = calloc(1, sizeof(*r));
-
-    /* Room for a request span's attributes from the start: a pooled record
-     * serves any span, and one that had to grow on a later use would make
-     * the calling thread allocate in steady state. */
-    if (r != NULL) {
-        (void)pdti_buf_reserve(&r->attrs, PDTI_ATTRS_START);
-        __atomic_add_fetch(&t->rec_count, 1, __ATOMIC_RELAXED);
-    }
-    return r;
-}
-
-size_t pdti_rec_take_locked(pdt_tracer *t, pdti_rec **out, size_t n)
-{
-    size_t k = 0;
-
-    while (k < n && t->free_len > 0)
-        out[k++] = t->free_recs[--t->free_len];
-    if (k < n)
-        t->pool_short = 1;
-    return k;
-}
-
-static void rec_destroy(pdt_tracer *t, pdti_rec *r);
-
-void pdti_rec_put_locked(pdt_tracer *t, pdti_rec *r)
-{
-    if (t->free_len < t->free_cap)
-        t->free_recs[t->free_len++] = r;
-    else
-        rec_destroy(t, r);
-}
-
-pdti_rec *pdti_rec_acquire(pdt_tracer *t)
-{
-    pdti_rec *r = NULL;
-
-    pdti_fork_check(t);
-    pthread_mutex_lock(&t->mu);
-    if (t->free_len > 0)
-        r = t->free_recs[--t->free_len];
-    else
-        t->pool_short = 1;
-    pthread_mutex_unlock(&t->mu);
-    return r != NULL ? r : pdti_rec_new(t);
-}
-
-static void rec_destroy(pdt_tracer *t, pdti_rec *r)
-{
-    __atomic_sub_fetch(&t->rec_count, 1, __ATOMIC_RELAXED);
-    pdti_buf_free(&r->name);
-    pdti_buf_free(&r->tracestate);
-    pdti_buf_free(&r->status_msg);
-    pdti_buf_free(&r->attrs);
-    pdti_buf_free(&r->events);
-    pdti_buf_free(&r->ev_cur);
-    free(r);
-}
-
-/* Records with buffers grown past this are freed instead of pooled. */
-#define PDTI_POOL_REC_MAX_BYTES (64u << 10)
-
-/* 1 if r is worth pooling, and then cleaned for its next use. */
-static int rec_recycle(pdt_tracer *t, pdti_rec *r)
-{
-    if (r->attrs.cap + r->events.cap + r->ev_cur.cap + r->status_msg.cap +
-            r->name.cap + r->tracestate.cap > PDTI_POOL_REC_MAX_BYTES) {
-        rec_destroy(t, r);
-        return 0;
-    }
-    rec_clean(r);
-    return 1;
-}
-
-void pdti_rec_release_locked(pdt_tracer *t, pdti_rec *r)
-{
-    if (rec_recycle(t, r))
-        pdti_rec_put_locked(t, r);
-}
-
-void pdti_rec_release(pdt_tracer *t, pdti_rec *r)
-{
-    if (!rec_recycle(t, r))
-        return;
-    pthread_mutex_lock(&t->mu);
-    pdti_rec_put_locked(t, r);
-    pthread_mutex_unlock(&t->mu);
-}
-
-void pdti_rec_release_many(pdt_tracer *t, pdti_rec **recs, size_t n)
-{
-    size_t i, kept = 0;
-    uint64_t grow = 0;
-
-    if (n == 0)
-        return;
-    /* Clean outside the lock (the records are still in this thread's
-     * cache), keeping the ones worth pooling at the front. */
-    for (i = 0; i < n; i++)
-        if (rec_recycle(t, recs[i]))
-            recs[kept++] = recs[i];
-    pthread_mutex_lock(&t->mu);
-    for (i = 0; i < kept && t->free_len < t->free_cap; i++)
-        t->free_recs[t->free_len++] = recs[i];
-    if (t->pool_short) {
-        /* A caller had to make records: more spans are in flight than
-         * ever before. Grow the pool here, by a quarter of what exists,
-         * so that the next peak finds records waiting rather than making
-         * callers allocate again. */
-        t->pool_short = 0;
-        grow = __atomic_load_n(&t->rec_count, __ATOMIC_RELAXED) / 4;
-        if (grow < 64)
-            grow = 64;
-        if (grow > t->free_cap - t->free_len)
-            grow = t->free_cap - t->free_len;
-    }
-    pthread_mutex_unlock(&t->mu);
-    for (; i < kept; i++)
-        rec_destroy(t, recs[i]);
-    while (grow > 0) {
-        pdti_rec *more[64];
-        size_t m = 0, j;
-        while (m < 64 && m < grow && (more[m] = pdti_rec_new(t)) != NULL)
-            m++;
-        if (m == 0)
-            break;
-        grow -= m;
-        pthread_mutex_lock(&t->mu);
-        for (j = 0; j < m; j++)
-            pdti_rec_put_locked(t, more[j]);
-        pthread_mutex_unlock(&t->mu);
-    }
-}
+/* ---- the way into the queue ------------------------------------------ */
 
 void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
 {
+    pdti_queue *q = &t->queue;
     pdti_rec *tail = list;
+    uint64_t bytes;
     int wake;
 
     if (n == 0)
         return;
     if (!t->export_enabled) {
-        while (list != NULL) {
-            pdti_rec *next = list->next;
-            pdti_rec_release(t, list);
-            list = next;
-        }
+        pdti_rec_release_list(&t->pool, list);
         PDTI_COUNT(t, dropped_disabled, n);
         return;
     }
-    while (tail->next != NULL)
+    bytes = pdti_rec_bytes(tail);
+    while (tail->next != NULL) {
         tail = tail->next;
+        bytes += pdti_rec_bytes(tail);
+    }
     pdti_exporter_ensure(t);
-    pthread_mutex_lock(&t->mu);
-    if (t->q_len + n > (uint64_t)t->cfg.max_queue_size || t->stopping) {
+    pthread_mutex_lock(&q->mu);
+    if (!pdti_queue_fits_locked(q, n) || t->stopping) {
         int stopping = t->stopping;
         if (!stopping) /* under the lock: the exporter state is alive */
             pdti_exporter_pressure(t); /* spool: unblock the exporter */
-        pthread_mutex_unlock(&t->mu);
-        while (list != NULL) {
-            pdti_rec *next = list->next;
-            pdti_rec_release(t, list);
-            list = next;
-        }
+        pthread_mutex_unlock(&q->mu);
+        pdti_rec_release_list(&t->pool, list);
         if (stopping) {
             PDTI_COUNT(t, dropped_shutdown, n);
         } else {
@@ -282,22 +129,16 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
                  (long long)t->cfg.max_queue_size, (unsigned long long)n);
         return;
     }
-    if (t->q_tail != NULL)
-        t->q_tail->next = list;
-    else
-        t->q_head = list;
-    t->q_tail = tail;
-    wake = t->q_len < (uint64_t)t->cfg.max_export_batch_size &&
-           t->q_len + n >= (uint64_t)t->cfg.max_export_batch_size;
-    t->q_len += n;
-    t->enqueued_total += n;
+    wake = q->len < (uint64_t)t->cfg.max_export_batch_size &&
+           q->len + n >= (uint64_t)t->cfg.max_export_batch_size;
+    pdti_queue_push_locked(q, list, tail, n, bytes);
     if (wake) {
-        pthread_cond_signal(&t->cv_work);
+        pthread_cond_signal(&q->cv_work);
         pdti_exporter_wake(t);
     }
-    if (t->q_len * 4 >= (uint64_t)t->cfg.max_queue_size * 3)
+    if (q->len * 4 >= q->max_len * 3)
         pdti_exporter_pressure(t); /* spool: unblock the exporter */
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&q->mu);
 }
 
 static void tracer_destroy(pdt_tracer *t);
@@ -350,24 +191,14 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
     t->export_enabled = !t->cfg.disabled &&
                         t->cfg.exporter != PDT_EXPORTER_NONE;
     /* The pool holds at most a queue's worth of records and some. */
-    t->free_cap = (uint64_t)t->cfg.max_queue_size + 64;
-    t->free_recs = calloc((size_t)t->free_cap, sizeof(*t->free_recs));
-    if (t->free_recs == NULL) {
+    rc = pdti_pool_init(&t->pool, (uint64_t)t->cfg.max_queue_size + 64);
+    if (rc != PDT_OK) {
         pdti_config_free(&t->cfg);
         pdti_logger_destroy(&t->log);
         free(t);
-        return pdti_err(PDT_ENOMEM, "out of memory for the record pool");
+        return rc;
     }
-    pthread_mutex_init(&t->mu, NULL);
-    {
-        /* Timed waits use the monotonic clock (see abs_time()). */
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&t->cv_work, &ca);
-        pthread_cond_init(&t->cv_done, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    pdti_queue_init(&t->queue, (uint64_t)t->cfg.max_queue_size);
     rc = pdti_encode_preamble(t);
     if (rc == PDT_OK)
         rc = pdti_metrics_new(&t->metrics);
@@ -397,6 +228,7 @@ static void abs_time(uint64_t mono_deadline, struct timespec *ts)
 
 int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
 {
+    pdti_queue *q;
     uint64_t deadline, target;
     struct timespec ts;
     int rc = PDT_OK;
@@ -410,25 +242,26 @@ int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
     if (!t->export_enabled)
         return PDT_OK;
     pdti_exporter_ensure(t);
+    q = &t->queue;
     deadline = deadline_after(t, timeout_ms);
     abs_time(deadline, &ts);
-    pthread_mutex_lock(&t->mu);
-    target = t->enqueued_total;
+    pthread_mutex_lock(&q->mu);
+    target = q->enqueued_total;
     if (t->flush_target < target)
         t->flush_target = target;
-    pthread_cond_signal(&t->cv_work);
+    pthread_cond_signal(&q->cv_work);
     pdti_exporter_wake(t);
-    while (t->processed_total < target && !t->exited) {
-        if (pthread_cond_timedwait(&t->cv_done, &t->mu, &ts) != 0 &&
+    while (q->processed_total < target && !t->exited) {
+        if (pthread_cond_timedwait(&q->cv_done, &q->mu, &ts) != 0 &&
             pdt_now_ns() >= deadline)
             break;
     }
-    if (t->processed_total < target) {
+    if (q->processed_total < target) {
         if (pending_out != NULL)
-            *pending_out = target - t->processed_total;
+            *pending_out = target - q->processed_total;
         rc = PDT_ETIMEOUT;
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&q->mu);
     if (rc != PDT_OK)
         return pdti_err(rc, "flush timed out with spans still pending");
     return PDT_OK;
@@ -437,22 +270,15 @@ int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
 /* Frees everything; runs once, when the last reference goes. */
 static void tracer_destroy(pdt_tracer *t)
 {
-    pdti_rec *r;
-
     pdti_exporter_free(t);
-    while ((r = t->q_head) != NULL) {
-        t->q_head = r->next;
-        rec_destroy(t, r);
-    }
-    while (t->free_len > 0)
-        rec_destroy(t, t->free_recs[--t->free_len]);
-    free(t->free_recs);
-    pdti_request_pool_free(t);
+    pdti_queue_destroy(&t->queue, &t->pool);
+    if (t->free_reqs_fn != NULL)
+        t->free_reqs_fn(t->free_reqs);
+    t->free_reqs = NULL;
+    t->free_reqs_len = 0;
+    pdti_pool_destroy(&t->pool);
     pdti_metrics_free(t->metrics);
     pdti_buf_free(&t->preamble);
-    pthread_cond_destroy(&t->cv_done);
-    pthread_cond_destroy(&t->cv_work);
-    pthread_mutex_destroy(&t->mu);
     pdti_config_free(&t->cfg);
     pdti_logger_destroy(&t->log);
     free(t);
@@ -472,7 +298,6 @@ void pdti_tracer_unref(pdt_tracer *t)
 int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
 {
     uint64_t dropped = 0;
-    pdti_rec *r;
 
     if (dropped_out != NULL)
         *dropped_out = 0;
@@ -492,15 +317,9 @@ int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
                         (unsigned long long)dropped);
     }
     /* Spans still queued only if the thread never ran. */
-    pthread_mutex_lock(&t->mu);
-    while ((r = t->q_head) != NULL) {
-        t->q_head = r->next;
-        rec_destroy(t, r);
-        dropped++;
-    }
-    t->q_tail = NULL;
-    t->q_len = 0;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
+    dropped += pdti_queue_clear_locked(&t->queue, &t->pool);
+    pthread_mutex_unlock(&t->queue.mu);
     /* Requests and spans still open keep the tracer alive (closed: what
      * they record is dropped and counted) until the last is freed. */
     pdti_tracer_unref(t);
@@ -549,9 +368,9 @@ int pdt_tracer_stats(pdt_tracer *t, pdt_stats *out)
     s.spool_corrupt = LOAD(spool_corrupt);
 #undef LOAD
     pdti_fork_check(t);
-    pthread_mutex_lock(&t->mu);
-    s.queue_depth = t->q_len;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_lock(&t->queue.mu);
+    s.queue_depth = t->queue.len;
+    pthread_mutex_unlock(&t->queue.mu);
     memcpy(out, &s, size < sizeof(s) ? size : sizeof(s));
     return PDT_OK;
 }

@@ -1,0 +1,86 @@
+/*
+ * Internal, floor 1: the bounded queue of finished records between the
+ * calling threads (producers, through pdti_enqueue() in tracer.c) and the
+ * exporter thread (the one consumer).
+ *
+ * The queue has its own lock and the two condition variables its users
+ * wait on: cv_work (the consumer: work arrived, or stop) and cv_done
+ * (flush and close: progress). It counts what it holds in records and in
+ * span bytes (pdti_rec_bytes()), and what ever went through it, which is
+ * what flush and close wait on. The exporter's run state (stopping,
+ * exited, the flush target; see tracer_data.h) is kept under the same lock,
+ * since the exporter waits on it together with the queue.
+ *
+ * Records in the queue belong to the queue: only the holder of q->mu may
+ * follow their ->next links.
+ */
+#ifndef PDTI_QUEUE_H
+#define PDTI_QUEUE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "rec.h"
+
+typedef struct pdti_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work;   /* consumer: work or stop */
+    pthread_cond_t cv_done;   /* flushers and close: progress */
+    pdti_rec *head, *tail;
+    uint64_t len;             /* records queued */
+    uint64_t bytes;           /* their pdti_rec_bytes() */
+    uint64_t max_len;         /* what pdti_queue_fits_locked() allows */
+    uint64_t enqueued_total;  /* records ever queued */
+    uint64_t processed_total; /* records taken off and finished (the
+                                 consumer counts them) */
+} pdti_queue;
+
+/* An empty queue of at most max_len records; its condition variables
+ * wait on CLOCK_MONOTONIC. */
+void pdti_queue_init(pdti_queue *q, uint64_t max_len);
+/* Frees the records still queued and the lock (no thread uses it). */
+void pdti_queue_destroy(pdti_queue *q, pdti_pool *pool);
+/* In a forked child: re-creates the lock and the condition variables and
+ * gives the records queued by the parent (the parent's to export) back to
+ * the pool; the totals start over. */
+void pdti_queue_after_fork(pdti_queue *q, pdti_pool *pool);
+/* Frees every queued record (q->mu held); returns how many. */
+uint64_t pdti_queue_clear_locked(pdti_queue *q, pdti_pool *pool);
+
+/* 1 if n more records fit (q->mu held). */
+static inline int pdti_queue_fits_locked(const pdti_queue *q, uint64_t n)
+{
+    return q->len + n <= q->max_len;
+}
+
+/* Appends the list head..tail of n records, `bytes` of span data
+ * (q->mu held). */
+static inline void pdti_queue_push_locked(pdti_queue *q, pdti_rec *head,
+                                          pdti_rec *tail, uint64_t n,
+                                          uint64_t bytes)
+{
+    if (q->tail != NULL)
+        q->tail->next = head;
+    else
+        q->head = head;
+    q->tail = tail;
+    q->len += n;
+    q->bytes += bytes;
+    q->enqueued_total += n;
+}
+
+/* Takes the oldest record off (q->mu held, queue not empty). */
+static inline pdti_rec *pdti_queue_pop_locked(pdti_queue *q)
+{
+    pdti_rec *r = q->head;
+
+    q->head = r->next;
+    if (q->head == NULL)
+        q->tail = NULL;
+    q->len--;
+    q->bytes -= pdti_rec_bytes(r);
+    r->next = NULL;
+    return r;
+}
+
+#endif
