@@ -20,8 +20,11 @@ void pdti_exp_spool_counts(pdt_tracer *t, exporter *x)
     pdti_spool_counts c;
 
     pdti_spool_take_counts(x->spool, &c);
-    if (c.dropped_spans != 0)
-        PDTI_COUNT(t, spool_dropped, c.dropped_spans);
+    /* Spans of frames evicted by the cap and of corrupt frames are both
+     * lost from the spool: spool_dropped counts them (spool_corrupt counts
+     * the frames). */
+    if (c.dropped_spans + c.corrupt_spans != 0)
+        PDTI_COUNT(t, spool_dropped, c.dropped_spans + c.corrupt_spans);
     if (c.corrupt_frames != 0)
         PDTI_COUNT(t, spool_corrupt, c.corrupt_frames);
 }

@@ -303,6 +303,7 @@ int pdti_spool_read_claimed(pdti_spool *s, pdti_spool_item *item,
     } else if (pdti_spool_check_header(h, (uint64_t)st.st_size, &nspans,
                                        &raw_len, &comp_len) != 0) {
         *why = "bad header";
+        item->nspans = pdti_spool_header_nspans(h); /* for the counts */
         rc = -1;
     } else {
         item->size = (uint64_t)st.st_size;

@@ -458,6 +458,11 @@ static void test_corrupt_entries_skipped(void **state)
     assert_int_equal(got[2], 9);
     pdti_spool_take_counts(s, &c);
     assert_int_equal(c.corrupt_frames, 8);
+    /* The spans of the frames whose header could be read: 2 (damaged
+     * payload) and 3 (torn payload) held 2 spans each; the others' counts
+     * are unknown. */
+    assert_int_equal(c.corrupt_spans, 2 + 2);
+    assert_int_equal(c.dropped_spans, 0);
     /* The symlink's target is untouched; the full directory is set aside. */
     assert_int_equal(access(path_in("outside.pdspool"), F_OK), 0);
     assert_int_equal(count_entries(dir, ".corrupt"), 1);
