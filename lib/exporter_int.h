@@ -26,6 +26,15 @@ typedef struct export_slot {
     uint64_t started_ns;
 } export_slot;
 
+/* Halves of a batch the collector refused as too large (413, or 400 for
+ * more than one span), waiting to be sent; see export_done(). Halving a
+ * batch of b spans needs at most log2(b) + 1 parts at once. */
+#define SPLIT_MAX 40
+typedef struct split_part {
+    pdti_buf body;
+    size_t n;
+} split_part;
+
 typedef struct exporter {
     pdti_transport *transport; /* OTLP exporter */
     export_slot *slots;        /* cfg.max_concurrent of them (OTLP only) */
@@ -38,6 +47,8 @@ typedef struct exporter {
     pdti_buf json;
     pdti_rec **batch;
     size_t batch_cap;
+    split_part split[SPLIT_MAX]; /* a stack: the last pushed goes first */
+    unsigned nsplit;
 
     /* Spool state; see exporter_spool.c. Touched by the exporter thread
      * only, except where noted. */
