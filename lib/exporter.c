@@ -420,6 +420,23 @@ static void *exporter_main(void *arg)
             pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
+        if (want && x->spool != NULL && !slot_free(x) &&
+            t->queue.len * 4 >= t->queue.max_len * 3) {
+            /* Queue pressure with every slot busy: the oldest batch goes
+             * to the spool, and the exports in flight go on. */
+            n = take_batch(t, x);
+            pthread_mutex_unlock(&t->queue.mu);
+            if (n > 0 && encode_batch(t, x, n, 0) == PDT_OK)
+                pdti_exp_spool_or_drop(t, x, &x->body, n, 0,
+                                       "queue pressure");
+            release_all(t, x->batch, n);
+            pthread_mutex_lock(&t->queue.mu);
+            t->queue.processed_total += n;
+            pthread_cond_broadcast(&t->queue.cv_done);
+            continue;
+        }
+        if (t->queue.len * 4 < t->queue.max_len * 3)
+            __atomic_store_n(&x->pressure, 0, __ATOMIC_RELEASE);
         if (x->inflight > 0) {
             /* Drive the exports in flight: the transport returns within a
              * poll slice, or at once when one of them finishes. */
