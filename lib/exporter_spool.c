@@ -243,6 +243,7 @@ void pdti_exporter_pressure(pdt_tracer *t)
      * queued batches to the spool while no slot is free. */
     if (__atomic_exchange_n(&x->pressure, 1, __ATOMIC_ACQ_REL) == 0) {
         pthread_cond_signal(&t->queue.cv_work);
-        pdti_exporter_wake(t);
+        if (x->transport != NULL) /* as pdti_exporter_wake() */
+            pdti_transport_wakeup(x->transport);
     }
 }
