@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -440,6 +441,17 @@ static void test_corrupt_entries_skipped(void **state)
              dead);
     write_file(path_in("%s", name), junk, 10);
     write_file(path_in("corrupt/.tmp-1-0123456789abcdef-00000000-1"), junk, 10);
+    /* One of a live process, but untouched for longer than a write can
+     * take: removed. */
+    write_file(path_in("corrupt/.tmp-1-0123456789abcdef-00000000-2"), junk, 10);
+    {
+        struct timespec old[2];
+        old[0].tv_sec = old[1].tv_sec = time(NULL) - 3 * 3600;
+        old[0].tv_nsec = old[1].tv_nsec = 0;
+        assert_int_equal(utimensat(AT_FDCWD,
+            path_in("corrupt/.tmp-1-0123456789abcdef-00000000-2"), old, 0),
+            0);
+    }
     /* Unrelated files are left alone. */
     write_file(path_in("corrupt/README"), "hi", 2);
 
@@ -458,6 +470,11 @@ static void test_corrupt_entries_skipped(void **state)
     assert_int_equal(got[2], 9);
     pdti_spool_take_counts(s, &c);
     assert_int_equal(c.corrupt_frames, 8);
+    /* The spans of the frames whose header could be read: 2 (damaged
+     * payload) and 3 (torn payload) held 2 spans each; the others' counts
+     * are unknown. */
+    assert_int_equal(c.corrupt_spans, 2 + 2);
+    assert_int_equal(c.dropped_spans, 0);
     /* The symlink's target is untouched; the full directory is set aside. */
     assert_int_equal(access(path_in("outside.pdspool"), F_OK), 0);
     assert_int_equal(count_entries(dir, ".corrupt"), 1);

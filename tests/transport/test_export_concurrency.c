@@ -320,6 +320,73 @@ static void test_close_bounded_with_exports_in_flight(void **state)
     server_stop(&s);
 }
 
+/* Ends `count` spans in one batch of `batch`, flushes, and checks what
+ * arrived: every span name in `want_once` exactly once over the requests
+ * answered 2xx, the counters as given. */
+static void split_scenario(const char *script, int count,
+                           int64_t max_concurrent, int want_requests,
+                           uint64_t want_exported, uint64_t want_dropped)
+{
+    server s;
+    pdt_tracer *t;
+    pdt_stats st = PDT_STATS_INIT;
+    uint64_t pending = 1, dropped = 1;
+    seen sn;
+
+    server_start(&s, script);
+    t = open_tracer(&s, max_concurrent);
+    end_spans(t, count);
+    assert_int_equal(pdt_tracer_flush(t, 20000, &pending), PDT_OK);
+    assert_int_equal(pending, 0);
+    assert_int_equal(pdt_tracer_stats(t, &st), PDT_OK);
+    if (st.spans_exported != want_exported ||
+        st.dropped_export_failed != want_dropped)
+        fail_msg("exported %llu (want %llu), dropped %llu (want %llu)",
+                 (unsigned long long)st.spans_exported,
+                 (unsigned long long)want_exported,
+                 (unsigned long long)st.dropped_export_failed,
+                 (unsigned long long)want_dropped);
+    assert_int_equal(st.export_requests, want_requests);
+    assert_int_equal(st.dropped_queue_full + st.dropped_shutdown, 0);
+    assert_int_equal(pdt_tracer_close(t, 5000, &dropped), PDT_OK);
+    assert_int_equal(dropped, 0);
+    seen_read(&s, &sn);
+    assert_int_equal(sn.requests, want_requests);
+    free(sn.bodies);
+    server_stop(&s);
+}
+
+/* 413 for a batch: it is halved and both halves are sent, recursively;
+ * nothing is lost. 8 spans: 8 -> 413, 4 -> 413, 2 -> 200, 2 -> 200,
+ * 4 -> 200. */
+static void test_413_halves_the_batch(void **state)
+{
+    (void)state;
+    split_scenario("{\"responses\": [{\"status\": 413}, "
+                   "{\"status\": 413}, {\"status\": 200}]}",
+                   8, 1, 5, 8, 0);
+}
+
+/* 400 for a batch of several spans halves it too; only the single span
+ * still refused is dropped and counted. 2 spans: 2 -> 400, 1 -> 400
+ * (dropped), 1 -> 200. */
+static void test_400_drops_only_the_refused_span(void **state)
+{
+    (void)state;
+    split_scenario("{\"responses\": [{\"status\": 400}, "
+                   "{\"status\": 400}, {\"status\": 200}]}",
+                   2, 4, 3, 1, 1);
+}
+
+/* A receiver refusing everything: every span ends up dropped exactly once
+ * and the halving stops at single spans (10 spans: 19 requests). */
+static void test_413_always_terminates(void **state)
+{
+    (void)state;
+    split_scenario("{\"responses\": [{\"status\": 413}]}", BATCH, 4,
+                   2 * BATCH - 1, 0, BATCH);
+}
+
 static void test_bad_option_refused(void **state)
 {
     pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
@@ -344,6 +411,9 @@ int main(void)
         cmocka_unit_test(test_four_in_flight_overlap),
         cmocka_unit_test(test_one_in_flight_never_overlaps),
         cmocka_unit_test(test_close_bounded_with_exports_in_flight),
+        cmocka_unit_test(test_413_halves_the_batch),
+        cmocka_unit_test(test_400_drops_only_the_refused_span),
+        cmocka_unit_test(test_413_always_terminates),
         cmocka_unit_test(test_bad_option_refused),
     };
     int rc;
