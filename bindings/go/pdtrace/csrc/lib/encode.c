@@ -270,3 +270,126 @@ int pdti_encode_preamble(pdt_tracer *t)
     (void)F_RESOURCE_ATTRS;
     return PDT_OK;
 }
+
+/* ---- splitting a request ------------------------------------------------ */
+
+/* Reads a varint at *p (below end); -1 if malformed. */
+static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    unsigned shift = 0;
+
+    *v = 0;
+    while (*p < end && shift < 64) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0)
+            return 0;
+        shift += 7;
+    }
+    return -1;
+}
+
+/* Reads one length-delimited field's tag and bounds at *p: its payload is
+ * [*body, *body + *len), *p moves past it. -1 if the field is not
+ * length-delimited or runs past end. */
+static int get_ld_field(const uint8_t **p, const uint8_t *end,
+                        uint64_t *field, const uint8_t **body, size_t *len)
+{
+    uint64_t tag, l;
+
+    if (get_varint(p, end, &tag) != 0 || (tag & 7) != 2 ||
+        get_varint(p, end, &l) != 0 || l > (uint64_t)(end - *p))
+        return -1;
+    *field = tag >> 3;
+    *body = *p;
+    *len = (size_t)l;
+    *p += l;
+    return 0;
+}
+
+int pdti_encode_split(const uint8_t *req, size_t len, size_t *nspans,
+                      size_t k, pdti_buf *first, pdti_buf *second)
+{
+    const uint8_t *p = req, *end = req + len, *rs, *ss = NULL, *q, *ss_end;
+    const uint8_t *rs_end, *ss_field = NULL, *ss_field_end = NULL, *split_at;
+    size_t rs_len, ss_len = 0, n = 0, part;
+    uint64_t field;
+    size_t span_bytes[2] = { 0, 0 }, other = 0;
+    pdti_buf *outs[2];
+
+    outs[0] = first;
+    outs[1] = second;
+    /* One ResourceSpans holding one ScopeSpans: what pdti_encode_request()
+     * writes. */
+    if (get_ld_field(&p, end, &field, &rs, &rs_len) != 0 ||
+        field != F_REQ_RESOURCE_SPANS || p != end)
+        return pdti_err(PDT_EPARSE, "split: not a single ResourceSpans");
+    rs_end = rs + rs_len;
+    for (q = rs; q < rs_end;) {
+        const uint8_t *start = q, *b;
+        size_t l;
+        if (get_ld_field(&q, rs_end, &field, &b, &l) != 0)
+            return pdti_err(PDT_EPARSE, "split: bad ResourceSpans");
+        if (field == F_RS_SCOPE_SPANS) {
+            if (ss_field != NULL)
+                return pdti_err(PDT_EPARSE, "split: several ScopeSpans");
+            ss_field = start;
+            ss_field_end = q;
+            ss = b;
+            ss_len = l;
+        }
+    }
+    if (ss_field == NULL)
+        return pdti_err(PDT_EPARSE, "split: no ScopeSpans");
+    /* Count the spans (field 2 of ScopeSpans) and find the k-th. */
+    ss_end = ss + ss_len;
+    split_at = NULL;
+    for (q = ss; q < ss_end;) {
+        const uint8_t *start = q, *b;
+        size_t l;
+        if (get_ld_field(&q, ss_end, &field, &b, &l) != 0)
+            return pdti_err(PDT_EPARSE, "split: bad ScopeSpans");
+        if (field == 2) {
+            if (n == k)
+                split_at = start;
+            span_bytes[n < k ? 0 : 1] += (size_t)(q - start);
+            n++;
+        } else {
+            if (n != 0)
+                return pdti_err(PDT_EPARSE, "split: scope after spans");
+            other += (size_t)(q - start);
+        }
+    }
+    *nspans = n;
+    if (k == 0 || k >= n || split_at == NULL)
+        return pdti_err(PDT_EINVAL, "split: cannot cut %zu spans at %zu", n,
+                        k);
+    for (part = 0; part < 2; part++) {
+        size_t ss_body = other + span_bytes[part];
+        size_t rs_body = (size_t)(ss_field - rs) +
+                         (size_t)(rs_end - ss_field_end) + 1 +
+                         pdti_varint_len(ss_body) + ss_body;
+        size_t total = 1 + pdti_varint_len(rs_body) + rs_body;
+        const uint8_t *from = part == 0 ? ss + other : split_at;
+        uint8_t *w;
+
+        pdti_buf_reset(outs[part]);
+        if (pdti_buf_reserve(outs[part], total) != 0)
+            return pdti_err(PDT_ENOMEM, "out of memory splitting a batch");
+        w = outs[part]->data;
+        w = w_tag(w, F_REQ_RESOURCE_SPANS, 2);
+        w = pdti_put_varint(w, rs_body);
+        memcpy(w, rs, (size_t)(ss_field - rs));
+        w += ss_field - rs;
+        w = w_tag(w, F_RS_SCOPE_SPANS, 2);
+        w = pdti_put_varint(w, ss_body);
+        memcpy(w, ss, other);
+        w += other;
+        memcpy(w, from, span_bytes[part]);
+        w += span_bytes[part];
+        memcpy(w, ss_field_end, (size_t)(rs_end - ss_field_end));
+        w += rs_end - ss_field_end;
+        outs[part]->len = (size_t)(w - outs[part]->data);
+    }
+    return PDT_OK;
+}

@@ -30,4 +30,15 @@ int pdti_encode_request(const uint8_t *resource, size_t resource_len,
                         const uint8_t *scope, size_t scope_len,
                         pdti_rec *const *recs, size_t n, pdti_buf *out);
 
+/*
+ * Cuts an ExportTraceServiceRequest written by pdti_encode_request() (one
+ * ResourceSpans, one ScopeSpans) in two: the first k spans into `first`,
+ * the others into `second` (both reset first), resource and scope copied
+ * into each. *nspans gets the spans the request holds. PDT_OK, PDT_EPARSE
+ * (not such a request), PDT_EINVAL (k is 0 or not below the span count) or
+ * PDT_ENOMEM, with the last error set.
+ */
+int pdti_encode_split(const uint8_t *req, size_t len, size_t *nspans,
+                      size_t k, pdti_buf *first, pdti_buf *second);
+
 #endif

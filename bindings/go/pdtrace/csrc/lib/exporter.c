@@ -93,12 +93,55 @@ static void deliver_shutdown(pdt_tracer *t, exporter *x, size_t n)
         pdti_exp_spool_or_drop(t, x, &x->body, n, 1, "shutdown deadline");
 }
 
+/* 1 if the collector refused a request for its size: 413 always, 400 for
+ * more than one span (some receivers answer 400 to a body over their
+ * limit). */
+static int too_large(const pdti_export_result *res, size_t n)
+{
+    return res->outcome != PDTI_DELIVERED &&
+           (res->http_status == 413 || (res->http_status == 400 && n > 1));
+}
+
+/* Cuts body (n spans) in two halves pushed on x->split, the first half on
+ * top. 1 if it did; 0 if it cannot (one span, no room, not parseable). */
+static int split_push(pdt_tracer *t, exporter *x, const pdti_buf *body,
+                      size_t n)
+{
+    split_part *a, *b;
+    size_t got = 0;
+
+    if (n < 2 || x->nsplit + 2 > SPLIT_MAX)
+        return 0;
+    /* The second half goes under the first. */
+    b = &x->split[x->nsplit];
+    a = &x->split[x->nsplit + 1];
+    if (pdti_encode_split(body->data, body->len, &got, n / 2, &a->body,
+                          &b->body) != PDT_OK || got != n) {
+        pdti_log(&t->log, PDT_LOG_ERROR, "cannot split a refused batch of "
+                 "%zu spans: %s", n, pdt_last_error());
+        return 0;
+    }
+    a->n = n / 2;
+    b->n = n - n / 2;
+    x->nsplit += 2;
+    return 1;
+}
+
 /* What became of an OTLP export of n spans (`body`): counted, and on
- * failure spooled or dropped. Runs without the lock. */
-static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
-                        size_t n, const pdti_export_result *res)
+ * failure split and sent again, spooled or dropped. Returns 1 if the spans
+ * are done with, 0 if they wait on x->split (counted when those finish).
+ * Runs without the lock. */
+static int export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
+                       size_t n, const pdti_export_result *res)
 {
     pdti_exp_counts(t, res);
+    if (too_large(res, n) && split_push(t, x, body, n)) {
+        PDTI_COUNT(t, export_failures, 1);
+        pdti_log(&t->log, PDT_LOG_INFO, "collector refused %zu spans "
+                 "(HTTP %ld): sending them again in two halves", n,
+                 res->http_status);
+        return 0;
+    }
     if (res->outcome == PDTI_DELIVERED) {
         uint64_t rej = res->rejected_spans < 0 ? 0
                        : (uint64_t)res->rejected_spans > n ? n
@@ -110,7 +153,7 @@ static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
                      "spans: %s", (unsigned long long)rej, n, res->message);
         }
         pdti_exp_spool_mark_up(x);
-        return;
+        return 1;
     }
     PDTI_COUNT(t, export_failures, 1);
     if (x->spool != NULL && pdti_exp_spool_worthy(res)) {
@@ -122,7 +165,7 @@ static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
         if (!shutdown)
             pdti_exp_spool_mark_down(x);
         pdti_exp_spool_or_drop(t, x, body, n, shutdown, why);
-        return;
+        return 1;
     }
     if (res->outcome == PDTI_ABORTED &&
         __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
@@ -134,6 +177,7 @@ static void export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
         pdti_log(&t->log, PDT_LOG_ERROR, "export of %zu spans failed "
                  "(HTTP %ld): %s", n, res->http_status, res->message);
     }
+    return 1;
 }
 
 /* 1 if an OTLP export may start now (console: always). */
@@ -186,7 +230,7 @@ static void export_start(pdt_tracer *t, exporter *x, size_t n)
         res.outcome = PDTI_FAILED;
         snprintf(res.message, sizeof(res.message), "cannot start the "
                  "export");
-        export_done(t, x, &sl->body, n, &res);
+        (void)export_done(t, x, &sl->body, n, &res);
         sl->n = 0;
         x->inflight--;
         pdti_exp_update_busy(x);
@@ -206,8 +250,8 @@ static uint64_t reap(pdt_tracer *t, exporter *x)
 
         if (sl->n == 0 || !pdti_xfer_take(sl->xfer, &res))
             continue;
-        export_done(t, x, &sl->body, sl->n, &res);
-        done += sl->n;
+        if (export_done(t, x, &sl->body, sl->n, &res))
+            done += sl->n;
         sl->n = 0;
         x->inflight--;
         pdti_exp_update_busy(x);
@@ -320,6 +364,31 @@ static void *exporter_main(void *arg)
         want = t->queue.len > 0 &&
                (urgent || now >= next_due ||
                 __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE));
+        if (x->nsplit > 0 &&
+            __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
+            /* Out of time: the halves waiting go the way of the queue. */
+            split_part *sp = &x->split[--x->nsplit];
+            size_t pn = sp->n;
+            pthread_mutex_unlock(&t->queue.mu);
+            pdti_exp_spool_or_drop(t, x, &sp->body, pn, 1,
+                                   "shutdown deadline");
+            pthread_mutex_lock(&t->queue.mu);
+            t->queue.processed_total += pn;
+            pthread_cond_broadcast(&t->queue.cv_done);
+            continue;
+        }
+        if (x->nsplit > 0 && slot_free(x)) {
+            /* A half of a refused batch goes before fresh batches. */
+            split_part *sp = &x->split[--x->nsplit];
+            pdti_buf tmp = x->body;
+            x->body = sp->body;
+            sp->body = tmp;
+            pthread_mutex_unlock(&t->queue.mu);
+            export_start(t, x, sp->n);
+            pthread_mutex_lock(&t->queue.mu);
+            pthread_cond_broadcast(&t->queue.cv_done);
+            continue;
+        }
         if (want && __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE)) {
             /* Out of time: spool (if there is one and time left) or drop
              * the rest, counted. The exports in flight stop as well. */
@@ -351,6 +420,23 @@ static void *exporter_main(void *arg)
             pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
+        if (want && x->spool != NULL && !slot_free(x) &&
+            t->queue.len * 4 >= t->queue.max_len * 3) {
+            /* Queue pressure with every slot busy: the oldest batch goes
+             * to the spool, and the exports in flight go on. */
+            n = take_batch(t, x);
+            pthread_mutex_unlock(&t->queue.mu);
+            if (n > 0 && encode_batch(t, x, n, 0) == PDT_OK)
+                pdti_exp_spool_or_drop(t, x, &x->body, n, 0,
+                                       "queue pressure");
+            release_all(t, x->batch, n);
+            pthread_mutex_lock(&t->queue.mu);
+            t->queue.processed_total += n;
+            pthread_cond_broadcast(&t->queue.cv_done);
+            continue;
+        }
+        if (t->queue.len * 4 < t->queue.max_len * 3)
+            __atomic_store_n(&x->pressure, 0, __ATOMIC_RELEASE);
         if (x->inflight > 0) {
             /* Drive the exports in flight: the transport returns within a
              * poll slice, or at once when one of them finishes. */
@@ -503,6 +589,7 @@ static int state_new(pdt_tracer *t, int in_child)
 static void state_free(pdt_tracer *t, int in_child)
 {
     exporter *x = t->exporter_state;
+    unsigned i;
 
     if (x == NULL)
         return;
@@ -518,6 +605,8 @@ static void state_free(pdt_tracer *t, int in_child)
     pdti_spool_close(x->spool); /* touches no file: safe after a fork */
     pdti_buf_free(&x->replay);
     pdti_buf_free(&x->body);
+    for (i = 0; i < SPLIT_MAX; i++)
+        pdti_buf_free(&x->split[i].body);
     pdti_buf_free(&x->json);
     free(x->batch);
     free(x);

@@ -30,9 +30,10 @@ static inline void pdti_fork_check(pdt_tracer *t)
     pdti_exporter_ensure(t); /* also repairs the locks of a tracer that
                                 does not export */
 }
-/* The queue is nearly full: with a spool, an export that has been running
- * for a while is cut short and its batch spooled. Only an atomic store;
- * callable with queue.mu held. */
+/* The queue is nearly full: with a spool, the exporter is woken (once per
+ * episode) to write queued batches to the spool while every export slot is
+ * busy; nothing in flight is aborted. An atomic exchange; callable with
+ * queue.mu held. */
 void pdti_exporter_pressure(pdt_tracer *t);
 /* Work for the exporter (with queue.mu held): wakes it also while it
  * waits on exports in flight rather than on cv_work. */

@@ -26,6 +26,15 @@ typedef struct export_slot {
     uint64_t started_ns;
 } export_slot;
 
+/* Halves of a batch the collector refused as too large (413, or 400 for
+ * more than one span), waiting to be sent; see export_done(). Halving a
+ * batch of b spans needs at most log2(b) + 1 parts at once. */
+#define SPLIT_MAX 40
+typedef struct split_part {
+    pdti_buf body;
+    size_t n;
+} split_part;
+
 typedef struct exporter {
     pdti_transport *transport; /* OTLP exporter */
     export_slot *slots;        /* cfg.max_concurrent of them (OTLP only) */
@@ -38,6 +47,8 @@ typedef struct exporter {
     pdti_buf json;
     pdti_rec **batch;
     size_t batch_cap;
+    split_part split[SPLIT_MAX]; /* a stack: the last pushed goes first */
+    unsigned nsplit;
 
     /* Spool state; see exporter_spool.c. Touched by the exporter thread
      * only, except where noted. */
@@ -51,27 +62,31 @@ typedef struct exporter {
     uint64_t busy_since_ns;    /* an export is in progress since (atomic) */
     uint64_t close_deadline;   /* spooling at close stops here (atomic) */
     int yield;                 /* the transport's abort flag (atomic): set
-                                  at close and under queue pressure */
+                                  at close */
+    int pressure;              /* the queue is 3/4 full (atomic; set by a
+                                  calling thread, cleared by the exporter) */
 } exporter;
 
 /* ---- the spool -------------------------------------------------------------
  *
  * A batch goes to the spool when its export fails in a way a later attempt
  * may fix (connection failures, retryable statuses, retries exhausted, the
- * deadline) or is cut short at close or under queue pressure. After such a
- * failure the exporter is "down": fresh batches go straight to the spool,
- * and the oldest spooled frame is sent as a probe after a backoff (1 s
- * doubling to 15 s). Once a probe or any batch is delivered, up to
- * SPOOL_REPLAY_PER_ROUND frames are replayed per round of the loop, so
- * fresh spans are never starved. The caller's thread never touches the
- * spool: it only raises the yield flag when the queue is 3/4 full.
+ * deadline) or is cut short at close. After such a failure the exporter is
+ * "down": fresh batches go straight to the spool, and the oldest spooled
+ * frame is sent as a probe after a backoff (1 s doubling to 15 s). Once a
+ * probe or any batch is delivered, up to SPOOL_REPLAY_PER_ROUND frames are
+ * replayed per round of the loop, so fresh spans are never starved.
+ *
+ * Queue pressure (the queue 3/4 full, by count or bytes) aborts nothing:
+ * the exports in flight, and a probe, go on; while no export slot is free,
+ * the exporter writes the oldest queued batches to the spool instead, so
+ * the queue drains at disk speed and no span is sent twice. The caller's
+ * thread never touches the spool: it only raises the pressure flag.
  */
 
 #define SPOOL_REPLAY_PER_ROUND 4
 #define SPOOL_PROBE_MIN_MS 1000u
 #define SPOOL_PROBE_MAX_MS 15000u
-/* Queue pressure aborts an export only after it has run this long. */
-#define SPOOL_YIELD_AFTER_NS 250000000ull
 /* Share of the close timeout kept for spooling what is left (at most 1 s). */
 #define SPOOL_CLOSE_RESERVE_DIV 4
 #define SPOOL_CLOSE_RESERVE_MAX_NS 1000000000ull

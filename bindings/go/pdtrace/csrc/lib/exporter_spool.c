@@ -1,6 +1,6 @@
 /*
  * The exporter's lower half: the spool (what goes to it, when it is
- * replayed, the queue pressure that cuts an export short), the single
+ * replayed, the queue pressure that sends batches to it), the single
  * waited-for export a replay uses, and the counting of an export's
  * outcome. See exporter_int.h; exporter.c is the thread's loop.
  */
@@ -20,8 +20,11 @@ void pdti_exp_spool_counts(pdt_tracer *t, exporter *x)
     pdti_spool_counts c;
 
     pdti_spool_take_counts(x->spool, &c);
-    if (c.dropped_spans != 0)
-        PDTI_COUNT(t, spool_dropped, c.dropped_spans);
+    /* Spans of frames evicted by the cap and of corrupt frames are both
+     * lost from the spool: spool_dropped counts them (spool_corrupt counts
+     * the frames). */
+    if (c.dropped_spans + c.corrupt_spans != 0)
+        PDTI_COUNT(t, spool_dropped, c.dropped_spans + c.corrupt_spans);
     if (c.corrupt_frames != 0)
         PDTI_COUNT(t, spool_corrupt, c.corrupt_frames);
 }
@@ -84,8 +87,7 @@ void pdti_exp_spool_or_drop(pdt_tracer *t, exporter *x, const pdti_buf *body,
     }
 }
 
-/* The flag the transport watches: with a spool, x->yield (close or queue
- * pressure), re-armed when no export is in flight (a raised flag stops
+/* The flag the transport watches: with a spool, x->yield (close), re-armed when no export is in flight (a raised flag stops
  * every export in flight, and none starts until they have all finished);
  * else the tracer's abort flag. */
 const int *pdti_exp_abort_flag(pdt_tracer *t, exporter *x)
@@ -234,11 +236,14 @@ int pdti_exp_spool_replay_due(pdt_tracer *t, exporter *x, uint64_t now)
 void pdti_exporter_pressure(pdt_tracer *t)
 {
     exporter *x = t->exporter_state;
-    uint64_t since;
 
     if (x == NULL || !x->has_spool)
         return;
-    since = __atomic_load_n(&x->busy_since_ns, __ATOMIC_ACQUIRE);
-    if (since != 0 && pdt_now_ns() - since >= SPOOL_YIELD_AFTER_NS)
-        __atomic_store_n(&x->yield, 1, __ATOMIC_SEQ_CST);
+    /* The exports in flight go on; the exporter, woken once, writes
+     * queued batches to the spool while no slot is free. */
+    if (__atomic_exchange_n(&x->pressure, 1, __ATOMIC_ACQ_REL) == 0) {
+        pthread_cond_signal(&t->queue.cv_work);
+        if (x->transport != NULL) /* as pdti_exporter_wake() */
+            pdti_transport_wakeup(x->transport);
+    }
 }

@@ -37,6 +37,8 @@ typedef struct pdti_spool_counts {
     uint64_t dropped_spans;  /* spans in frames evicted by the cap */
     uint64_t dropped_frames;
     uint64_t corrupt_frames; /* frames found corrupt and removed */
+    uint64_t corrupt_spans;  /* spans they held, when their header could
+                                be read */
 } pdti_spool_counts;
 
 /*

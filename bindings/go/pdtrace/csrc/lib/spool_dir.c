@@ -169,8 +169,10 @@ int pdti_spool_scan(pdti_spool *s)
                 continue;
             if (pdti_spool_parse_owner(name + strlen(PDTI_SPOOL_PREFIX_TMP),
                                        &pid, &nonce, &tail) != 0 ||
-                pdti_spool_owner_gone(pid, nonce)) {
-                /* Left by a crash in the middle of a write. */
+                pdti_spool_owner_gone(pid, nonce) ||
+                time(NULL) - st.st_mtime > PDTI_SPOOL_TMP_MAX_AGE_S) {
+                /* Left by a crash in the middle of a write, or by a write
+                 * of a live process that failed without cleaning up. */
                 if (unlinkat(s->dfd, name, 0) != 0)
                     unlinkat(s->dfd, name, AT_REMOVEDIR);
                 continue;
@@ -303,6 +305,7 @@ int pdti_spool_read_claimed(pdti_spool *s, pdti_spool_item *item,
     } else if (pdti_spool_check_header(h, (uint64_t)st.st_size, &nspans,
                                        &raw_len, &comp_len) != 0) {
         *why = "bad header";
+        item->nspans = pdti_spool_header_nspans(h); /* for the counts */
         rc = -1;
     } else {
         item->size = (uint64_t)st.st_size;

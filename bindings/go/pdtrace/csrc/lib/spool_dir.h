@@ -33,6 +33,9 @@
 /* A claim older than this is taken over even if its owner seems alive
  * (its pid may have been reused by an unrelated process). */
 #define PDTI_SPOOL_CLAIM_MAX_AGE_S 3600
+/* A temporary file not modified for this long is a leftover (a write takes
+ * well under a second) and is removed even if its process is alive. */
+#define PDTI_SPOOL_TMP_MAX_AGE_S 600
 
 typedef struct pdti_spool_ent {
     char name[128]; /* "<base>.pdspool" */

@@ -100,6 +100,14 @@ int pdti_spool_check_header(const uint8_t *h, uint64_t file_size,
     return 0;
 }
 
+uint32_t pdti_spool_header_nspans(const uint8_t *h)
+{
+    if (memcmp(h, PDTI_SPOOL_MAGIC, 4) != 0 ||
+        (uint32_t)get_le(h + 32, 4) != crc(h, 32))
+        return 0;
+    return (uint32_t)get_le(h + 8, 4);
+}
+
 int pdti_spool_decode_frame(const uint8_t *data, size_t len, pdti_buf *body,
                             uint32_t *nspans)
 {

@@ -51,4 +51,12 @@ int pdti_spool_check_header(const uint8_t *h, uint64_t file_size,
                             uint32_t *nspans, uint64_t *raw_len,
                             uint64_t *comp_len);
 
+/*
+ * The span count of a header whose magic and header CRC are sound, even if
+ * the rest of the frame is not (a torn or damaged payload): the spans a
+ * corrupt frame held, for the loss counters. 0 if the header itself is
+ * damaged. h points at PDTI_SPOOL_HEADER_SIZE bytes.
+ */
+uint32_t pdti_spool_header_nspans(const uint8_t *h);
+
 #endif

@@ -61,6 +61,9 @@ int pdti_spool_next(pdti_spool *s, pdti_buf *body, uint32_t *nspans,
             rc = -1;
         }
         if (rc == -1) {
+            /* The spans are lost: counted whenever the header said how
+             * many there were. */
+            s->counts.corrupt_spans += item->nspans;
             item->active = 0;
             if (s->total_bytes >= item->size)
                 s->total_bytes -= item->size;

@@ -69,6 +69,7 @@ static int make_room(pdti_spool *s, uint64_t need)
             continue;
         rc = pdti_spool_read_claimed(s, &it, 1, &why);
         if (rc == -1) {
+            s->counts.corrupt_spans += it.nspans;
             s->total_bytes -= s->ents[i].size <= s->total_bytes
                                   ? s->ents[i].size : s->total_bytes;
             pdti_spool_discard(s, it.name, why);
