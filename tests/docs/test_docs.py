@@ -166,6 +166,12 @@ def source_text():
             if n.endswith((".c", ".h")):
                 with open(os.path.join(d, n), encoding="utf-8") as f:
                     chunks.append(f.read())
+    # Build-time switches live in the bindings' build scripts.
+    for n in ("build_ffi.py", "setup.py"):
+        p = os.path.join(ROOT, "bindings", "python", n)
+        if os.path.exists(p):
+            with open(p, encoding="utf-8") as f:
+                chunks.append(f.read())
     return "\n".join(chunks)
 
 

@@ -35,8 +35,13 @@ SPAN_NAMES = {
     "prefill": "llm_d.pd_proxy.prefill",
     "decode": "llm_d.pd_proxy.decode",
     "llm_request": "llm_request",
+    # The example gateway and its endpoint picker (docs/gateway.md).
+    "gateway": "gateway.request",
+    "epp_scorer": "llm_d.epp.scorer.prefix_cache",
+    "epp_pick": "llm_d.epp.profile_handler.pick",
 }
-SERVICES = {"llm-d-pd-proxy", "vllm-prefill", "vllm-decode"}
+SERVICES = {"llm-d-pd-proxy", "vllm-prefill", "vllm-decode",
+            "gateway-api-inference-extension", "llm-d-inference-scheduler"}
 COMPARE_OPS = ("=~", "!~", "!=", ">=", "<=", "=", ">", "<")
 # Pipeline functions whose attribute argument must be a number.
 NUMERIC_AGGREGATES = {"avg_over_time", "min_over_time", "max_over_time",
