@@ -88,7 +88,12 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
                      ? pdti_sample_with_parent(t, s->trace_id, pflags & 1,
                                                remote)
                      : pdti_sample_root(t, s->trace_id);
-    s->trace_flags = (uint8_t)((pflags & 0xfe) | (s->sampled ? 1 : 0));
+    /* Only the flags of Level 2 go out: sampled, and random-trace-id,
+     * which a parent's trace id keeps as it came and a trace id of ours
+     * (random: ids.c) always has. Unknown flags are cleared. */
+    s->trace_flags = (uint8_t)((has_parent ? pflags & PDTI_FLAG_RANDOM
+                                           : PDTI_FLAG_RANDOM) |
+                               (s->sampled ? PDTI_FLAG_SAMPLED : 0));
     PDTI_COUNT(t, spans_started, 1);
 
     if (!t->export_enabled || !(s->sampled || record))
