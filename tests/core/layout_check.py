@@ -150,6 +150,7 @@ FLOORS = {
     # 0: base: errors, clocks, buffers, logging, text, ids, configuration
     'error': 0, 'common': 0, 'clock': 0, 'buf': 0, 'log': 0, 'wire': 0,
     'utf8': 0, 'propagation': 0, 'ids': 0, 'json': 0, 'config': 0,
+    'handle': 0,
     # 1: records, the queue, the tracer's data, encoders, the wire out
     'rec': 1, 'queue': 1, 'tracer_data': 1, 'attr': 1, 'encode': 1,
     'metrics': 1, 'compress': 1, 'transport': 1, 'retry': 1, 'response': 1,

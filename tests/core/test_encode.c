@@ -184,7 +184,7 @@ static void check_model(const batch *b, const tspans *s, int from_pb)
     assert_string_equal(g->parent_id, "");
     assert_int_equal(g->kind, PDT_SPAN_KIND_INTERNAL);
     assert_int_equal(g->end - g->start, 5000000);
-    assert_int_equal(g->flags, 0x101);
+    assert_int_equal(g->flags, 0x103); /* sampled, random trace id */
     assert_string_equal(ea(g, "s", 's')->s, "text \"quoted\"\n\x01");
     assert_true(ea(g, "i", 'i')->i == -9000000000ll);
     assert_true(ea(g, "d", 'd')->d == 0.1);

@@ -111,12 +111,12 @@ static void test_generic_span(void **state)
     assert_int_equal(cs->kind, PDT_SPAN_KIND_PRODUCER);
     assert_int_equal(rs->kind, PDT_SPAN_KIND_CONSUMER);
     assert_string_equal(ps->parent_id, "");
-    assert_int_equal(ps->flags, 0x101);
+    assert_int_equal(ps->flags, 0x103); /* sampled, random trace id */
     /* The parent handle wins over the traceparent. */
     assert_string_equal(cs->parent_id, ps->span_id);
     assert_string_equal(cs->trace_id, ps->trace_id);
     assert_string_equal(cs->span_id, cid);
-    assert_int_equal(cs->flags, 0x101);
+    assert_int_equal(cs->flags, 0x103);
     assert_string_equal(rs->parent_id, "00f067aa0ba902b7");
     assert_int_equal(rs->flags, 0x301);
     assert_string_equal(rs->trace_state, "k1=v1,k2=v2");
@@ -419,8 +419,8 @@ static void test_malformed_traceparent(void **state)
     for (i = 0; i < s.n; i++) {
         assert_string_equal(s.v[i].parent_id, "");
         /* A new trace is sampled by the default sampler, and a tracestate
-         * without its traceparent is dropped. */
-        assert_int_equal(s.v[i].flags, 0x101);
+         * without its traceparent is dropped. Its id is random. */
+        assert_int_equal(s.v[i].flags, 0x103);
         assert_true(s.v[i].trace_state == NULL ||
                     s.v[i].trace_state[0] == '\0');
     }
@@ -666,7 +666,7 @@ static void test_unsampled_span(void **state)
     assert_int_equal(pdt_span_set_status(sp, 2, "m"), PDT_OK);
     assert_int_equal(pdt_span_inject(sp, &p), PDT_OK);
     assert_int_equal(p.traceparent[53], '0');
-    assert_int_equal(p.traceparent[54], '0');
+    assert_int_equal(p.traceparent[54], '2'); /* random, not sampled */
     assert_int_equal(pdt_span_end(sp, 0), PDT_OK);
     assert_int_equal(pdt_span_set_str(sp, "k", "v"), PDT_ESTATE);
     pdt_span_free(sp);
@@ -765,9 +765,125 @@ static void test_last_error_per_thread(void **state)
     assert_string_equal(pdt_last_error(), "");
 }
 
+/* W3C Level 2, trace-flags: only the flags the spec defines go out (MUST
+ * set unknown flags to zero); the random-trace-id flag of a parent is
+ * propagated as received; a new trace (random id) sets it. */
+static void w3c_outgoing_flags_only_known(void **state)
+{
+    static const struct {
+        const char *in;   /* inbound flags */
+        char out_lo;      /* second hex digit of the outgoing flags */
+    } cases[] = {
+        { "ff", '3' }, { "fe", '2' }, { "fd", '1' }, { "fc", '0' },
+        { "01", '1' }, { "00", '0' }, { "02", '2' }, { "03", '3' },
+        { "81", '1' }, { "04", '0' },
+    };
+    pdt_tracer *t;
+    pdt_tracer_options o;
+    char path[256], tp[64];
+    size_t i;
+
+    (void)state;
+    topts_console(&o, path);
+    o.sampler = PDT_SAMPLER_PARENTBASED_ALWAYS_ON;
+    assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pdt_span *sp = NULL, *child = NULL;
+        pdt_request *req = NULL;
+        pdt_propagation p = PDT_PROPAGATION_INIT;
+
+        snprintf(tp, sizeof tp,
+                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-%s",
+                 cases[i].in);
+        assert_int_equal(pdt_span_start(&sp, t, "in", PDT_SPAN_KIND_SERVER,
+                                        NULL, tp, NULL, 0), PDT_OK);
+        assert_int_equal(pdt_span_inject(sp, &p), PDT_OK);
+        if (p.traceparent[53] != '0' || p.traceparent[54] != cases[i].out_lo)
+            fail_msg("inbound flags %s went out as %s", cases[i].in,
+                     p.traceparent + 53);
+        /* A local child keeps the same flags. */
+        assert_int_equal(pdt_span_start(&child, t, "c", PDT_SPAN_KIND_INTERNAL, sp, NULL, NULL, 0),
+                         PDT_OK);
+        assert_int_equal(pdt_span_inject(child, &p), PDT_OK);
+        assert_int_equal(p.traceparent[54], cases[i].out_lo);
+        pdt_span_free(child);
+        pdt_span_free(sp);
+        /* And a request's legs. */
+        assert_int_equal(pdt_request_begin(&req, t, tp, NULL, 0), PDT_OK);
+        assert_int_equal(pdt_request_inject(req, PDT_LEG_PREFILL, &p), PDT_OK);
+        assert_int_equal(p.traceparent[53], '0');
+        assert_int_equal(p.traceparent[54], cases[i].out_lo);
+        pdt_request_free(req);
+    }
+    assert_int_equal(pdt_tracer_close(t, 2000, NULL), PDT_OK);
+    tpath_remove(path);
+}
+
+static void w3c_new_trace_sets_random_flag(void **state)
+{
+    pdt_tracer *t;
+    pdt_tracer_options o;
+    char path[256];
+    pdt_span *sp = NULL;
+    pdt_request *req = NULL;
+    pdt_propagation p = PDT_PROPAGATION_INIT;
+
+    (void)state;
+    topts_console(&o, path);
+    assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
+    assert_int_equal(pdt_span_start(&sp, t, "root", PDT_SPAN_KIND_INTERNAL, NULL, NULL, NULL, 0),
+                     PDT_OK);
+    assert_int_equal(pdt_span_inject(sp, &p), PDT_OK);
+    assert_string_equal(p.traceparent + 52, "-03");
+    pdt_span_free(sp);
+    /* A malformed inbound traceparent restarts the trace: random too. */
+    assert_int_equal(pdt_request_begin(&req, t, "00-zz", NULL, 0), PDT_OK);
+    assert_int_equal(pdt_request_inject(req, PDT_LEG_DECODE, &p), PDT_OK);
+    assert_string_equal(p.traceparent + 52, "-03");
+    pdt_request_free(req);
+    /* An inbound trace id without the flag is not ours: not marked. */
+    assert_int_equal(pdt_request_begin(&req, t,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL, 0),
+        PDT_OK);
+    assert_int_equal(pdt_request_inject(req, PDT_LEG_DECODE, &p), PDT_OK);
+    assert_string_equal(p.traceparent + 52, "-01");
+    pdt_request_free(req);
+    assert_int_equal(pdt_tracer_close(t, 2000, NULL), PDT_OK);
+    tpath_remove(path);
+}
+
+/* A duplicated traceparent (header lines joined with ',') restarts the
+ * trace, and its tracestate is not used (MUST NOT parse tracestate when
+ * the traceparent is invalid). */
+static void w3c_duplicated_future_traceparent_restarts_trace(void **state)
+{
+    pdt_tracer *t;
+    pdt_tracer_options o;
+    char path[256];
+    pdt_request *req = NULL;
+    pdt_propagation p = PDT_PROPAGATION_INIT;
+
+    (void)state;
+    topts_console(&o, path);
+    assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
+    assert_int_equal(pdt_request_begin(&req, t,
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x,"
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        "a=b", 0), PDT_OK);
+    assert_int_equal(pdt_request_inject(req, PDT_LEG_DECODE, &p), PDT_OK);
+    assert_null(strstr(p.traceparent, "4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_null(p.tracestate);
+    pdt_request_free(req);
+    assert_int_equal(pdt_tracer_close(t, 2000, NULL), PDT_OK);
+    tpath_remove(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(w3c_outgoing_flags_only_known),
+        cmocka_unit_test(w3c_new_trace_sets_random_flag),
+        cmocka_unit_test(w3c_duplicated_future_traceparent_restarts_trace),
         cmocka_unit_test(test_generic_span),
         cmocka_unit_test(test_attribute_limits),
         cmocka_unit_test(test_long_values_cut_late),
