@@ -15,10 +15,9 @@
 
 /* Tracestate limits. */
 #define TS_MAX_MEMBERS 32
-#define TS_MAX_SIMPLE_KEY 256
-#define TS_MAX_TENANT 241
-#define TS_MAX_SYSTEM 14
+#define TS_MAX_KEY 256
 #define TS_MAX_VALUE 256
+#define TS_TRUNCATE_FIRST 128 /* longer members are dropped first */
 
 
 static int is_ows(char c)
@@ -89,6 +88,11 @@ int pdti_traceparent_parse(const char *s, size_t len, uint8_t trace_id[16],
         return PDT_EPARSE;
     if (parse_hex(s, &version, 1) != 0 || version == 0xff)
         return PDT_EPARSE;
+    /* A traceparent never holds a ',': one means several header lines
+     * joined (RFC 9110), i.e. a duplicated traceparent, which is invalid
+     * whatever its version. */
+    if (memchr(s, ',', len) != NULL)
+        return PDT_EPARSE;
     if (version == 0x00) {
         if (len != TP_LEN)
             return PDT_EPARSE;
@@ -156,54 +160,26 @@ void pdti_traceparent_format(char out[56], const uint8_t trace_id[16],
     out[TP_LEN] = '\0';
 }
 
-/* lcalpha / DIGIT / "_" / "-" / "*" / "/" */
+/* Level 2 keychar: lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@" */
 static int is_keychar(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-' || c == '*' || c == '/';
+           c == '-' || c == '*' || c == '/' || c == '@';
 }
 
-static int is_lcalpha(char c)
-{
-    return c >= 'a' && c <= 'z';
-}
-
-static int keychars_only(const char *s, size_t n)
+/* key = ( lcalpha / DIGIT ) 0*255( keychar ), Trace Context Level 2. */
+static int ts_key_valid(const char *k, size_t n)
 {
     size_t i;
 
-    for (i = 0; i < n; i++)
-        if (!is_keychar(s[i]))
+    if (n < 1 || n > TS_MAX_KEY)
+        return 0;
+    if (!(k[0] >= 'a' && k[0] <= 'z') && !(k[0] >= '0' && k[0] <= '9'))
+        return 0;
+    for (i = 1; i < n; i++)
+        if (!is_keychar(k[i]))
             return 0;
     return 1;
-}
-
-/*
- * simple-key: lcalpha then up to 255 keychars.
- * tenant@system: tenant is (lcalpha / DIGIT) then up to 240 keychars;
- * system is lcalpha then up to 13 keychars.
- */
-static int ts_key_valid(const char *k, size_t n)
-{
-    const char *at = memchr(k, '@', n);
-    size_t tn, sn;
-
-    if (at == NULL) {
-        if (n < 1 || n > TS_MAX_SIMPLE_KEY || !is_lcalpha(k[0]))
-            return 0;
-        return keychars_only(k + 1, n - 1);
-    }
-    tn = (size_t)(at - k);
-    sn = n - tn - 1;
-    if (tn < 1 || tn > TS_MAX_TENANT || sn < 1 || sn > TS_MAX_SYSTEM)
-        return 0;
-    if (!is_lcalpha(k[0]) && !(k[0] >= '0' && k[0] <= '9'))
-        return 0;
-    if (!keychars_only(k + 1, tn - 1))
-        return 0;
-    if (!is_lcalpha(at[1]))
-        return 0;
-    return keychars_only(at + 2, sn - 1);
 }
 
 /* 1 to 256 chars of 0x20-0x7e except ',' and '='; last one not a space. */
@@ -221,25 +197,41 @@ static int ts_value_valid(const char *v, size_t n)
     return 1;
 }
 
+/* The combined length of the kept members joined by ','. */
+static size_t ts_joined_len(const size_t *mlen, const int *kept, size_t n)
+{
+    size_t total = 0, k = 0, i;
+
+    for (i = 0; i < n; i++) {
+        if (kept[i]) {
+            total += mlen[i];
+            k++;
+        }
+    }
+    return k > 0 ? total + k - 1 : 0;
+}
+
 size_t pdti_tracestate_normalize(const char *s, size_t len, char *out,
                                  size_t outcap)
 {
-    /* Keys already kept, as offsets into s (stack only, bounded). */
-    size_t key_off[TS_MAX_MEMBERS], key_len[TS_MAX_MEMBERS];
-    size_t kept = 0, olen = 0, pos = 0;
+    /* The members, as offsets into s (stack only, bounded by 32). */
+    size_t off[TS_MAX_MEMBERS], mlen[TS_MAX_MEMBERS], klen[TS_MAX_MEMBERS];
+    int kept[TS_MAX_MEMBERS];
+    size_t n = 0, olen = 0, pos = 0, limit, i, j;
 
     if (out != NULL && outcap > 0)
         out[0] = '\0';
     if (s == NULL || out == NULL || outcap == 0)
         return 0;
 
-    while (pos <= len && kept < TS_MAX_MEMBERS) {
+    /* Parse every member; any invalid member, a duplicated key or a 33rd
+     * member makes the whole header invalid: it is discarded. */
+    while (pos <= len) {
         const char *comma = memchr(s + pos, ',', len - pos);
         size_t a = pos;
         size_t b = comma != NULL ? (size_t)(comma - s) : len;
         const char *eq;
-        size_t klen, mlen, need, i;
-        int dup = 0;
+        size_t kl;
 
         pos = b + 1;
         while (a < b && is_ows(s[a]))
@@ -247,34 +239,55 @@ size_t pdti_tracestate_normalize(const char *s, size_t len, char *out,
         while (b > a && is_ows(s[b - 1]))
             b--;
         if (a == b)
-            continue;
+            continue; /* empty and whitespace-only members are allowed */
+        if (n == TS_MAX_MEMBERS)
+            return 0;
         eq = memchr(s + a, '=', b - a);
         if (eq == NULL)
-            continue;
-        klen = (size_t)(eq - (s + a));
-        mlen = b - a;
-        if (!ts_key_valid(s + a, klen) ||
-            !ts_value_valid(eq + 1, mlen - klen - 1))
-            continue;
-        for (i = 0; i < kept; i++) {
-            if (key_len[i] == klen && memcmp(s + key_off[i], s + a, klen) == 0) {
-                dup = 1;
+            return 0;
+        kl = (size_t)(eq - (s + a));
+        if (!ts_key_valid(s + a, kl) ||
+            !ts_value_valid(eq + 1, (b - a) - kl - 1))
+            return 0;
+        for (i = 0; i < n; i++)
+            if (klen[i] == kl && memcmp(s + off[i], s + a, kl) == 0)
+                return 0;
+        off[n] = a;
+        mlen[n] = b - a;
+        klen[n] = kl;
+        kept[n] = 1;
+        n++;
+    }
+
+    /* Truncation to fit outcap (PDTI_TRACESTATE_MAX + 1 = 512 characters
+     * and the NUL for spans): members longer than 128 characters go
+     * first, the rightmost first; then members from the end. */
+    limit = outcap - 1;
+    while (ts_joined_len(mlen, kept, n) > limit) {
+        size_t drop = n;
+        for (i = n; i-- > 0;) {
+            if (kept[i] && mlen[i] > TS_TRUNCATE_FIRST) {
+                drop = i;
                 break;
             }
         }
-        if (dup)
-            continue;
-        need = mlen + (kept > 0 ? 1 : 0);
-        if (need >= outcap - olen)
-            break; /* does not fit with the NUL: stop at this boundary */
-        if (kept > 0)
-            out[olen++] = ',';
-        memcpy(out + olen, s + a, mlen);
-        olen += mlen;
-        out[olen] = '\0';
-        key_off[kept] = a;
-        key_len[kept] = klen;
-        kept++;
+        if (drop == n)
+            for (i = n; i-- > 0;)
+                if (kept[i]) {
+                    drop = i;
+                    break;
+                }
+        kept[drop] = 0;
     }
+
+    for (j = 0; j < n; j++) {
+        if (!kept[j])
+            continue;
+        if (olen > 0)
+            out[olen++] = ',';
+        memcpy(out + olen, s + off[j], mlen[j]);
+        olen += mlen[j];
+    }
+    out[olen] = '\0';
     return olen;
 }

@@ -5,12 +5,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* trace-flags of W3C Trace Context Level 2; other bits are cleared on the
+ * way out. */
+#define PDTI_FLAG_SAMPLED 0x01
+#define PDTI_FLAG_RANDOM 0x02
+
 /*
  * Parses a traceparent value of `len` bytes (leading/trailing spaces and
  * tabs allowed). Rules: lowercase hex only; version 00 must be exactly 55
  * characters; version ff is invalid; a higher version is parsed by the
  * fixed offsets of version 00 and must have either exactly 55 characters
- * or a '-' right after the flags; all-zero trace or span id is invalid.
+ * or a '-' right after the flags; all-zero trace or span id is invalid;
+ * a value with a ',' (several header lines joined: a duplicated
+ * traceparent) is invalid whatever its version. Flags are returned as
+ * received.
  * Returns PDT_OK or PDT_EPARSE (outputs untouched on failure).
  */
 int pdti_traceparent_parse(const char *s, size_t len, uint8_t trace_id[16],
@@ -26,14 +34,16 @@ void pdti_hex(char *out, const uint8_t *bytes, size_t n);
 extern const char pdti_hex_pairs[513];
 
 /*
- * Normalises a tracestate value: list members separated by ',' (optional
- * whitespace around them); each member `key=value` validated per W3C
- * (key: lcalpha then [a-z0-9_-*\/] up to 256, or tenant@system form;
- * value: printable ASCII 0x20-0x7e except ',' and '=', no trailing space,
- * up to 256). Invalid members and empty ones are dropped; duplicate keys
- * keep the first; at most 32 members are kept. The result (members joined
- * by ',') is written to out (NUL-terminated, truncated at member
- * boundaries to fit outcap). Returns the result length (0: nothing valid).
+ * Normalises a tracestate value per W3C Trace Context Level 2: list
+ * members separated by ',' (optional whitespace around them, empty members
+ * allowed and skipped); each member `key=value` with key = (lcalpha /
+ * DIGIT) then up to 255 of [a-z0-9_-*\/@], value = 1 to 256 printable
+ * ASCII characters except ',' and '=', not ending in a space. A header with
+ * an invalid member, a duplicated key or more than 32 members is discarded
+ * whole (returns 0). The members are joined by ',' into out
+ * (NUL-terminated); if they do not fit in outcap - 1 characters, members
+ * longer than 128 characters are dropped first (rightmost first), then
+ * members from the end. Returns the result length (0: nothing kept).
  */
 size_t pdti_tracestate_normalize(const char *s, size_t len, char *out,
                                  size_t outcap);

@@ -95,9 +95,20 @@ static void req_pool_free(void *list)
     }
 }
 
-/* Back to the pool, with the unused spare records. */
+static void req_release(void *block)
+{
+    free(block);
+}
+
+/* Back to the pool, with the unused spare records. The handle and its
+ * spans are poisoned first: a parked or quarantined request refuses every
+ * call through a stale pointer (handle.h). */
 static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
 {
+    r->magic = PDTI_MAGIC_FREED;
+    r->root.magic = PDTI_MAGIC_FREED;
+    r->prefill.magic = PDTI_MAGIC_FREED;
+    r->decode.magic = PDTI_MAGIC_FREED;
     pthread_mutex_lock(&t->pool.mu);
     spares_put_locked(t, r, unused);
     if (t->free_reqs_len < PDTI_FREE_REQS_MAX &&
@@ -110,9 +121,10 @@ static void req_recycle(pdt_tracer *t, pdt_request *r, pdti_rec *unused)
         r = NULL;
     }
     pthread_mutex_unlock(&t->pool.mu);
-    if (r != NULL)
+    if (r != NULL) {
         pdti_buf_free(&r->summary);
-    free(r);
+        pdti_quarantine(r, req_release);
+    }
 }
 
 
@@ -184,6 +196,7 @@ static int leg_start(pdt_request *req, pdt_span *s, const char *name,
         strcpy(s->tracestate, root->tracestate);
     else
         s->tracestate[0] = '\0';
+    s->magic = PDTI_MAGIC_SPAN;
     s->tracer = t;
     s->rec = r;
     memcpy(s->trace_id, root->trace_id, 16);
@@ -237,8 +250,8 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     if (out == NULL)
         return pdti_err(PDT_EINVAL, "out is NULL");
     *out = NULL;
-    if (tracer == NULL)
-        return pdti_err(PDT_EINVAL, "tracer is NULL");
+    if ((rc = pdti_tracer_live(tracer, "pdt_request_begin")) != PDT_OK)
+        return rc;
     if (__atomic_load_n(&tracer->stopping, __ATOMIC_ACQUIRE))
         return pdti_err(PDT_ECLOSED, "tracer is closing");
     rc = resolve_ts(&arrival_ns, &ok);
@@ -282,6 +295,8 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     req->decode.in_request = 1;
     req->prefill.ended = 1; /* no attempt yet */
     req->decode.ended = 1;
+    req->prefill.magic = PDTI_MAGIC_SPAN;
+    req->decode.magic = PDTI_MAGIC_SPAN;
     req->a = arrival_ns;
     pdti_new_span_id(req->next_prefill_id);
     pdti_new_span_id(req->decode_id);
@@ -297,6 +312,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
         }
     }
     pdti_tracer_ref(tracer);
+    req->magic = PDTI_MAGIC_REQUEST;
     *out = req;
     return PDT_OK;
 }
@@ -327,7 +343,9 @@ int pdt_request_set_id(pdt_request *req, const char *request_id)
 
 const char *pdt_request_id(const pdt_request *req)
 {
-    return req != NULL ? req->request_id : NULL;
+    if (pdti_request_live(req, "pdt_request_id") != PDT_OK)
+        return NULL;
+    return req->request_id;
 }
 
 int pdt_request_set_mode(pdt_request *req, int mode, const char *reason)
@@ -555,8 +573,12 @@ int pdt_request_inject(const pdt_request *req, int leg, pdt_propagation *out)
 {
     const uint8_t *id;
 
-    if (req == NULL || out == NULL)
-        return pdti_err(PDT_EINVAL, "request or out is NULL");
+    int rc = pdti_request_live(req, "pdt_request_inject");
+
+    if (rc != PDT_OK)
+        return rc;
+    if (out == NULL)
+        return pdti_err(PDT_EINVAL, "out is NULL");
     if (out->size < PDTI_PROPAGATION_V0_1_SIZE)
         return pdti_err(PDT_EINVAL, "out->size is too small");
     switch (leg) {
@@ -675,6 +697,8 @@ void pdt_request_free(pdt_request *req)
 
     if (req == NULL)
         return;
+    if (pdti_request_live(req, "pdt_request_free") != PDT_OK)
+        return; /* freed twice, or not a request: refused, last error set */
     if (!req->ended) {
         if (!req->response_set)
             pdt_request_set_response(req, 0, "abandoned");

@@ -14,6 +14,7 @@
 #include "pdtrace/request.h"
 #include "attr.h"
 #include "error.h"
+#include "handle.h"
 #include "metrics.h"
 #include "rec.h"
 #include "span.h"
@@ -31,6 +32,7 @@
 #define PDTI_FUTURE_SLACK_NS 1000000000ull
 
 struct pdt_request {
+    uint32_t magic;        /* PDTI_MAGIC_REQUEST while usable (handle.h) */
     struct pdt_request *next_free;
     pdti_buf summary;      /* scratch: encoded summary attributes (kept) */
     /* Records taken with the request for its prefill and decode spans, so
@@ -69,10 +71,23 @@ struct pdt_request {
     pdt_span decode;
 };
 
-static inline int pdti_request_usable(const pdt_request *req)
+/* The entry check of a function that takes a request: one compare for a
+ * live request; PDT_EINVAL for NULL or a freed request (handle.h). */
+static inline int pdti_request_live(const pdt_request *req, const char *fn)
 {
     if (req == NULL)
-        return pdti_err(PDT_EINVAL, "request is NULL");
+        return pdti_err(PDT_EINVAL, "%s: request is NULL", fn);
+    if (req->magic != PDTI_MAGIC_REQUEST)
+        return pdti_handle_bad(fn, "request", req->magic);
+    return PDT_OK;
+}
+
+static inline int pdti_request_usable(const pdt_request *req)
+{
+    int rc = pdti_request_live(req, "pdt_request_*");
+
+    if (rc != PDT_OK)
+        return rc;
     if (req->ended)
         return pdti_err(PDT_ESTATE, "request already ended");
     return PDT_OK;
@@ -118,7 +133,7 @@ static inline void pdti_req_put_bool(pdt_tracer *t, pdti_rec *r, const char *key
 /* The span of a leg (NULL: none open, or not a leg). */
 static inline pdt_span *pdti_request_leg_span(pdt_request *req, int leg)
 {
-    if (req == NULL)
+    if (pdti_request_live(req, "pdt_request_span") != PDT_OK)
         return NULL;
     switch (leg) {
     case PDT_LEG_REQUEST:

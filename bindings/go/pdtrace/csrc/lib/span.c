@@ -59,6 +59,7 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
 
     memset(s, 0, offsetof(pdt_span, tracestate));
     s->tracestate[0] = '\0';
+    s->magic = PDTI_MAGIC_SPAN;
     s->tracer = t;
     s->start_ns = start_ns;
     if (parent != NULL) {
@@ -87,7 +88,12 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
                      ? pdti_sample_with_parent(t, s->trace_id, pflags & 1,
                                                remote)
                      : pdti_sample_root(t, s->trace_id);
-    s->trace_flags = (uint8_t)((pflags & 0xfe) | (s->sampled ? 1 : 0));
+    /* Only the flags of Level 2 go out: sampled, and random-trace-id,
+     * which a parent's trace id keeps as it came and a trace id of ours
+     * (random: ids.c) always has. Unknown flags are cleared. */
+    s->trace_flags = (uint8_t)((has_parent ? pflags & PDTI_FLAG_RANDOM
+                                           : PDTI_FLAG_RANDOM) |
+                               (s->sampled ? PDTI_FLAG_SAMPLED : 0));
     PDTI_COUNT(t, spans_started, 1);
 
     if (!t->export_enabled || !(s->sampled || record))
@@ -186,8 +192,8 @@ int pdt_span_start(pdt_span **out, pdt_tracer *tracer, const char *name,
     if (out == NULL)
         return pdti_err(PDT_EINVAL, "out is NULL");
     *out = NULL;
-    if (tracer == NULL)
-        return pdti_err(PDT_EINVAL, "tracer is NULL");
+    if ((rc = pdti_tracer_live(tracer, "pdt_span_start")) != PDT_OK)
+        return rc;
     if (name == NULL || name[0] == '\0')
         return pdti_err(PDT_EINVAL, "span name is NULL or empty");
     if (__atomic_load_n(&tracer->stopping, __ATOMIC_ACQUIRE))
@@ -215,8 +221,8 @@ int pdti_span_attr(pdt_span *s, int kind, const char *key, const void *val,
     double d;
     int rc;
 
-    if (s == NULL)
-        return pdti_err(PDT_EINVAL, "span is NULL");
+    if ((rc = pdti_span_live(s, "pdt_span_set_*")) != PDT_OK)
+        return rc;
     if (key == NULL || key[0] == '\0')
         return pdti_err(PDT_EINVAL, "attribute key is NULL or empty");
     if (s->ended)
@@ -286,8 +292,7 @@ int pdt_span_set_attrs(pdt_span *span, const pdt_attr *attrs, size_t n)
     int last = PDT_OK, rc;
     size_t i;
 
-    if (span == NULL)
-        return pdti_err(PDT_EINVAL, "span is NULL");
+    PDTI_SPAN_CHECK(span, "pdt_span_set_attrs");
     if (n == 0)
         return PDT_OK;
     if (attrs == NULL)
@@ -333,8 +338,7 @@ int pdt_span_add_event(pdt_span *span, const char *name, uint64_t time_ns)
     uint64_t unix_ns;
     int rc, i;
 
-    if (span == NULL)
-        return pdti_err(PDT_EINVAL, "span is NULL");
+    PDTI_SPAN_CHECK(span, "pdt_span_add_event");
     if (name == NULL || name[0] == '\0')
         return pdti_err(PDT_EINVAL, "event name is NULL or empty");
     if (span->ended)
@@ -381,9 +385,10 @@ static pdti_rec *event_writable(pdt_span *s, const char *key, int *rc)
 {
     pdti_rec *r;
 
-    *rc = PDT_OK;
-    if (s == NULL || key == NULL || key[0] == '\0') {
-        *rc = pdti_err(PDT_EINVAL, "span or key is NULL or empty");
+    if ((*rc = pdti_span_live(s, "pdt_span_event_set_*")) != PDT_OK)
+        return NULL;
+    if (key == NULL || key[0] == '\0') {
+        *rc = pdti_err(PDT_EINVAL, "key is NULL or empty");
         return NULL;
     }
     if (s->ended) {
@@ -469,8 +474,7 @@ int pdt_span_set_status(pdt_span *span, int code, const char *message)
 {
     pdti_rec *r;
 
-    if (span == NULL)
-        return pdti_err(PDT_EINVAL, "span is NULL");
+    PDTI_SPAN_CHECK(span, "pdt_span_set_status");
     if (code < PDT_SPAN_STATUS_UNSET || code > PDT_SPAN_STATUS_ERROR)
         return pdti_err(PDT_EINVAL, "status %d is not a pdt_span_status",
                         code);
@@ -489,8 +493,9 @@ int pdt_span_set_status(pdt_span *span, int code, const char *message)
 
 int pdt_span_inject(const pdt_span *span, pdt_propagation *out)
 {
-    if (span == NULL || out == NULL)
-        return pdti_err(PDT_EINVAL, "span or out is NULL");
+    PDTI_SPAN_CHECK(span, "pdt_span_inject");
+    if (out == NULL)
+        return pdti_err(PDT_EINVAL, "out is NULL");
     if (out->size < PDTI_PROPAGATION_V0_1_SIZE)
         return pdti_err(PDT_EINVAL, "out->size is too small");
     pdti_traceparent_format(out->traceparent, span->trace_id, span->span_id,
@@ -502,8 +507,7 @@ int pdt_span_inject(const pdt_span *span, pdt_propagation *out)
 
 int pdt_span_ids(const pdt_span *span, char *trace_buf, char *span_buf)
 {
-    if (span == NULL)
-        return pdti_err(PDT_EINVAL, "span is NULL");
+    PDTI_SPAN_CHECK(span, "pdt_span_ids");
     if (trace_buf != NULL)
         pdti_hex(trace_buf, span->trace_id, 16);
     if (span_buf != NULL)
@@ -513,7 +517,7 @@ int pdt_span_ids(const pdt_span *span, char *trace_buf, char *span_buf)
 
 int pdt_span_is_sampled(const pdt_span *span)
 {
-    return span != NULL && span->sampled;
+    return span != NULL && span->magic == PDTI_MAGIC_SPAN && span->sampled;
 }
 
 int pdt_span_end(pdt_span *span, uint64_t end_ns)
@@ -521,8 +525,7 @@ int pdt_span_end(pdt_span *span, uint64_t end_ns)
     pdti_rec *r;
     int rc = PDT_OK;
 
-    if (span == NULL)
-        return pdti_err(PDT_EINVAL, "span is NULL");
+    PDTI_SPAN_CHECK(span, "pdt_span_end");
     if (span->in_request)
         return pdti_err(PDT_ESTATE, "a request's span is ended by "
                                     "pdt_request_end()");
@@ -548,12 +551,20 @@ void pdt_span_free(pdt_span *span)
 {
     pdt_tracer *t;
 
-    if (span == NULL || span->in_request)
+    if (span == NULL)
+        return;
+    if (span->magic != PDTI_MAGIC_SPAN) {
+        pdti_handle_bad("pdt_span_free", "span", span->magic);
+        return;
+    }
+    if (span->in_request)
         return;
     if (!span->ended)
         pdt_span_end(span, 0);
     t = span->tracer;
-    free(span);
+    /* Poisoned and parked: a second free is refused (handle.h). */
+    span->magic = PDTI_MAGIC_FREED;
+    pdti_quarantine(span, free);
     pdti_tracer_unref(t);
 }
 

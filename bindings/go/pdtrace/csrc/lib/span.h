@@ -9,6 +9,8 @@
 
 #include "pdtrace/request.h"
 #include "pdtrace/span.h"
+#include "error.h"
+#include "handle.h"
 #include "rec.h"
 #include "tracer_data.h"
 
@@ -16,6 +18,7 @@
  * calling thread at a time uses it; rec belongs to that thread until the
  * span ends and its record goes to the queue. */
 struct pdt_span {
+    uint32_t magic;           /* PDTI_MAGIC_SPAN while usable (handle.h) */
     pdt_tracer *tracer;
     pdti_rec *rec;            /* NULL when not recorded or ended */
     uint8_t trace_id[16];
@@ -35,6 +38,24 @@ struct pdt_span {
     (offsetof(pdt_propagation, request_id) + sizeof(const char *))
 #define PDTI_BREAKDOWN_V0_1_SIZE \
     (offsetof(pdt_breakdown, sampled) + sizeof(int))
+
+/* The entry check of a function that takes a span: one compare for a
+ * live span; PDT_EINVAL for NULL or a freed span (handle.h). */
+static inline int pdti_span_live(const pdt_span *s, const char *fn)
+{
+    if (s == NULL)
+        return pdti_err(PDT_EINVAL, "%s: span is NULL", fn);
+    if (s->magic != PDTI_MAGIC_SPAN)
+        return pdti_handle_bad(fn, "span", s->magic);
+    return PDT_OK;
+}
+
+#define PDTI_SPAN_CHECK(s, fn)                                  \
+    do {                                                        \
+        int pdti_rc_ = pdti_span_live((s), (fn));               \
+        if (pdti_rc_ != PDT_OK)                                 \
+            return pdti_rc_;                                    \
+    } while (0)
 
 /* Span internals shared with request.c. name_lit_len > 0: name is a
  * library literal of that length (no UTF-8 check). spare: a record to use

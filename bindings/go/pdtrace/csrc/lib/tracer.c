@@ -13,6 +13,7 @@
 #include "encode.h"
 #include "error.h"
 #include "exporter.h"
+#include "handle.h"
 #include "ids.h"
 #include "metrics.h"
 #include "queue.h"
@@ -183,6 +184,7 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
         return rc;
     }
     t->refs = 1;
+    t->magic = PDTI_MAGIC_TRACER;
     pdti_fork_handler_install();
     t->fork_gen = pdti_fork_generation();
     t->wall_offset_ns = wall_offset();
@@ -235,8 +237,8 @@ int pdt_tracer_flush(pdt_tracer *t, int64_t timeout_ms, uint64_t *pending_out)
 
     if (pending_out != NULL)
         *pending_out = 0;
-    if (t == NULL)
-        return pdti_err(PDT_EINVAL, "tracer is NULL");
+    if ((rc = pdti_tracer_live(t, "pdt_tracer_flush")) != PDT_OK)
+        return rc;
     if (__atomic_load_n(&t->stopping, __ATOMIC_ACQUIRE))
         return pdti_err(PDT_ECLOSED, "tracer is closing");
     if (!t->export_enabled)
@@ -281,7 +283,10 @@ static void tracer_destroy(pdt_tracer *t)
     pdti_buf_free(&t->preamble);
     pdti_config_free(&t->cfg);
     pdti_logger_destroy(&t->log);
-    free(t);
+    /* The struct stays readable in the quarantine for a while, so that a
+     * second close through the same pointer is refused (handle.h). */
+    __atomic_store_n(&t->magic, PDTI_MAGIC_FREED, __ATOMIC_RELAXED);
+    pdti_quarantine(t, free);
 }
 
 void pdti_tracer_ref(pdt_tracer *t)
@@ -298,11 +303,21 @@ void pdti_tracer_unref(pdt_tracer *t)
 int pdt_tracer_close(pdt_tracer *t, int64_t timeout_ms, uint64_t *dropped_out)
 {
     uint64_t dropped = 0;
+    uint32_t live = PDTI_MAGIC_TRACER;
 
     if (dropped_out != NULL)
         *dropped_out = 0;
     if (t == NULL)
         return PDT_OK;
+    /* Exactly one close wins; a second one (or a close of a freed
+     * tracer) is refused before it touches anything else. */
+    if (!__atomic_compare_exchange_n(&t->magic, &live,
+                                     PDTI_MAGIC_TRACER_CLOSED, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        if (live == PDTI_MAGIC_TRACER_CLOSED)
+            live = PDTI_MAGIC_FREED; /* same message: closed twice */
+        return pdti_handle_bad("pdt_tracer_close", "tracer", live);
+    }
     if (t->export_enabled)
         dropped = pdti_exporter_stop(t, deadline_after(t, timeout_ms));
     else
@@ -337,8 +352,16 @@ int pdt_tracer_stats(pdt_tracer *t, pdt_stats *out)
     const pdti_stats_counters *c;
     size_t size;
 
-    if (t == NULL || out == NULL)
-        return pdti_err(PDT_EINVAL, "tracer or out is NULL");
+    uint32_t m;
+
+    if (t == NULL)
+        return pdti_err(PDT_EINVAL, "tracer is NULL");
+    /* A closed tracer that handles keep alive still has its counters. */
+    m = __atomic_load_n(&t->magic, __ATOMIC_RELAXED);
+    if (m != PDTI_MAGIC_TRACER && m != PDTI_MAGIC_TRACER_CLOSED)
+        return pdti_handle_bad("pdt_tracer_stats", "tracer", m);
+    if (out == NULL)
+        return pdti_err(PDT_EINVAL, "out is NULL");
     size = out->size;
     if (size < offsetof(pdt_stats, spans_started) + sizeof(uint64_t))
         return pdti_err(PDT_EINVAL, "out->size is too small");

@@ -10,7 +10,9 @@
 #include <stdint.h>
 
 #include "pdtrace/tracer.h"
+#include "error.h"
 #include "exporter.h"
+#include "handle.h"
 #include "rec.h"
 #include "tracer_data.h"
 
@@ -21,6 +23,21 @@
  * by the matching free; the tracer is destroyed at the last release. */
 void pdti_tracer_ref(pdt_tracer *t);
 void pdti_tracer_unref(pdt_tracer *t);
+
+/* The entry check of a function that takes a tracer: one compare for an
+ * open tracer. PDT_EINVAL for NULL or a freed handle, PDT_ECLOSED for a
+ * closed tracer (handle.h). fn names the caller for the message. */
+static inline int pdti_tracer_live(const pdt_tracer *t, const char *fn)
+{
+    uint32_t m;
+
+    if (t == NULL)
+        return pdti_err(PDT_EINVAL, "%s: tracer is NULL", fn);
+    m = __atomic_load_n(&t->magic, __ATOMIC_RELAXED);
+    if (m != PDTI_MAGIC_TRACER)
+        return pdti_handle_bad(fn, "tracer", m);
+    return PDT_OK;
+}
 
 /* Monotonic to unix nanoseconds. */
 uint64_t pdti_unix_ns(const pdt_tracer *t, uint64_t mono_ns);

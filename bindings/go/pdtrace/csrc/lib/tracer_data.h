@@ -38,6 +38,8 @@ typedef struct pdti_stats_counters {
     __atomic_add_fetch(&(t)->counters.field, (uint64_t)(n), __ATOMIC_RELAXED)
 
 struct pdt_tracer {
+    uint32_t magic;          /* PDTI_MAGIC_TRACER, _CLOSED once closed,
+                                _FREED once destroyed (handle.h) */
     pdti_config cfg;
     pdti_logger log;
     int64_t wall_offset_ns;  /* unix time = monotonic + wall_offset_ns */

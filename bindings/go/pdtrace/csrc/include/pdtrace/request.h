@@ -54,6 +54,10 @@ typedef enum pdt_mark {
  *
  * traceparent, tracestate: the inbound W3C headers, or NULL. A malformed
  *     traceparent is not an error: a new trace starts (documented fallback).
+ *     Pass every line of a repeated header joined with ',': a duplicated
+ *     traceparent then starts a new trace, as W3C Trace Context Level 2
+ *     requires. The tracestate rules are those of pdt_span_start()
+ *     (docs/propagation.md).
  * arrival_ns: mark A; 0 for now, or an earlier time such as the gateway's
  *     receive time (it must not be in the future).
  *

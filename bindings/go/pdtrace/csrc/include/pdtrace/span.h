@@ -64,8 +64,14 @@ typedef struct pdt_propagation {
  * parent:      parent span, or NULL. Wins over traceparent.
  * traceparent: W3C traceparent of a remote parent, or NULL. A malformed
  *              value is not an error: the span starts a new trace and
- *              the value is ignored (counted in the log).
- * tracestate:  W3C tracestate that goes with traceparent, or NULL.
+ *              the value is ignored (counted in the log). Several header
+ *              lines joined with ',' are a duplicated traceparent: also
+ *              ignored. W3C Trace Context Level 2 (docs/propagation.md).
+ * tracestate:  W3C tracestate that goes with traceparent, or NULL (only
+ *              used with a valid traceparent). A tracestate with an invalid
+ *              member, a duplicated key or more than 32 members is
+ *              discarded whole; over 512 characters, members longer than
+ *              128 characters are dropped first, then members from the end.
  * start_ns:    pdt_now_ns() clock, or 0 for now.
  *
  * The sampling decision is taken here (parent-based by default). An
