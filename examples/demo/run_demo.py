@@ -305,7 +305,9 @@ def main(argv=None) -> int:
     ap.add_argument("--conversations", type=int, default=None,
                     help="chat conversations (default 12; 24 with "
                          "--compare-routing)")
-    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--turns", type=int, default=None,
+                    help="turns per conversation (default 5; 8 with "
+                         "--compare-routing)")
     ap.add_argument("--chat-concurrency", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7,
                     help="seed of the chat conversations' text")
@@ -331,7 +333,7 @@ def main(argv=None) -> int:
     if args.prefill < 1 or args.decode < 1 or args.prefill > 8 or \
             args.decode > 8:
         ap.error("--prefill and --decode must be between 1 and 8")
-    if args.turns < 1 or args.chat_concurrency < 1 or args.workers < 1 or \
+    if (args.turns is not None and args.turns < 1) or args.chat_concurrency < 1 or args.workers < 1 or \
             (args.conversations is not None and args.conversations < 1):
         ap.error("--turns, --conversations, --chat-concurrency and "
                  "--workers must be at least 1")
@@ -350,6 +352,8 @@ def main(argv=None) -> int:
         ap.error("--seconds must be positive")
     if args.conversations is None:
         args.conversations = 24 if args.compare_routing else 12
+    if args.turns is None:
+        args.turns = 8 if args.compare_routing else 5
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="pdtrace-demo-")
     os.makedirs(workdir, exist_ok=True)
