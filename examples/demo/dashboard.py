@@ -287,7 +287,7 @@ def analyze(spans: List[Dict[str, Any]],
 
     # Where the time before the first token went on the KV path: the
     # decode server's own KV pull beside the coordinator's overhead.
-    pulls = attr(vdec, "llm_d.kv.pull_ms")
+    pulls = [x * 1000.0 for x in attr(vdec, "llm_d.kv.pull_time")]
     links = sorted({s["attrs"]["llm_d.kv.link"] for s in vdec
                     if s["attrs"].get("llm_d.kv.link")})
     out["kv"] = {"link": ",".join(links) or "-", "pull_ms": pct3(pulls),

@@ -46,7 +46,8 @@ itself (with its prefix cache).
 Each request is traced as vLLM does, with an `llm_request` SERVER span
 created at finish, start = arrival, parented by the inbound traceparent,
 with gen_ai.latency.* in seconds and gen_ai.request.id = x-request-id;
-a decode that pulled KV adds llm_d.kv.pull_ms, llm_d.kv.pulled_tokens and
+a decode that pulled KV adds llm_d.kv.pull_time (seconds),
+llm_d.kv.pulled_tokens and
 llm_d.kv.link (docs/spans.md).
 Export follows the OTEL_* environment (service name vllm-prefill or
 vllm-decode unless OTEL_SERVICE_NAME says otherwise).
@@ -303,7 +304,7 @@ class Sim:
             self.slots.release()
         self.served += 1
         if pulled is not None:
-            span.set_attributes({"llm_d.kv.pull_ms": pulled[1] * self.scale,
+            span.set_attributes({"llm_d.kv.pull_time": pulled[1] * self.scale / 1000.0,
                                  "llm_d.kv.pulled_tokens": pulled[0],
                                  "llm_d.kv.link": a.kv_link})
         span.set_attributes({

@@ -161,7 +161,7 @@ def test_sim_kv_link_profiles(tmp_path):
         a = spans[0]["attrs"]
         assert a["llm_d.kv.link"] == link
         assert a["llm_d.kv.pulled_tokens"] == 1000
-        pull[link] = a["llm_d.kv.pull_ms"]
+        pull[link] = a["llm_d.kv.pull_time"] * 1000.0
     assert 5 <= pull["tcp"] <= 20
     assert 2 <= pull["rdma"] <= 8
     assert pull["tcp"] > pull["rdma"]
