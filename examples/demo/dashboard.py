@@ -20,6 +20,13 @@ then p50/p95/p99 of true TTFT and of each stage per traffic pattern
 (llm_d.pd_proxy.load_pattern), how many traces join the simulators'
 llm_request spans, and, given the load generator's CSV, the fidelity check:
 coordinator true TTFT against client-measured TTFT joined by request id.
+
+With the gateway in front (examples/gateway), also: the trace check (the
+whole tree gateway -> EPP -> proxy -> prefill/decode -> vLLM in one trace
+for every client request), the P/D decisions by reason with their TTFT,
+the decode server's KV pull beside the coordinator's overhead, multi-turn
+TTFT by turn with the KV cache hit rate, and the cost by tenant;
+compare_routing() and compare_kv() print the demo's comparisons.
 """
 import argparse
 import csv
@@ -631,12 +638,16 @@ def compare_kv(runs: Dict[str, Dict[str, Any]]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("spans", nargs="+", help="OTLP JSON lines files")
-    p.add_argument("--csv", help="loadgen CSV for the fidelity check")
+    p.add_argument("--csv", action="append", default=[],
+                   help="loadgen CSV for the fidelity and trace checks "
+                        "(repeatable)")
+    p.add_argument("--price-per-1k", type=float, default=0.0,
+                   help="price per 1000 tokens for the tenant table")
     p.add_argument("--json", help="write the numbers here as JSON")
     args = p.parse_args(argv)
     a = analyze(load_spans(args.spans),
-                read_client_csv(args.csv) if args.csv else None)
-    print(render(a))
+                read_client_csvs(args.csv) if args.csv else None)
+    print(render(a, args.price_per_1k))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(a, f, indent=1, default=str)
