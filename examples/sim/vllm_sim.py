@@ -14,10 +14,10 @@ Llama-3.1-8B-Instruct on one H100-class GPU (every number is a flag):
                in its own prefix cache before its first step, at the
                --kv-link profile's speed (128 KiB of KV per token for 32
                layers x 8 KV heads x 128 dims x fp16):
-                 rdma  --kv-base-ms 1.5 + --kv-us-per-token 5.2 (~25 GB/s;
-                       2-8 ms for 100-1200 tokens)
-                 tcp   --kv-base-ms 4 + --kv-us-per-token 13 (~10 GB/s
-                       with per-transfer setup; 5-20 ms for 100-1200
+                 rdma  --kv-base-ms 2 + --kv-us-per-token 3 (~43 GB/s,
+                       400 Gb/s RoCE; 2-8 ms for 100-2000 tokens)
+                 tcp   --kv-base-ms 5 + --kv-us-per-token 7.5 (~17 GB/s
+                       with more setup per transfer; 5-20 ms for 100-2000
                        tokens)
                the two flags override the profile's numbers
   decode       first step --decode-first-ms 14, then --tpot-ms 11 per
@@ -76,7 +76,7 @@ def now_ns():
 
 
 # KV link profiles: (setup ms per transfer, microseconds per token).
-KV_LINKS = {"rdma": (1.5, 5.2), "tcp": (4.0, 13.0)}
+KV_LINKS = {"rdma": (2.0, 3.0), "tcp": (5.0, 7.5)}
 
 
 class PrefixCache:
