@@ -214,7 +214,8 @@ def test_compare_routing(tmp_path):
     has the higher KV cache hit rate and the lower TTFT p95, from the spans
     and from the client's own measurement."""
     runs, out = run_demo(tmp_path, [
-        "--compare-routing", "--time-scale", "0.5", "--conversations", "12",
+        "--compare-routing", "--prefill", "3", "--time-scale", "0.5",
+        "--conversations", "12",
         "--turns", "8", "--seconds", "30"], timeout=400)
     rr, pa = runs["round-robin"], runs["prefix-aware"]
     for a in (rr, pa):
