@@ -2,7 +2,12 @@
 # One command for the P/D tracing demo on a fresh machine:
 #
 #   examples/demo/run_demo.sh [--seconds 60] [--connector nixlv2|lmcache|sglang]
-#                             [--collector] [--workdir DIR] [--time-scale X]
+#                             [--prefill N] [--decode M]
+#                             [--routing round-robin|prefix-aware]
+#                             [--kv-link tcp|rdma] [--no-gateway]
+#                             [--compare-routing | --compare-kv-links]
+#                             [--price-per-1k P] [--collector]
+#                             [--workdir DIR] [--time-scale X]
 #
 # 1. checks the build dependencies of the Python package (a C compiler,
 #    the -dev packages of libcurl, zstd, zlib and nanopb, nanopb's
@@ -13,9 +18,10 @@
 #    the self-contained binding (bindings/python, which compiles libpdtrace
 #    into its extension: nothing is installed outside the checkout) and
 #    examples/requirements.txt;
-# 3. runs examples/demo/run_demo.py with the given arguments: 2 prefill and
-#    1 decode simulators, pd_proxy and the load generator on loopback, then
-#    the dashboard computed from the exported spans.
+# 3. runs examples/demo/run_demo.py with the given arguments: N prefill and
+#    M decode simulators, pd_proxy, the gateway and the load generator on
+#    loopback, then the dashboard computed from the exported spans
+#    (python3 examples/demo/run_demo.py --help lists every option).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

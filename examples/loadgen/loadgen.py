@@ -25,7 +25,14 @@ with their error types.
 
 --mode chat runs multi-turn conversations whose later turns resend the
 earlier context (so the prefix cache helps) and reports first-turn versus
-later-turn TTFT and the speedup.
+later-turn TTFT and the speedup. Each request carries x-conversation-id,
+x-turn-index (0 for the first turn) and, with --tenants a,b,..., an
+x-tenant header (conversation i gets tenant i mod n; in the pattern mode,
+worker i does). With --seed the
+conversations' text is a function of the seed, so two runs send the same
+conversations; --concurrency bounds how many run at once (default: all),
+and with --all-turns every conversation runs all its turns, whatever
+--seconds says.
 """
 import argparse
 import asyncio
@@ -75,6 +82,8 @@ class Result:
     output_tokens: Optional[int]
     error: str = ""
     turn: int = 0
+    conversation: str = ""
+    tenant: str = ""
 
 
 @dataclass
@@ -95,23 +104,33 @@ class Client:
         self.stats = Stats()
         self.rng = random.Random(args.seed)
 
-    def text(self, tokens: int) -> str:
+    def text(self, tokens: int, rng: Optional[random.Random] = None,
+             head: Optional[str] = None) -> str:
         # A unique head keeps independent requests from sharing a prefix.
-        words = ["req-%s" % uuid.uuid4().hex[:12]]
+        rng = rng or self.rng
+        words = [head or "req-%s" % uuid.uuid4().hex[:12]]
         n = 1
         while n * 4 < tokens * 4:
-            words.append(self.rng.choice(LOREM))
+            words.append(rng.choice(LOREM))
             n += 1.4
         return " ".join(words)[: tokens * 4]
 
     async def send(self, pattern: str, worker: int, messages: List[Dict],
-                   max_tokens: int, stream: bool, turn: int = 0) -> Result:
+                   max_tokens: int, stream: bool, turn: int = 0,
+                   conversation: str = "", tenant: str = "") -> Result:
         rid = "lg-%s" % uuid.uuid4().hex
         body = {"model": self.args.model, "messages": messages,
                 "max_tokens": max_tokens, "temperature": 0.7,
                 "stream": stream}
         headers = {"X-Request-ID": rid, "x-pdtrace-pattern": pattern,
                    "Content-Type": "application/json"}
+        if conversation:
+            headers["x-conversation-id"] = conversation
+            headers["x-turn-index"] = str(turn)
+        if not tenant and self.args.tenants and not conversation:
+            tenant = self.args.tenants[(worker - 1) % len(self.args.tenants)]
+        if tenant:
+            headers["x-tenant"] = tenant
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4
         payload = json.dumps(body).encode()
         start_unix = time.time()
@@ -161,7 +180,8 @@ class Client:
         total = (time.monotonic_ns() - t0) / 1e6
         res = Result(rid, pattern, worker, start_unix, status,
                      ttft if status == 200 else None, total, stream,
-                     prompt_tokens, out_tokens, error, turn)
+                     prompt_tokens, out_tokens, error, turn, conversation,
+                     tenant)
         self.stats.results.append(res)
         return res
 
@@ -222,21 +242,29 @@ def user(text: str) -> List[Dict]:
 
 
 async def conversation(client: Client, c: int, turns: int,
-                       deadline: float) -> None:
-    rng = random.Random((client.args.seed or 0) * 1000 + c)
-    messages = [{"role": "system", "content": client.text(800)}]
-    for turn in range(turns):
-        if time.monotonic() >= deadline:
-            return
-        messages.append({"role": "user",
-                         "content": client.text(rng.randint(60, 200))})
-        res = await client.send("chat", c, list(messages),
-                                rng.randint(30, 80), True, turn)
-        if res.status != 200:
-            return
-        messages.append({"role": "assistant",
-                         "content": client.text(res.output_tokens or 40)})
-        await asyncio.sleep(0.2)
+                       deadline: float, gate: asyncio.Semaphore) -> None:
+    args = client.args
+    seeded = args.seed is not None
+    rng = random.Random((args.seed or 0) * 1000 + c)
+    cid = "conv-%s-%d" % (args.seed if seeded else uuid.uuid4().hex[:8], c)
+    tenants = args.tenants or []
+    tenant = tenants[(c - 1) % len(tenants)] if tenants else ""
+    async with gate:
+        messages = [{"role": "system", "content": client.text(
+            800, rng, cid if seeded else None)}]
+        for turn in range(turns):
+            if not args.all_turns and time.monotonic() >= deadline:
+                return
+            messages.append({"role": "user", "content": client.text(
+                rng.randint(60, 200), rng, "turn-%d" % turn)})
+            res = await client.send("chat", c, list(messages),
+                                    rng.randint(30, 80), True, turn, cid,
+                                    tenant)
+            if res.status != 200:
+                return
+            messages.append({"role": "assistant", "content": client.text(
+                res.output_tokens or 40, rng, "answer-%d" % turn)})
+            await asyncio.sleep(args.think_s)
 
 
 async def progress(client: Client, start: float, deadline: float,
@@ -328,7 +356,8 @@ def write_csv(path: str, stats: Stats) -> None:
         w = csv.writer(f)
         w.writerow(["request_id", "pattern", "worker", "turn", "start_unix",
                     "status", "client_ttft_ms", "total_ms", "stream",
-                    "prompt_tokens", "output_tokens", "error"])
+                    "prompt_tokens", "output_tokens", "error",
+                    "conversation", "tenant"])
         for r in stats.results:
             w.writerow([r.request_id, r.pattern, r.worker, r.turn,
                         "%.6f" % r.start_unix, r.status,
@@ -336,7 +365,7 @@ def write_csv(path: str, stats: Stats) -> None:
                         else "%.3f" % r.client_ttft_ms,
                         "%.3f" % r.total_ms, int(r.stream), r.prompt_tokens,
                         "" if r.output_tokens is None else r.output_tokens,
-                        r.error])
+                        r.error, r.conversation, r.tenant])
 
 
 async def run(args) -> Dict:
@@ -352,7 +381,10 @@ async def run(args) -> Dict:
                                               args.progress_every))
         try:
             if args.mode == "chat":
-                tasks = [conversation(client, c + 1, args.turns, deadline)
+                gate = asyncio.Semaphore(args.concurrency or
+                                         args.conversations)
+                tasks = [conversation(client, c + 1, args.turns, deadline,
+                                      gate)
                          for c in range(args.conversations)]
             else:
                 tasks = [worker(client, w + 1, deadline)
@@ -390,7 +422,22 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--request-timeout", type=float, default=120.0)
     p.add_argument("--progress-every", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="chat: conversations at once (0: all)")
+    p.add_argument("--all-turns", action="store_true",
+                   help="chat: run every turn of every conversation, past "
+                        "--seconds")
+    p.add_argument("--think-s", type=float, default=0.2,
+                   help="chat: pause between a conversation's turns")
+    p.add_argument("--tenants", type=lambda v: [
+        x.strip() for x in v.split(",") if x.strip()], default=None,
+        help="comma-separated tenants sent in x-tenant (by conversation "
+             "in chat mode, by worker otherwise)")
     a = p.parse_args(argv)
+    if a.conversations < 1 or a.turns < 1 or a.concurrency < 0 or \
+            a.think_s < 0:
+        p.error("--conversations and --turns must be at least 1, "
+                "--concurrency and --think-s not negative")
     for pos, name, default in (("pos_workers", "workers", 6),
                                ("pos_minutes", "minutes", 5.0)):
         v, named = getattr(a, pos), getattr(a, name)

@@ -10,10 +10,16 @@ Llama-3.1-8B-Instruct on one H100-class GPU (every number is a flag):
   prefix cache blocks of --block-tokens 16; a repeated prefix is not
                recomputed (vLLM automatic prefix caching); LRU of
                --cache-blocks 65536 blocks
-  KV transfer  decode pulls the prompt's KV before its first step:
-               --kv-base-ms 1.5 + --kv-us-per-token 5.2 (128 KiB of KV per
-               token for 32 layers x 8 KV heads x 128 dims x fp16 over a
-               ~25 GB/s RDMA path)
+  KV transfer  decode pulls the KV of the prompt tokens it does not hold
+               in its own prefix cache before its first step, at the
+               --kv-link profile's speed (128 KiB of KV per token for 32
+               layers x 8 KV heads x 128 dims x fp16):
+                 rdma  --kv-base-ms 2 + --kv-us-per-token 3 (~43 GB/s,
+                       400 Gb/s RoCE; 2-8 ms for 100-2000 tokens)
+                 tcp   --kv-base-ms 5 + --kv-us-per-token 7.5 (~17 GB/s
+                       with more setup per transfer; 5-20 ms for 100-2000
+                       tokens)
+               the two flags override the profile's numbers
   decode       first step --decode-first-ms 14, then --tpot-ms 11 per
                token, growing by --tpot-batch-factor 0.02 per other
                running sequence (continuous batching)
@@ -21,7 +27,10 @@ Llama-3.1-8B-Instruct on one H100-class GPU (every number is a flag):
                64 decode); the rest wait, which shows as time in queue
 
 --time-scale multiplies every delay (e.g. 0.2 for fast tests). Prompt
-tokens are estimated as characters / 4.
+tokens are estimated as characters / 4. Every answer's usage reports
+prompt_tokens_details.cached_tokens: the prompt tokens found in this
+server's prefix cache (the KV the decode side already held, for a decode
+that pulls KV).
 
 Protocols (docs/upstreams.md): a prefill request carrying
 kv_transfer_params.do_remote_decode answers with kv_transfer_params for the
@@ -30,11 +39,16 @@ decode side (nixlv2); a decode request carrying those params pulls the KV
 bootstrap_room (sglang, prefill running at the same time elsewhere) waits
 as long as that prefill takes, then for the KV; a decode request with
 neither (lmcache / shared storage, after the coordinator's prefill) loads
-the KV from the shared store.
+the KV from the shared store, except with --connector nixlv2 or sglang,
+where such a request is decode-only: the decode server prefills the prompt
+itself (with its prefix cache).
 
 Each request is traced as vLLM does, with an `llm_request` SERVER span
 created at finish, start = arrival, parented by the inbound traceparent,
-with gen_ai.latency.* in seconds and gen_ai.request.id = x-request-id.
+with gen_ai.latency.* in seconds and gen_ai.request.id = x-request-id;
+a decode that pulled KV adds llm_d.kv.pull_time (seconds),
+llm_d.kv.pulled_tokens and
+llm_d.kv.link (docs/spans.md).
 Export follows the OTEL_* environment (service name vllm-prefill or
 vllm-decode unless OTEL_SERVICE_NAME says otherwise).
 """
@@ -59,6 +73,10 @@ WORDS = ("the quick brown fox jumps over a lazy dog while tokens stream "
 
 def now_ns():
     return time.monotonic_ns()
+
+
+# KV link profiles: (setup ms per transfer, microseconds per token).
+KV_LINKS = {"rdma": (2.0, 3.0), "tcp": (5.0, 7.5)}
 
 
 class PrefixCache:
@@ -124,6 +142,8 @@ class Sim:
             self.a.prefill_us_per_token / 1000.0
 
     def kv_ms(self, tokens):
+        if tokens <= 0:
+            return 0.0
         return self.a.kv_base_ms + tokens * self.a.kv_us_per_token / 1000.0
 
     def tpot_ms(self):
@@ -210,19 +230,31 @@ class Sim:
         sched = now_ns()
         self.running += 1
         cached_tokens = 0
+        pulled = None  # tokens whose KV came over the link, and the time
         try:
             # --- the work before the first token -------------------------
             if a.role == "decode" and kvp.get("do_remote_prefill"):
-                # nixlv2: pull the KV computed by the prefill instance.
-                await self.sleep_ms(self.kv_ms(prompt_tokens))
-                self.cache.lookup_and_insert(text)
+                # nixlv2: pull the KV computed by the prefill instance,
+                # except the blocks this server already holds.
+                hit_chars = self.cache.lookup_and_insert(text)
+                cached_tokens = min(prompt_tokens, hit_chars // 4)
+                n = prompt_tokens - cached_tokens
+                pulled = (n, self.kv_ms(n))
+                await self.sleep_ms(pulled[1])
             elif a.role == "decode" and room is not None:
                 # sglang: the prefill runs at the same time on the prefill
                 # instance; the KV arrives when it is done.
                 hit_chars = self.cache.lookup_and_insert(text)
                 new = prompt_tokens - min(prompt_tokens, hit_chars // 4)
-                await self.sleep_ms(self.prefill_ms(new) +
-                                    self.kv_ms(prompt_tokens))
+                pulled = (prompt_tokens, self.kv_ms(prompt_tokens))
+                await self.sleep_ms(self.prefill_ms(new) + pulled[1])
+            elif a.role == "decode" and a.connector in ("nixlv2", "sglang"):
+                # Decode-only: no prefill instance was involved; this
+                # server computes the prompt itself.
+                hit_chars = self.cache.lookup_and_insert(text)
+                cached_tokens = min(prompt_tokens, hit_chars // 4)
+                await self.sleep_ms(self.prefill_ms(prompt_tokens -
+                                                    cached_tokens))
             elif a.role == "decode":
                 # lmcache / shared storage: the coordinator's prefill left
                 # the KV in the shared store; load it.
@@ -271,6 +303,10 @@ class Sim:
             self.running -= 1
             self.slots.release()
         self.served += 1
+        if pulled is not None:
+            span.set_attributes({"llm_d.kv.pull_time": pulled[1] * self.scale / 1000.0,
+                                 "llm_d.kv.pulled_tokens": pulled[0],
+                                 "llm_d.kv.link": a.kv_link})
         span.set_attributes({
             "gen_ai.response.model": a.model,
             "gen_ai.request.max_tokens": max_tokens,
@@ -362,8 +398,15 @@ def parse_args(argv=None):
     p.add_argument("--model", default="meta-llama/Llama-3.1-8B-Instruct")
     p.add_argument("--prefill-base-ms", type=float, default=12.0)
     p.add_argument("--prefill-us-per-token", type=float, default=90.0)
-    p.add_argument("--kv-base-ms", type=float, default=1.5)
-    p.add_argument("--kv-us-per-token", type=float, default=5.2)
+    p.add_argument("--kv-link", choices=sorted(KV_LINKS), default="rdma",
+                   help="KV transfer profile (default rdma)")
+    p.add_argument("--kv-base-ms", type=float, default=None)
+    p.add_argument("--kv-us-per-token", type=float, default=None)
+    p.add_argument("--connector", default=None,
+                   choices=("nixlv2", "lmcache", "shared-storage", "sglang"),
+                   help="the coordinator's connector: with nixlv2 or "
+                        "sglang a decode request without KV parameters is "
+                        "decode-only (default: it loads the shared store)")
     p.add_argument("--decode-first-ms", type=float, default=14.0)
     p.add_argument("--tpot-ms", type=float, default=11.0)
     p.add_argument("--tpot-batch-factor", type=float, default=0.02)
@@ -378,6 +421,14 @@ def parse_args(argv=None):
                    help="wait this long before serving (timeout tests)")
     p.add_argument("--seed", type=int, default=None)
     a = p.parse_args(argv)
+    base, per_token = KV_LINKS[a.kv_link]
+    if a.kv_base_ms is None:
+        a.kv_base_ms = base
+    if a.kv_us_per_token is None:
+        a.kv_us_per_token = per_token
+    if a.kv_base_ms < 0 or a.kv_us_per_token < 0 or a.time_scale < 0:
+        p.error("--kv-base-ms, --kv-us-per-token and --time-scale must not "
+                "be negative")
     if a.max_num_seqs is None:
         a.max_num_seqs = 16 if a.role == "prefill" else 64
     return a

@@ -1,5 +1,6 @@
 """The demo (run_demo.py) end to end, short: its report from the spans,
-with the spans also sent to an OTLP/HTTP endpoint, and with sglang."""
+with the spans also sent to an OTLP/HTTP endpoint (the gateway's and the
+endpoint picker's included), with sglang, and without the gateway."""
 import http.server
 import json
 import os
@@ -103,13 +104,30 @@ def test_demo_sends_spans_to_the_users_endpoint(tmp_path):
                     names[s["name"]] = names.get(s["name"], 0) + 1
     assert fw["spans"] == sum(names.values())
     assert names["llm_d.pd_proxy.request"] == a["total_pd_requests"]
-    assert names["llm_request"] == 2 * a["total_pd_requests"]
+    # One vLLM span under each leg: two for P/D, one for decode-only.
+    assert names["llm_request"] == names["llm_d.pd_proxy.decode"] + \
+        names.get("llm_d.pd_proxy.prefill", 0)
+    assert names["llm_d.pd_proxy.decode"] == a["total_pd_requests"]
+    # The gateway's and the endpoint picker's spans reach the backend too.
+    for n in ("gateway.request", "llm_d.epp.scorer.prefix_cache",
+              "llm_d.epp.profile_handler.pick"):
+        assert names[n] == a["total_pd_requests"], n
+    tc = a["trace_check"]
+    assert tc["complete"] == tc["client_requests"] == a["total_pd_requests"]
 
 
 def test_demo_with_sglang_reports_no_failures(tmp_path):
     a, _ = run_demo(tmp_path, ["--connector", "sglang"])
     check_report(a)
     assert a["failed_legs"] == 0
+
+
+def test_demo_without_gateway_is_all_pd(tmp_path):
+    a, out = run_demo(tmp_path, ["--no-gateway"])
+    check_report(a)
+    assert a["gateway"]["requests"] == 0
+    assert list(a["decisions"]) == ["pd|-"]
+    assert "Gateway:" not in out
 
 
 @pytest.mark.parametrize("value,want", [

@@ -396,7 +396,8 @@ func (p *Proxy) serveInference(w *recorder, r *http.Request) {
 	var kv json.RawMessage
 	switch {
 	case len(candidates) == 0:
-		in.t.do(func(q *pdtrace.Request) error { return q.SetMode(pdtrace.ModeDecodeOnly, "no prefiller") })
+		reason := decisionReason(r.Header.Get("x-pd-decision-reason"))
+		in.t.do(func(q *pdtrace.Request) error { return q.SetMode(pdtrace.ModeDecodeOnly, reason) })
 	case p.cfg.Connector == "sglang":
 		p.serveConcurrent(in, candidates[0])
 		return
@@ -1355,4 +1356,21 @@ func (c *tokenCounter) relay(w http.ResponseWriter, body io.Reader, dropUsage bo
 		_ = rc.Flush()
 	}
 	return res, readErr, writeErr
+}
+
+// decisionReason is the gateway's reason for a decode-only pick, from
+// x-pd-decision-reason when it is 1-64 characters of letters, digits and
+// _.:-, else "no prefiller".
+func decisionReason(v string) string {
+	if len(v) == 0 || len(v) > 64 {
+		return "no prefiller"
+	}
+	for _, c := range v {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '_' || c == '.' || c == ':' || c == '-'
+		if !ok {
+			return "no prefiller"
+		}
+	}
+	return v
 }

@@ -92,7 +92,7 @@ import re
 import sys
 import time
 import urllib.parse
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import aiohttp
 from quart import Quart, Response, request
@@ -137,13 +137,137 @@ def upstream_base(url: str) -> str:
 HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 
 
-def parse_hostport(value: str) -> str:
-    """A prefiller named by x-prefiller-host-port: host:port only."""
+def parse_hostport(value: str, header: str = "x-prefiller-host-port") -> str:
+    """A server named by x-prefiller-host-port or x-decoder-host-port:
+    host:port only."""
     m = HOSTPORT.match(value)
     if not m or not 0 < int(m.group(2)) < 65536:
-        raise ValueError("x-prefiller-host-port must be host:port, got %r"
-                         % value[:100])
+        raise ValueError("%s must be host:port, got %r"
+                         % (header, value[:100]))
     return value
+
+
+# Conversation and tenant headers (set by the gateway or the client).
+H_DECODER = "x-decoder-host-port"
+H_REASON = "x-pd-decision-reason"
+H_CONVERSATION = "x-conversation-id"
+H_TURN = "x-turn-index"
+A_TURN = "llm_d.conversation.turn_index"
+A_TENANT = "llm_d.tenant"
+MAX_ID_LEN = 256
+PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+REASON_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+NO_TENANT = "none"
+OTHER_TENANT = "other"
+
+
+def read_ids(hdrs, tenant_header: Optional[str]) -> Dict[str, Any]:
+    """Conversation id, turn index, tenant and the gateway's P/D decision
+    reason from the request headers; raises ValueError for a malformed
+    value."""
+    out: Dict[str, Any] = {}
+    conv = hdrs.get(H_CONVERSATION)
+    if conv is not None:
+        if not PRINTABLE.match(conv) or len(conv) > MAX_ID_LEN:
+            raise ValueError("%s must be 1-%d printable ASCII characters "
+                             "without spaces" % (H_CONVERSATION, MAX_ID_LEN))
+        out["conversation"] = conv
+    turn = hdrs.get(H_TURN)
+    if turn is not None:
+        if not turn.isdigit() or len(turn) > 9:
+            raise ValueError("%s must be a non-negative integer, not %r"
+                             % (H_TURN, turn[:32]))
+        out["turn"] = int(turn)
+    if tenant_header:
+        tenant = hdrs.get(tenant_header)
+        if tenant is not None:
+            tenant = tenant.strip()
+            if not tenant or len(tenant) > MAX_ID_LEN or \
+                    any(ord(c) < 0x20 or ord(c) == 0x7f for c in tenant):
+                raise ValueError("%s must be 1-%d characters without "
+                                 "control characters"
+                                 % (tenant_header, MAX_ID_LEN))
+            out["tenant"] = tenant
+    reason = hdrs.get(H_REASON)
+    if reason is not None:
+        if not REASON_RE.match(reason):
+            raise ValueError("%s must be 1-64 characters of letters, digits "
+                             "and _.:-" % H_REASON)
+        out["reason"] = reason
+    return out
+
+
+class UsageMetrics:
+    """The proxy's own Prometheus counters, served on /metrics after the
+    tracer's: requests, tokens and prefill/decode seconds per tenant (a
+    configured set of tenants; any other is counted as "other", a request
+    without the header as "none"), and prompt tokens, cached prompt tokens
+    and true TTFT by conversation turn ("first", "later", or "none" for a
+    request without x-turn-index)."""
+
+    def __init__(self, tenants: Sequence[str]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+        try:
+            from prometheus_client import disable_created_metrics
+            disable_created_metrics()
+        except ImportError:
+            pass
+        self.tenants = set(tenants)
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "pd_proxy_tenant_requests", "Requests finished, by tenant and "
+            "P/D decision.", ["tenant", "decision"], registry=r)
+        self.tokens = Counter(
+            "pd_proxy_tenant_tokens", "Tokens by tenant: input (prompt), "
+            "cached_input (prompt tokens found in the prefix cache) and "
+            "output.", ["tenant", "type"], registry=r)
+        self.seconds = Counter(
+            "pd_proxy_tenant_stage_seconds", "Seconds of prefill and decode "
+            "legs, by tenant.", ["tenant", "stage"], registry=r)
+        self.turn_tokens = Counter(
+            "pd_proxy_turn_prompt_tokens", "Prompt tokens and cached prompt "
+            "tokens by conversation turn; cached / prompt is the KV cache "
+            "hit rate.", ["turn", "type"], registry=r)
+        self.turn_ttft = Histogram(
+            "pd_proxy_turn_true_ttft_seconds", "True TTFT by conversation "
+            "turn.", ["turn"], registry=r,
+            buckets=(.025, .05, .1, .15, .2, .3, .5, .75, 1, 1.5, 2.5, 5,
+                     10))
+
+    def tenant_label(self, tenant: Optional[str]) -> str:
+        if tenant is None:
+            return NO_TENANT
+        return tenant if tenant in self.tenants else OTHER_TENANT
+
+    def observe(self, ids: Dict[str, Any], decision: str,
+                bd: Optional[pdtrace.Breakdown],
+                usage: Dict[str, int]) -> None:
+        t = self.tenant_label(ids.get("tenant"))
+        self.requests.labels(t, decision).inc()
+        for kw, typ in (("input_tokens", "input"),
+                        ("cached_input_tokens", "cached_input"),
+                        ("output_tokens", "output")):
+            if usage.get(kw) is not None:
+                self.tokens.labels(t, typ).inc(usage[kw])
+        if bd is not None:
+            if bd.prefill_ms is not None:
+                self.seconds.labels(t, "prefill").inc(bd.prefill_ms / 1e3)
+            if bd.decode_duration_ms is not None:
+                self.seconds.labels(t, "decode").inc(
+                    bd.decode_duration_ms / 1e3)
+        turn = ids.get("turn")
+        tl = "none" if turn is None else ("first" if turn == 0 else "later")
+        if usage.get("input_tokens") is not None:
+            self.turn_tokens.labels(tl, "prompt").inc(usage["input_tokens"])
+            self.turn_tokens.labels(tl, "cached").inc(
+                usage.get("cached_input_tokens") or 0)
+        if bd is not None and bd.true_ttft_ms is not None:
+            self.turn_ttft.labels(tl).observe(bd.true_ttft_ms / 1e3)
+
+    def text(self) -> str:
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry).decode()
 
 class Limiter:
     """Token bucket (rate RPS, burst max(1, RPS)) in front of a FIFO
@@ -441,7 +565,8 @@ class Ctx:
     """One client request as the handler sees it."""
 
     __slots__ = ("req", "rid", "path", "arrival", "stream", "chat",
-                 "decode_sent", "prefill_usage", "logged")
+                 "decode_sent", "prefill_usage", "logged", "ids",
+                 "decision")
 
     def __init__(self, req: pdtrace.Request, path: str, arrival: int):
         self.req = req
@@ -453,6 +578,8 @@ class Ctx:
         self.decode_sent = False
         self.prefill_usage: Optional[Dict[str, Any]] = None
         self.logged = False
+        self.ids: Dict[str, Any] = {}
+        self.decision = "pd"
 
 
 class Proxy:
@@ -466,6 +593,8 @@ class Proxy:
         self.allowed = set(args.allowed_prefillers or ())
         self.limiter = Limiter(args.rate_limit, args.max_concurrent,
                                args.max_queue)
+        self.allowed_decoders = set(args.allowed_decoders or ())
+        self.usage_metrics = UsageMetrics(args.tenants or ())
         self.tracer: Optional[pdtrace.Tracer] = None
         self.prefill_session: Optional[aiohttp.ClientSession] = None
         self.decode_session: Optional[aiohttp.ClientSession] = None
@@ -532,7 +661,8 @@ class Proxy:
             return e.request
 
     def metrics(self) -> Response:
-        return Response(self.tracer.metrics(), status=200,
+        return Response(self.tracer.metrics() + self.usage_metrics.text(),
+                        status=200,
                         content_type=pdtrace.METRICS_CONTENT_TYPE)
 
     # -- outcome ---------------------------------------------------------
@@ -560,6 +690,18 @@ class Proxy:
             self._trace_error(e)
             bd = getattr(e, "breakdown", None)
         ctx.req.free()
+        if status < 400:
+            # Prefix-cache hits are the prefill's when there was one: the
+            # decode side only pulls what the prefill computed.
+            usage = dict(kw)
+            pre = ctx.prefill_usage
+            if isinstance(pre, dict):
+                details = pre.get("prompt_tokens_details")
+                cached = details.get("cached_tokens") \
+                    if isinstance(details, dict) else None
+                if isinstance(cached, int) and not isinstance(cached, bool):
+                    usage["cached_input_tokens"] = cached
+            self.usage_metrics.observe(ctx.ids, ctx.decision, bd, usage)
         self.access(ctx, status, bd)
 
     def fail(self, ctx: Ctx, status: int, error_type: str,
@@ -665,6 +807,17 @@ class Proxy:
         pattern = hdrs.get("x-pdtrace-pattern")
         if pattern:
             attrs[P + "load_pattern"] = pattern
+        try:
+            ctx.ids = read_ids(hdrs, self.args.tenant_header)
+        except ValueError as e:
+            self.t(req.set_attributes, attrs)
+            return self.fail(ctx, 400, "invalid_request", str(e))
+        if "conversation" in ctx.ids:
+            attrs["gen_ai.conversation.id"] = ctx.ids["conversation"]
+        if "turn" in ctx.ids:
+            attrs[A_TURN] = ctx.ids["turn"]
+        if "tenant" in ctx.ids:
+            attrs[A_TENANT] = ctx.ids["tenant"]
         self.t(req.set_attributes, attrs)
         model = body.get("model")
         if isinstance(model, str) and model:
@@ -677,10 +830,21 @@ class Proxy:
             return self.fail(ctx, 400, "invalid_request", str(e))
         except PermissionError as e:
             return self.fail(ctx, 403, "prefiller_not_allowed", str(e))
+        try:
+            decode_base = self.decoder(hdrs)
+        except ValueError as e:
+            return self.fail(ctx, 400, "invalid_request", str(e))
+        except PermissionError as e:
+            return self.fail(ctx, 403, "decoder_not_allowed", str(e))
+        # The gateway's reason for its P/D decision, if it gave one.
+        why = ctx.ids.get("reason")
         if not candidates:
-            self.t(req.set_mode, Mode.DECODE_ONLY, "no prefiller")
+            ctx.decision = "decode-only"
+            self.t(req.set_mode, Mode.DECODE_ONLY, why or "no prefiller")
         elif connector == "sglang":
-            self.t(req.set_mode, Mode.CONCURRENT)
+            self.t(req.set_mode, Mode.CONCURRENT, why)
+        elif why:
+            self.t(req.set_mode, Mode.SEQUENTIAL, why)
 
         if self.limiter.overloaded():
             return self.fail(ctx, 503, "overloaded",
@@ -699,7 +863,6 @@ class Proxy:
                 self.limiter.release()
 
         try:
-            decode_base = self.decode_bases[next(self.rr_decode)]
             if not candidates:
                 return await self._decode(ctx, decode_base, body, reason,
                                           release, None)
@@ -716,6 +879,24 @@ class Proxy:
             release()
             req.free()  # recorded as abandoned
             raise
+
+    def decoder(self, hdrs) -> str:
+        """The decode base URL: the server x-decoder-host-port names (one
+        host:port, checked against --allowed-decoders), else the next
+        --decode-url."""
+        v = hdrs.getlist(H_DECODER)
+        if not v:
+            if not self.decode_bases:
+                raise ValueError("no %s header and no --decode-url"
+                                 % H_DECODER)
+            return self.decode_bases[next(self.rr_decode)]
+        if len(v) > 1 or "," in v[0]:
+            raise ValueError("%s must name one host:port" % H_DECODER)
+        c = parse_hostport(v[0].strip(), H_DECODER)
+        if self.allowed_decoders and c not in self.allowed_decoders:
+            raise PermissionError("decoder %s is not in --allowed-decoders"
+                                  % c)
+        return "http://" + c
 
     def prefillers(self, hdrs) -> List[str]:
         """Prefill base URLs to try, in order; empty for decode-only."""
@@ -885,15 +1066,18 @@ class Proxy:
             dbody["stream_options"] = so
         headers = self.t(req.send_decode)
         ctx.decode_sent = True
-        # gen_ai.request.stream and decode.streaming are set on the
-        # request span only: the library mirrors them onto the decode span.
-        leg_attrs: Dict[str, Any] = {}
+        # The library mirrors only connector, model and
+        # disaggregation_enabled onto the decode span: the stream flags go
+        # on it here, as the Go sidecar does.
+        leg_attrs: Dict[str, Any] = {
+            "gen_ai.request.stream": ctx.stream,
+            P + "decode.streaming": reason is None,
+        }
         if not ctx.stream:
             leg_attrs[P + "assembled"] = reason is None
             if reason is not None:
                 leg_attrs[P + "passthrough_reason"] = reason
-        if leg_attrs:
-            self.t(req.set_attributes, leg_attrs, Leg.DECODE)
+        self.t(req.set_attributes, leg_attrs, Leg.DECODE)
         cm = self.decode_session.post(url, json=dbody, headers=headers)
         try:
             upstream = await cm.__aenter__()
@@ -1138,12 +1322,27 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="prefill server (repeat for round-robin); none: "
                         "the x-prefiller-host-port header names it, and "
                         "without it requests go straight to decode")
-    p.add_argument("--decode-url", action="append", required=True)
+    p.add_argument("--decode-url", action="append", default=[],
+                   help="decode server (repeat for round-robin); a request "
+                        "with x-decoder-host-port goes to the server it "
+                        "names instead. Needed unless every request "
+                        "carries that header")
     p.add_argument("--connector", choices=CONNECTORS, default="nixlv2")
     p.add_argument("--allowed-prefillers", type=lambda v: [
         x.strip() for x in v.split(",") if x.strip()], default=None,
         help="comma-separated host:port list that x-prefiller-host-port "
              "may name (default: any)")
+    p.add_argument("--allowed-decoders", type=lambda v: [
+        x.strip() for x in v.split(",") if x.strip()], default=None,
+        help="comma-separated host:port list that x-decoder-host-port may "
+             "name (default: any)")
+    p.add_argument("--tenant-header", default="x-tenant",
+                   help="request header naming the tenant, recorded as "
+                        "llm_d.tenant ('' to ignore)")
+    p.add_argument("--tenants", type=lambda v: [
+        x.strip() for x in v.split(",") if x.strip()], default=None,
+        help="comma-separated tenants that get their own label in "
+             "/metrics; others are counted as 'other'")
     p.add_argument("--rate-limit", type=float, default=0.0,
                    help="requests per second admitted (0: no limit)")
     p.add_argument("--max-concurrent", type=int, default=0,
@@ -1173,12 +1372,19 @@ def parse_args(argv=None) -> argparse.Namespace:
             upstream_base(u)
         except ValueError as e:
             p.error(str(e))
-    if args.allowed_prefillers:
-        for c in args.allowed_prefillers:
+    for flag, lst in (("--allowed-prefillers", args.allowed_prefillers),
+                      ("--allowed-decoders", args.allowed_decoders)):
+        for c in lst or ():
             try:
                 parse_hostport(c)
             except ValueError:
-                p.error("--allowed-prefillers: %r is not host:port" % c)
+                p.error("%s: %r is not host:port" % (flag, c))
+    if args.tenants and len(args.tenants) > 100:
+        p.error("--tenants: at most 100 (each is a label value)")
+    if args.tenants and any(t in (NO_TENANT, OTHER_TENANT)
+                            for t in args.tenants):
+        p.error("--tenants: %r and %r are reserved" % (NO_TENANT,
+                                                      OTHER_TENANT))
     if args.max_body_bytes <= 0 or args.body_timeout <= 0:
         p.error("--max-body-bytes and --body-timeout must be positive")
     return args
@@ -1193,6 +1399,10 @@ def describe(args: argparse.Namespace) -> str:
             base = upstream_base(u)
             lines.append("  %-7s %s -> POST %s/v1/completions, %s/v1/chat/"
                          "completions" % (leg, u, base, base))
+    if not args.decode_url:
+        lines.append("  decode from x-decoder-host-port%s" % (
+            " (allowed: %s)" % ",".join(args.allowed_decoders)
+            if args.allowed_decoders else ""))
     if not args.prefill_url:
         lines.append("  prefill from x-prefiller-host-port%s; decode-only "
                      "without it" % (
