@@ -53,6 +53,9 @@ VLLM_ATTRS = {
     "gen_ai.latency.time_to_first_token", "gen_ai.latency.e2e",
     "gen_ai.latency.time_in_queue", "gen_ai.usage.prompt_tokens",
     "gen_ai.usage.completion_tokens", "gen_ai.request.id",
+    # The example simulator's KV pull (docs/spans.md).
+    "gen_ai.usage.cached_tokens", "llm_d.kv.pull_time",
+    "llm_d.kv.pulled_tokens", "llm_d.kv.link",
 }
 # Attributes the proxies set through pdt_request_set_bool() and
 # pdt_request_set_str() (docs/spans.md, "Streaming and the first token");
@@ -60,6 +63,8 @@ VLLM_ATTRS = {
 CALLER_SET = {
     "gen_ai.request.stream", PFX + "decode.streaming",
     PFX + "first_token_observed", PFX + "assembled", PFX + "passthrough_reason",
+    # From the gateway's headers (docs/gateway.md).
+    "gen_ai.conversation.id", "llm_d.conversation.turn_index", "llm_d.tenant",
 }
 SPAN_ATTRS = {PFX + a for a in OUR_PREFIXED} | OUR_OTEL | VLLM_ATTRS | CALLER_SET
 RESOURCE_ATTRS = {"service.name"}
@@ -247,6 +252,27 @@ def rendered():
         metrics.add(m.group(1))
         if m.group(3):
             labels |= set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', m.group(3)))
+    proxy_metrics, proxy_labels = pd_proxy_declared()
+    return metrics | proxy_metrics, labels | proxy_labels
+
+
+def pd_proxy_declared():
+    """The series the example pd_proxy adds to /metrics after the
+    library's text: prometheus_client Counters and Histograms declared in
+    its source, with their label names."""
+    path = os.path.join(ROOT, "examples", "python", "pd_proxy", "pd_proxy.py")
+    with open(path, encoding="utf-8") as f:
+        src = f.read()
+    metrics, labels = set(), set()
+    decl = re.compile(r'\b(Counter|Histogram)\(\s*"([a-z_:][a-z0-9_:]*)"'
+                      r'.*?\[([^\]]*)\]', re.S)
+    for kind, name, labs in decl.findall(src):
+        if kind == "Counter":
+            metrics.add(name + "_total")
+        else:
+            metrics |= {name + "_bucket", name + "_sum", name + "_count"}
+            labels.add("le")
+        labels |= set(re.findall(r'"([a-zA-Z_]\w*)"', labs))
     return metrics, labels
 
 
