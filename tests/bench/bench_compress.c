@@ -98,6 +98,8 @@ static int next_field(const uint8_t *p, size_t n, size_t *pos, field *f)
     if (*pos >= n)
         return -1;
     f->start = *pos;
+    f->pl_start = 0; /* set for wire type 2 only */
+    f->pl_len = 0;
     if (read_varint(p, n, pos, &tag) != 0)
         return -1;
     f->num = (unsigned)(tag >> 3);
