@@ -43,47 +43,65 @@ typedef struct {
     uint8_t *end;
 } bw;
 
-static size_t bw_len(const bw *w) { return (size_t)(w->end - w->p); }
+#define BW_INLINE static inline __attribute__((always_inline))
 
-static void bw_bytes(bw *w, const void *s, size_t n)
+BW_INLINE size_t bw_len(const bw *w) { return (size_t)(w->end - w->p); }
+
+BW_INLINE void bw_bytes(bw *w, const void *s, size_t n)
 {
     w->p -= n;
     memcpy(w->p, s, n);
 }
 
-static void bw_varint(bw *w, uint64_t v)
+BW_INLINE void bw_byte(bw *w, unsigned b) { *--w->p = (uint8_t)b; }
+
+static void bw_varint_long(bw *w, uint64_t v)
 {
-    uint8_t tmp[10];
-    size_t n = 0;
-    do {
-        tmp[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    uint8_t *q;
+    size_t n = 1;
+    uint64_t x = v >> 7;
+
+    while (x != 0) {
+        n++;
+        x >>= 7;
+    }
+    w->p -= n;
+    q = w->p;
+    while (v > 0x7f) {
+        *q++ = (uint8_t)(v | 0x80);
         v >>= 7;
-    } while (v != 0);
-    bw_bytes(w, tmp, n);
+    }
+    *q = (uint8_t)v;
 }
 
-static void bw_fixed64(bw *w, uint64_t v)
+BW_INLINE void bw_varint(bw *w, uint64_t v)
 {
-    uint8_t b[8];
-    int i;
-    for (i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-    bw_bytes(w, b, 8);
+    if (v < 0x80)
+        bw_byte(w, (unsigned)v);
+    else
+        bw_varint_long(w, v);
 }
 
-static void bw_tag(bw *w, unsigned field, unsigned wt)
+BW_INLINE void bw_fixed64(bw *w, uint64_t v)
 {
-    bw_varint(w, (uint64_t)(field << 3 | wt));
+    w->p -= 8;
+    memcpy(w->p, &v, 8); /* little-endian hosts (x86-64, arm64) */
+}
+
+/* Tags of the fields used here are one byte (field < 16). */
+BW_INLINE void bw_tag(bw *w, unsigned field, unsigned wt)
+{
+    bw_byte(w, field << 3 | wt);
 }
 
 /* A length-delimited field whose payload was written since `mark`. */
-static void bw_close(bw *w, unsigned field, size_t mark)
+BW_INLINE void bw_close(bw *w, unsigned field, size_t mark)
 {
     bw_varint(w, (uint64_t)(bw_len(w) - mark));
     bw_tag(w, field, 2);
 }
 
-static void bw_str(bw *w, unsigned field, const char *s, size_t n)
+BW_INLINE void bw_str(bw *w, unsigned field, const char *s, size_t n)
 {
     bw_bytes(w, s, n);
     bw_varint(w, n);
@@ -91,51 +109,60 @@ static void bw_str(bw *w, unsigned field, const char *s, size_t n)
 }
 
 /* KeyValue{key, AnyValue{...}} as field `field` (attributes: 9 in Span,
- * 1 in Resource). */
-static void kv_str(bw *w, unsigned field, const char *k, const char *v,
-                   size_t vn)
+ * 1 in Resource); the key's length is a compile-time constant at every
+ * call. */
+BW_INLINE void kv_str(bw *w, unsigned field, const char *k, size_t kn,
+                      const char *v, size_t vn)
 {
-    size_t m = bw_len(w), m2;
-    m2 = bw_len(w);
+    size_t m = bw_len(w), m2 = m;
     bw_str(w, 1, v, vn); /* AnyValue.string_value */
     bw_close(w, 2, m2);
-    bw_str(w, 1, k, strlen(k));
+    bw_str(w, 1, k, kn);
     bw_close(w, field, m);
 }
 
-static void kv_int(bw *w, unsigned field, const char *k, int64_t v)
+BW_INLINE void kv_int(bw *w, unsigned field, const char *k, size_t kn,
+                      int64_t v)
 {
-    size_t m = bw_len(w), m2 = bw_len(w);
+    size_t m = bw_len(w), m2 = m;
     bw_varint(w, (uint64_t)v);
     bw_tag(w, 3, 0); /* int_value */
     bw_close(w, 2, m2);
-    bw_str(w, 1, k, strlen(k));
+    bw_str(w, 1, k, kn);
     bw_close(w, field, m);
 }
 
-static void kv_bool(bw *w, unsigned field, const char *k, int v)
+BW_INLINE void kv_bool(bw *w, unsigned field, const char *k, size_t kn,
+                       int v)
 {
-    size_t m = bw_len(w), m2 = bw_len(w);
-    bw_varint(w, v ? 1u : 0u);
+    size_t m = bw_len(w);
+    bw_byte(w, v ? 1u : 0u);
     bw_tag(w, 2, 0); /* bool_value */
-    bw_close(w, 2, m2);
-    bw_str(w, 1, k, strlen(k));
+    bw_byte(w, 2);   /* AnyValue length */
+    bw_tag(w, 2, 2);
+    bw_str(w, 1, k, kn);
     bw_close(w, field, m);
 }
 
-static void kv_double(bw *w, unsigned field, const char *k, double v)
+BW_INLINE void kv_double(bw *w, unsigned field, const char *k, size_t kn,
+                         double v)
 {
-    size_t m = bw_len(w), m2 = bw_len(w);
+    size_t m = bw_len(w);
     uint64_t u;
     memcpy(&u, &v, sizeof(u));
     bw_fixed64(w, u);
     bw_tag(w, 4, 1); /* double_value */
-    bw_close(w, 2, m2);
-    bw_str(w, 1, k, strlen(k));
+    bw_byte(w, 9);   /* AnyValue length */
+    bw_tag(w, 2, 2);
+    bw_str(w, 1, k, kn);
     bw_close(w, field, m);
 }
 
-#define KS(k, v) kv_str(w, 9, k, v, sizeof(v) - 1)
+/* Attribute helpers with a literal key (length from sizeof). */
+#define KS(k, v) kv_str(w, 9, k, sizeof(k) - 1, v, sizeof(v) - 1)
+#define KI(k, v) kv_int(w, 9, k, sizeof(k) - 1, v)
+#define KB(k, v) kv_bool(w, 9, k, sizeof(k) - 1, v)
+#define KD(k, v) kv_double(w, 9, k, sizeof(k) - 1, v)
 #define P "llm_d.pd_proxy."
 
 /* ---- one request ------------------------------------------------------ */
@@ -165,8 +192,9 @@ static const uint8_t inbound_parent[8] = { 0xb7, 0xad, 0x6b, 0x71,
 
 /* Span header fields: ids, name, kind, times; written after (before, in
  * the buffer) its attributes. */
-static void span_head(bw *w, const uint8_t sid[8], const uint8_t *parent,
-                      const char *name, int kind, uint64_t t0, uint64_t t1)
+BW_INLINE void span_head(bw *w, const uint8_t sid[8], const uint8_t *parent,
+                         const char *name, size_t name_len, int kind,
+                         uint64_t t0, uint64_t t1)
 {
     bw_fixed64(w, t1);
     bw_tag(w, 8, 1);
@@ -174,7 +202,7 @@ static void span_head(bw *w, const uint8_t sid[8], const uint8_t *parent,
     bw_tag(w, 7, 1);
     bw_varint(w, (uint64_t)kind);
     bw_tag(w, 6, 0);
-    bw_str(w, 5, name, strlen(name));
+    bw_str(w, 5, name, name_len);
     bw_bytes(w, parent, 8);
     bw_varint(w, 8);
     bw_tag(w, 4, 2);
@@ -184,17 +212,17 @@ static void span_head(bw *w, const uint8_t sid[8], const uint8_t *parent,
 
 static double ms(uint64_t a, uint64_t b) { return (double)(b - a) / 1e6; }
 
-static void breakdown(bw *w, uint64_t t[7], const char *rid)
+BW_INLINE void breakdown(bw *w, uint64_t t[7], const char *rid)
 {
-    kv_str(w, 9, P "request_id", rid, 36);
-    kv_double(w, 9, P "tpot_ms", ms(t[4], t[5]) / 127.0);
-    kv_double(w, 9, P "total_duration_ms", ms(t[0], t[6]));
-    kv_double(w, 9, P "decode_duration_ms", ms(t[3], t[6]));
-    kv_double(w, 9, P "true_ttft_ms", ms(t[0], t[4]));
-    kv_double(w, 9, P "decode_ttft_ms", ms(t[3], t[4]));
-    kv_double(w, 9, P "kv_transfer_overhead_ms", ms(t[2], t[3]));
-    kv_double(w, 9, P "prefill_duration_ms", ms(t[1], t[2]));
-    kv_double(w, 9, P "queue_ms", ms(t[0], t[1]));
+    kv_str(w, 9, P "request_id", sizeof(P "request_id") - 1, rid, 36);
+    KD(P "tpot_ms", ms(t[4], t[5]) / 127.0);
+    KD(P "total_duration_ms", ms(t[0], t[6]));
+    KD(P "decode_duration_ms", ms(t[3], t[6]));
+    KD(P "true_ttft_ms", ms(t[0], t[4]));
+    KD(P "decode_ttft_ms", ms(t[3], t[4]));
+    KD(P "kv_transfer_overhead_ms", ms(t[2], t[3]));
+    KD(P "prefill_duration_ms", ms(t[1], t[2]));
+    KD(P "queue_ms", ms(t[0], t[1]));
 }
 
 /* Marked noinline and global so that callgrind can toggle on it. */
@@ -233,43 +261,44 @@ __attribute__((noinline)) void floor_request(bw *w)
 
     /* decode span */
     m = bw_len(w);
-    kv_int(w, 9, "gen_ai.usage.output_tokens", 128);
+    KI("gen_ai.usage.output_tokens", 128);
     breakdown(w, t, rid);
-    kv_int(w, 9, "http.response.status_code", 200);
-    kv_int(w, 9, "server.port", 8000);
+    KI("http.response.status_code", 200);
+    KI("server.port", 8000);
     KS("server.address", "10.0.0.2");
-    span_head(w, sdec, sreq, P "decode", 3, t[3], t[6]);
+    span_head(w, sdec, sreq, P "decode", sizeof(P "decode") - 1, 3, t[3], t[6]);
     bw_close(w, 2, m);
 
     /* prefill span */
     m = bw_len(w);
-    kv_int(w, 9, "http.response.status_code", 200);
-    kv_int(w, 9, "server.port", 8000);
+    KI("http.response.status_code", 200);
+    KI("server.port", 8000);
     KS("server.address", "10.0.0.1");
-    span_head(w, spre, sreq, P "prefill", 3, t[1], t[2]);
+    span_head(w, spre, sreq, P "prefill", sizeof(P "prefill") - 1, 3, t[1], t[2]);
     bw_close(w, 2, m);
 
     /* request span */
     m = bw_len(w);
-    kv_int(w, 9, "gen_ai.usage.cache_read.input_tokens", 512);
-    kv_int(w, 9, "gen_ai.usage.output_tokens", 128);
-    kv_int(w, 9, "gen_ai.usage.input_tokens", 1024);
-    kv_bool(w, 9, P "concurrent_pd", 0);
-    kv_bool(w, 9, P "disaggregation_enabled", 1);
+    KI("gen_ai.usage.cache_read.input_tokens", 512);
+    KI("gen_ai.usage.output_tokens", 128);
+    KI("gen_ai.usage.input_tokens", 1024);
+    KB(P "concurrent_pd", 0);
+    KB(P "disaggregation_enabled", 1);
     KS(P "connector", "nixlv2");
     breakdown(w, t, rid);
-    kv_int(w, 9, "http.response.status_code", 200);
-    kv_int(w, 9, P "decode.status_code", 200);
+    KI("http.response.status_code", 200);
+    KI(P "decode.status_code", 200);
     KS(P "decode_target", "10.0.0.2:8000");
-    kv_int(w, 9, P "prefill.status_code", 200);
+    KI(P "prefill.status_code", 200);
     KS(P "prefill_target", "10.0.0.1:8000");
-    kv_bool(w, 9, "gen_ai.request.stream", 1);
-    kv_int(w, 9, "gen_ai.request.max_tokens", 128);
+    KB("gen_ai.request.stream", 1);
+    KI("gen_ai.request.max_tokens", 128);
     KS("gen_ai.operation.name", "chat");
     KS("gen_ai.request.model", "llama-3.1-8b");
     KS("url.path", "/v1/chat/completions");
     KS("http.request.method", "POST");
-    span_head(w, sreq, inbound_parent, P "request", 2, t[0], t[6]);
+    span_head(w, sreq, inbound_parent, P "request",
+              sizeof(P "request") - 1, 2, t[0], t[6]);
     bw_close(w, 2, m);
 }
 
@@ -285,12 +314,12 @@ static void floor_envelope(bw *w)
     bw_close(w, 1, m); /* ScopeSpans.scope */
     bw_close(w, 2, 0); /* ResourceSpans.scope_spans */
     m = bw_len(w);
-    kv_str(w, 1, "host.name", "bench-host", 10);
-    kv_int(w, 1, "process.pid", 4242);
-    kv_str(w, 1, "telemetry.sdk.version", "0.1.0", 5);
-    kv_str(w, 1, "telemetry.sdk.language", "c", 1);
-    kv_str(w, 1, "telemetry.sdk.name", "libpdtrace", 10);
-    kv_str(w, 1, "service.name", "llm-d-pd-proxy", 14);
+    kv_str(w, 1, "host.name", 9, "bench-host", 10);
+    kv_int(w, 1, "process.pid", 11, 4242);
+    kv_str(w, 1, "telemetry.sdk.version", 21, "0.1.0", 5);
+    kv_str(w, 1, "telemetry.sdk.language", 22, "c", 1);
+    kv_str(w, 1, "telemetry.sdk.name", 18, "libpdtrace", 10);
+    kv_str(w, 1, "service.name", 12, "llm-d-pd-proxy", 14);
     bw_close(w, 1, m); /* ResourceSpans.resource */
     bw_close(w, 1, 0); /* ExportTraceServiceRequest.resource_spans */
 }

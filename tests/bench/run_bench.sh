@@ -49,13 +49,15 @@ if grep -q PDTI_HAVE_ISAL "$build/build.ninja"; then
     gzip_impl=isal
 fi
 export PKG_CONFIG_PATH="$root/$build/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# meson's uninstalled .pc names the build's lib/ only, not include/: the
+# bindings' C compilers (cgo, cffi) find the public headers through CPATH.
+export CPATH="$root/include${CPATH:+:$CPATH}"
 export LD_LIBRARY_PATH="$root/$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # 2. Go programs: sink and opentelemetry-go row; the Go binding row may fail.
 # A digest of the headers in CGO_CFLAGS: Go's cache does not track them.
 hdr="$(cat include/pdtrace.h include/pdtrace/*.h | sha256sum | cut -c1-16)"
-# meson's uninstalled .pc names the build's lib/ only: add the headers.
-export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -I$root/include -DPDTRACE_HEADERS_DIGEST=$hdr"
+export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g} -DPDTRACE_HEADERS_DIGEST=$hdr"
 mkdir -p "$bindir"
 (
     cd tests/bench/go
