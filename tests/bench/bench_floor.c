@@ -16,11 +16,17 @@
  *
  *   bench_floor [--requests N] [--batch R] [--repeats K] [--level-gzip L]
  *               [--level-zstd L]
+ *   bench_floor --check
  *
  * Prints one JSON line: per compression mode (none, gzip, zstd at the
  * library's default levels, and gzip/zstd at the levels given), the median
  * over K repeats of the thread CPU time per request, and the body bytes per
  * span.
+ *
+ * --check encodes one batch of 64 requests, walks it with a protobuf reader
+ * that checks every length prefix nests exactly, and checks the shape: one
+ * resource (6 attributes), one scope, 3 spans a request with 26, 3 and 13
+ * attributes. Exit status 0 when it holds (a meson test of the unit suite).
  */
 #define _GNU_SOURCE 1
 #include <getopt.h>
@@ -324,6 +330,108 @@ static void floor_envelope(bw *w)
     bw_close(w, 1, 0); /* ExportTraceServiceRequest.resource_spans */
 }
 
+/* ---- self-check ------------------------------------------------------ */
+
+/* Reads a varint at *i (< n). -1 on a truncated or overlong one. */
+static int rd_varint(const uint8_t *b, size_t n, size_t *i, uint64_t *v)
+{
+    unsigned sh = 0;
+    *v = 0;
+    while (*i < n && sh < 64) {
+        uint8_t c = b[(*i)++];
+        *v |= (uint64_t)(c & 0x7f) << sh;
+        if ((c & 0x80) == 0)
+            return 0;
+        sh += 7;
+    }
+    return -1;
+}
+
+/* Counts the fields numbered `want` (length-delimited) in [b, b+n),
+ * checking that every field of the message is well formed; the payload
+ * of the k-th such field goes to sub[k] (up to max). -1 when malformed. */
+static long fields(const uint8_t *b, size_t n, unsigned want,
+                   const uint8_t **sub, size_t *sub_len, long max)
+{
+    size_t i = 0;
+    long count = 0;
+    while (i < n) {
+        uint64_t tag, v;
+        if (rd_varint(b, n, &i, &tag) != 0)
+            return -1;
+        switch (tag & 7) {
+        case 0:
+            if (rd_varint(b, n, &i, &v) != 0)
+                return -1;
+            break;
+        case 1:
+            if (n - i < 8)
+                return -1;
+            i += 8;
+            break;
+        case 2:
+            if (rd_varint(b, n, &i, &v) != 0 || v > n - i)
+                return -1;
+            if ((tag >> 3) == want) {
+                if (count < max) {
+                    sub[count] = b + i;
+                    sub_len[count] = (size_t)v;
+                }
+                count++;
+            }
+            i += (size_t)v;
+            break;
+        default:
+            return -1;
+        }
+    }
+    return count;
+}
+
+#define CHECK_REQUESTS 64
+
+static int self_check(bw *w)
+{
+    static const long want_attrs[3] = { 26, 3, 13 };
+    const uint8_t *a[1], *r[1], *sc[1], *sp[3 * CHECK_REQUESTS], *x[64];
+    size_t al[1], rl[1], scl[1], spl[3 * CHECK_REQUESTS], xl[64];
+    long k, nsp;
+    int i;
+
+    w->p = w->end;
+    for (i = 0; i < CHECK_REQUESTS; i++)
+        floor_request(w);
+    floor_envelope(w);
+    if (fields(w->p, bw_len(w), 1, a, al, 1) != 1 ||  /* resource_spans */
+        fields(a[0], al[0], 1, r, rl, 1) != 1 ||      /* resource */
+        fields(r[0], rl[0], 1, x, xl, 64) != 6 ||      /* its attributes */
+        fields(a[0], al[0], 2, sc, scl, 1) != 1) {     /* scope_spans */
+        fprintf(stderr, "bench_floor: bad envelope\n");
+        return 1;
+    }
+    nsp = fields(sc[0], scl[0], 2, sp, spl, 3 * CHECK_REQUESTS);
+    if (nsp != 3 * CHECK_REQUESTS) {
+        fprintf(stderr, "bench_floor: %ld spans, want %d\n", nsp,
+                3 * CHECK_REQUESTS);
+        return 1;
+    }
+    for (k = 0; k < nsp; k++) {
+        const uint8_t *id[1];
+        size_t idl[1];
+        long na = fields(sp[k], spl[k], 9, x, xl, 64);
+        if (na != want_attrs[k % 3] ||
+            fields(sp[k], spl[k], 1, id, idl, 1) != 1 || idl[0] != 16 ||
+            fields(sp[k], spl[k], 2, id, idl, 1) != 1 || idl[0] != 8) {
+            fprintf(stderr, "bench_floor: span %ld malformed (%ld "
+                            "attributes)\n", k, na);
+            return 1;
+        }
+    }
+    printf("bench_floor: %d requests, %ld spans, %zu bytes: ok\n",
+           CHECK_REQUESTS, nsp, bw_len(w));
+    return 0;
+}
+
 /* ---- measurement ---------------------------------------------------- */
 
 /*
@@ -399,10 +507,11 @@ int main(int argc, char **argv)
         { "repeats", required_argument, NULL, 'k' },
         { "level-gzip", required_argument, NULL, 'g' },
         { "level-zstd", required_argument, NULL, 'z' },
+        { "check", no_argument, NULL, 'c' },
         { NULL, 0, NULL, 0 }
     };
     long requests = 102400, batch = 512, repeats = 5;
-    int lg = 6, lz = 3, ch, mi, r;
+    int lg = 6, lz = 3, ch, mi, r, check = 0;
     struct {
         const char *name;
         int kind, level;
@@ -419,6 +528,7 @@ int main(int argc, char **argv)
         case 'k': repeats = atol(optarg); break;
         case 'g': lg = atoi(optarg); break;
         case 'z': lz = atoi(optarg); break;
+        case 'c': check = 1; break;
         default: return 2;
         }
     }
@@ -426,7 +536,7 @@ int main(int argc, char **argv)
         repeats > 99) {
         fprintf(stderr, "usage: bench_floor [--requests N>0] [--batch "
                         "1..100000] [--repeats 1..99] [--level-gzip L] "
-                        "[--level-zstd L]\n");
+                        "[--level-zstd L] | --check\n");
         return 2;
     }
     modes[0].name = "none";
@@ -456,6 +566,13 @@ int main(int argc, char **argv)
         return 1;
     w.end = w.base + cap;
     w.p = w.end;
+    if (check) {
+        int rc = self_check(&w);
+        free(w.base);
+        free(v);
+        free(vc);
+        return rc;
+    }
 
     /* Warm-up: page in the buffer, the code and the compressors' tables. */
     {
