@@ -764,7 +764,8 @@ def render(info, results, ramp, notes, a, sinkrate):
     w("| caller p50 ≤ 800 ns and p99 ≤ 3 µs, every mode, 1 and 4 threads | p50/p99: %s | %s |"
       % ("; ".join(cells), verdict(ok if cells else None)))
     w("| 2, 4, 8 calling threads within 1.5× of 1 thread (caller p50 and total CPU per "
-      "request) | worst %s (table above) | %s |" % (
+      "request; the half on locks is assessed in docs/performance.md) | worst %s "
+      "(table above) | %s |" % (
           fmt(worst_scale, "%.2fx"), verdict(None if worst_scale is None else worst_scale <= 1.5)))
     gz, zs = c.get("cpu_gzip"), c.get("cpu_zstd")
     gr = ratio(gz, zs)
