@@ -92,7 +92,8 @@ fn parse() -> Config {
             None => usage(&format!("{} needs a value", args[i])),
         };
         fn num<T: std::str::FromStr>(k: &str, v: &str) -> T {
-            v.parse().unwrap_or_else(|_| usage(&format!("bad value for -{k}: {v}")))
+            v.parse()
+                .unwrap_or_else(|_| usage(&format!("bad value for -{k}: {v}")))
         }
         match k.as_str() {
             "endpoint" => c.endpoint = v,
@@ -130,7 +131,9 @@ fn maxrss_kb() -> i64 {
 }
 
 fn ms(a: SystemTime, b: SystemTime) -> f64 {
-    b.duration_since(a).map(|d| d.as_nanos() as f64 / 1e6).unwrap_or(0.0)
+    b.duration_since(a)
+        .map(|d| d.as_nanos() as f64 / 1e6)
+        .unwrap_or(0.0)
 }
 
 /// A random UUID-formatted request id, as libpdtrace generates.
@@ -139,7 +142,14 @@ fn request_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = |s: &[u8]| s.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(&b[0..4]), h(&b[4..6]), h(&b[6..8]), h(&b[8..10]), h(&b[10..]))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(&b[0..4]),
+        h(&b[4..6]),
+        h(&b[6..8]),
+        h(&b[8..10]),
+        h(&b[10..])
+    )
 }
 
 fn main() {
@@ -185,7 +195,9 @@ fn main() {
         .with_span_processor(bsp)
         .build();
     let tracer = provider.tracer_with_scope(
-        InstrumentationScope::builder("libpdtrace-bench").with_version("0.1.0").build(),
+        InstrumentationScope::builder("libpdtrace-bench")
+            .with_version("0.1.0")
+            .build(),
     );
     let prop = TraceContextPropagator::new();
 
@@ -337,10 +349,10 @@ fn main() {
         let a0 = ALLOCS.load(Ordering::Relaxed);
         let cpu0 = cpu_ns();
         let w0 = Instant::now();
-        for i in 0..c.n {
+        for (i, slot) in lat.iter_mut().enumerate() {
             let s = Instant::now();
             one();
-            lat[i] = s.elapsed().as_nanos() as u64;
+            *slot = s.elapsed().as_nanos() as u64;
             if (i + 1) % c.flush_every == 0 {
                 flush();
             }
