@@ -109,8 +109,9 @@ build_main() {
 
 build_clang() {
     rm -rf build-clang
-    # The clang build also covers the opt-in ISA-L gzip path.
-    CC=clang meson setup build-clang -Disal=enabled -Dwerror=true &&
+    # The main build picks ISA-L up where it is installed (isal=auto); the
+    # clang build covers the zlib-only gzip path.
+    CC=clang meson setup build-clang -Disal=disabled -Dwerror=true &&
         ninja -C build-clang &&
         meson test -C build-clang --print-errorlogs --num-processes 2 \
             --suite unit

@@ -17,12 +17,17 @@
  * --compression-level L sets pdt_tracer_options.compression_level (0, the
  * default, is the codec's default level).
  *
+ * --threads T (closed loop): T calling threads share the --n requests in
+ * rounds of --flush-every; between rounds the main thread flushes (outside
+ * the timing). Latencies of all threads are pooled for p50/p99.
+ *
  * Rate mode (--rate R --seconds S): offers R requests/s for S seconds
  * (open loop, 1 ms ticks), flushes, and reports how many spans the tracer
  * exported, dropped or failed, for the zero-loss ramp into a Collector.
  */
 #define _GNU_SOURCE 1
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +144,96 @@ static void sleep_ns(uint64_t ns)
     nanosleep(&ts, NULL);
 }
 
+/* ---- several calling threads ------------------------------------------ */
+
+typedef struct {
+    pdt_tracer *t;
+    pthread_barrier_t *bar;
+    uint64_t *lat; /* this thread's latencies */
+    long n;        /* requests of this thread */
+    long round;    /* requests of this thread per round */
+} worker;
+
+static void *worker_main(void *arg)
+{
+    worker *wk = arg;
+    long i = 0;
+
+    while (i < wk->n) {
+        long end = i + wk->round < wk->n ? i + wk->round : wk->n;
+        pthread_barrier_wait(wk->bar); /* round starts */
+        for (; i < end; i++) {
+            uint64_t s = pdt_now_ns();
+            one_request(wk->t);
+            wk->lat[i] = pdt_now_ns() - s;
+        }
+        pthread_barrier_wait(wk->bar); /* round done: main flushes */
+    }
+    return NULL;
+}
+
+/* Runs n requests (warm-up first) from `threads` threads; prints the JSON
+ * line. Every thread gets n / threads requests. */
+static int run_threads(pdt_tracer *t, const char *comp, long n, long warm,
+                       long flush_every, int threads)
+{
+    pthread_t th[64];
+    worker wk[64];
+    pthread_barrier_t bar;
+    uint64_t *lat, c0, c1, w0, w1, sum = 0;
+    long per = n / threads, round = flush_every / threads, i, rounds;
+    int k;
+
+    if (round < 1)
+        round = 1;
+    n = per * threads;
+    for (i = 0; i < warm; i++)
+        one_request(t);
+    flush(t);
+    lat = __libc_malloc(sizeof(*lat) * (size_t)n);
+    if (lat == NULL || pthread_barrier_init(&bar, NULL, (unsigned)threads + 1))
+        return 1;
+    for (k = 0; k < threads; k++) {
+        wk[k].t = t;
+        wk[k].bar = &bar;
+        wk[k].lat = lat + (size_t)k * (size_t)per;
+        wk[k].n = per;
+        wk[k].round = round;
+        if (pthread_create(&th[k], NULL, worker_main, &wk[k]) != 0) {
+            fprintf(stderr, "pthread_create failed\n");
+            return 1;
+        }
+    }
+    rounds = (per + round - 1) / round;
+    c0 = cpu_ns();
+    w0 = pdt_now_ns();
+    for (i = 0; i < rounds; i++) {
+        pthread_barrier_wait(&bar); /* start */
+        pthread_barrier_wait(&bar); /* done */
+        flush(t);
+    }
+    w1 = pdt_now_ns();
+    c1 = cpu_ns();
+    for (k = 0; k < threads; k++)
+        pthread_join(th[k], NULL);
+    pthread_barrier_destroy(&bar);
+    for (i = 0; i < n; i++)
+        sum += lat[i];
+    qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
+    printf("{\"impl\":\"pdtrace-c\",\"threads\":%d,\"n\":%ld,"
+           "\"compression\":\"%s\",\"caller_mean_ns\":%.1f,"
+           "\"caller_p50_ns\":%llu,\"caller_p99_ns\":%llu,"
+           "\"cpu_ns_per_req\":%.1f,\"wall_s\":%.4f,",
+           threads, n, comp, (double)sum / (double)n,
+           (unsigned long long)lat[n / 2],
+           (unsigned long long)lat[(size_t)((double)n * 0.99)],
+           (double)(c1 - c0) / (double)n, (double)(w1 - w0) / 1e9);
+    print_stats(t);
+    printf(",\"maxrss_kb\":%ld}\n", maxrss_kb());
+    free(lat);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -155,12 +250,14 @@ int main(int argc, char **argv)
         { "fresh-trace", no_argument, NULL, 't' },
         { "max-concurrent", required_argument, NULL, 'm' },
         { "compression-level", required_argument, NULL, 'l' },
+        { "threads", required_argument, NULL, 'T' },
         { NULL, 0, NULL, 0 }
     };
     const char *endpoint = NULL, *comp = "zstd";
     long n = 20000, warm = 5000, flush_every = 8192, batch = 1536;
     long queue = 65536, delay_ms = 200, rate = 0, max_concurrent = 0;
     double seconds = 5.0;
+    int threads = 0;
     pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
     pdt_tracer *t;
     int c;
@@ -180,14 +277,16 @@ int main(int argc, char **argv)
         case 't': fresh_trace = 1; break;
         case 'm': max_concurrent = atol(optarg); break;
         case 'l': o.compression_level = atoi(optarg); break;
+        case 'T': threads = atoi(optarg); break;
         default: return 2;
         }
     }
-    if (endpoint == NULL || n <= 0 || flush_every <= 0) {
+    if (endpoint == NULL || n <= 0 || flush_every <= 0 || threads < 0 ||
+        threads > 64 || (threads > 0 && n < threads)) {
         fprintf(stderr, "usage: bench_c_rows --endpoint URL [--compression "
                         "none|gzip|zstd] [--compression-level L] [--n N] "
                         "[--warm N] [--rate R --seconds S] "
-                        "[--max-concurrent N]\n");
+                        "[--max-concurrent N] [--threads 1..64]\n");
         return 2;
     }
     memcpy(fresh, PDTB_INBOUND, sizeof(PDTB_INBOUND));
@@ -206,6 +305,11 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (threads > 0 && rate == 0) {
+        int rc = run_threads(t, comp, n, warm, flush_every, threads);
+        pdt_tracer_close(t, 10000, NULL);
+        return rc;
+    }
     if (rate > 0) {
         /* Open loop: keep up with rate * elapsed, in 1 ms ticks. */
         uint64_t t0 = pdt_now_ns(), dur = (uint64_t)(seconds * 1e9), now;

@@ -6,20 +6,21 @@
 #   tests/bench/run_bench.sh --quick    # under 2 minutes: 1 run per cell
 #   tests/bench/run_bench.sh --no-ramp  # skip the Collector throughput ramp
 #
-# Rows: libpdtrace from C, through the Python binding and through the Go
-# binding; opentelemetry-sdk (Python) and opentelemetry-go with their
-# OTLP/HTTP exporters. All export to one loopback counting sink; the ramp
-# goes through the real OpenTelemetry Collector of tests/collector.
+# Rows: the floor (tests/bench/bench_floor.c: clock reads, a one-pass
+# encode of the same spans and the library's compressor), libpdtrace from C
+# (1, 2, 4 and 8 calling threads), through the Python binding and through
+# the Go binding; opentelemetry-sdk (Python), opentelemetry-go and
+# opentelemetry-rust with their OTLP/HTTP exporters. All export to one
+# loopback counting sink; the ramp goes through the real OpenTelemetry
+# Collector of tests/collector.
 #
-# It builds libpdtrace and the C rows in build-bench/ (meson), the Go
-# programs of tests/bench/go, installs tests/bench/requirements.txt and
-# bindings/python into .venv-bench (idempotent), and links both bindings
-# against build-bench's libpdtrace. A binding that does not build yet is
-# reported as "n/a (binding not ready)".
-#
-# When libisal is installed, a second build with the opt-in ISA-L gzip
-# (build-bench-isal) is measured too: its gzip runs are reported beside the
-# C row.
+# It builds libpdtrace and the C rows in build-bench/ (meson, default
+# options: ISA-L gzip where libisal is installed), the Go programs of
+# tests/bench/go, the Rust program of tests/bench/rust (cargo, release,
+# --locked; cached in tests/bench/rust/target), installs
+# tests/bench/requirements.txt and bindings/python into .venv-bench
+# (idempotent), and links both bindings against build-bench's libpdtrace. A
+# row that does not build is reported as "n/a".
 #
 # Environment: PDTRACE_BENCH_BUILD (build dir, default build-bench),
 # GO (go command), PYTHON (interpreter for the venv, default python3).
@@ -40,21 +41,17 @@ if [[ ! -f "$build/build.ninja" ]]; then
     say "meson setup $build"
     meson setup "$build" --buildtype=debugoptimized >/dev/null
 fi
-timeout 900 ninja -C "$build" tests/bench/bench_c_rows \
+timeout 900 ninja -C "$build" tests/bench/bench_c_rows tests/bench/bench_floor \
     tests/bench/malloc_count.so >/dev/null
-# The opt-in ISA-L build, measured beside the default one when libisal is
-# installed (its gzip runs only).
-isal_rows=()
-if pkg-config --exists libisal 2>/dev/null; then
-    if [[ ! -f "$build-isal/build.ninja" ]]; then
-        meson setup "$build-isal" --buildtype=debugoptimized -Disal=enabled >/dev/null
-    fi
-    if timeout 900 ninja -C "$build-isal" tests/bench/bench_c_rows >/dev/null; then
-        isal_rows=(--c-rows-isal "$root/$build-isal/tests/bench/bench_c_rows"
-                   --libdir-isal "$root/$build-isal/lib")
-    fi
+# Which gzip the build uses (meson's isal feature, auto by default).
+gzip_impl=zlib
+if grep -q PDTI_HAVE_ISAL "$build/build.ninja"; then
+    gzip_impl=isal
 fi
 export PKG_CONFIG_PATH="$root/$build/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# meson's uninstalled .pc names the build's lib/ only, not include/: the
+# bindings' C compilers (cgo, cffi) find the public headers through CPATH.
+export CPATH="$root/include${CPATH:+:$CPATH}"
 export LD_LIBRARY_PATH="$root/$build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # 2. Go programs: sink and opentelemetry-go row; the Go binding row may fail.
@@ -73,6 +70,16 @@ if ! (cd tests/bench/go && GOTOOLCHAIN="${GOTOOLCHAIN:-local}" GOFLAGS="${GOFLAG
         timeout 900 "$gocmd" build -o "$bindir/" ./pdgo) >"$bindir/pdgo-build.log" 2>&1; then
     say "Go binding row not built (see $bindir/pdgo-build.log)"
     pdgo=""
+fi
+
+# 2b. The opentelemetry-rust row (release build, cached by cargo).
+otelrust=""
+if command -v cargo >/dev/null 2>&1 &&
+        (cd tests/bench/rust && timeout 900 cargo build --release --locked --quiet) \
+        >"$bindir/otelrust-build.log" 2>&1; then
+    otelrust="$root/tests/bench/rust/target/release/otelrust"
+else
+    say "opentelemetry-rust row not built (see $bindir/otelrust-build.log)"
 fi
 
 # 3. Python venv: requirements once (stamped by their hash), binding each run.
@@ -105,7 +112,9 @@ fi
 
 exec timeout 900 "$venv/bin/python" tests/bench/run_bench.py \
     --sink "$bindir/sink" --otelgo "$bindir/otelgo" --pdgo "$pdgo" \
+    --otelrust "$otelrust" --floor "$root/$build/tests/bench/bench_floor" \
+    --gzip-impl "$gzip_impl" \
     --c-rows "$root/$build/tests/bench/bench_c_rows" \
     --malloc-shim "$root/$build/tests/bench/malloc_count.so" \
     --libdir "$root/$build/lib" --python "$venv/bin/python" \
-    --collector "$collector" "${isal_rows[@]}" "$@"
+    --collector "$collector" "$@"

@@ -34,29 +34,32 @@ func main() {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(1)
 	}
-	hp, hd := http.Header{}, http.Header{}
-	one := func(int) {
-		r, _ := t.BeginRemote(inbound, "", 0)
-		r.SetConnector("nixlv2")
-		r.SetString("http.request.method", "POST")
-		r.SetString("url.path", "/v1/chat/completions")
-		r.SetString("gen_ai.request.model", "llama-3.1-8b")
-		r.SetString("gen_ai.operation.name", "chat")
-		r.SetInt("gen_ai.request.max_tokens", 128)
-		r.SetBool("gen_ai.request.stream", true)
-		r.InjectPrefill(hp)
-		r.PrefillSent(0)
-		r.PrefillDone(0)
-		r.SetLeg(pdtrace.LegPrefill, "10.0.0.1:8000", 200, "")
-		r.InjectDecode(hd)
-		r.DecodeSent(0)
-		r.FirstToken(0)
-		r.LastToken(0)
-		r.SetLeg(pdtrace.LegDecode, "10.0.0.2:8000", 200, "")
-		r.SetUsage(1024, 128, 512)
-		r.SetResponse(200, "")
-		r.End(0)
-		r.Close()
+	// One request function (and its header maps) per goroutine.
+	mk := func() func(int) {
+		hp, hd := http.Header{}, http.Header{}
+		return func(int) {
+			r, _ := t.BeginRemote(inbound, "", 0)
+			r.SetConnector("nixlv2")
+			r.SetString("http.request.method", "POST")
+			r.SetString("url.path", "/v1/chat/completions")
+			r.SetString("gen_ai.request.model", "llama-3.1-8b")
+			r.SetString("gen_ai.operation.name", "chat")
+			r.SetInt("gen_ai.request.max_tokens", 128)
+			r.SetBool("gen_ai.request.stream", true)
+			r.InjectPrefill(hp)
+			r.PrefillSent(0)
+			r.PrefillDone(0)
+			r.SetLeg(pdtrace.LegPrefill, "10.0.0.1:8000", 200, "")
+			r.InjectDecode(hd)
+			r.DecodeSent(0)
+			r.FirstToken(0)
+			r.LastToken(0)
+			r.SetLeg(pdtrace.LegDecode, "10.0.0.2:8000", 200, "")
+			r.SetUsage(1024, 128, 512)
+			r.SetResponse(200, "")
+			r.End(0)
+			r.Close()
+		}
 	}
 	flush := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -70,7 +73,7 @@ func main() {
 		return map[string]any{"dropped_queue_full": st.DroppedQueueFull,
 			"spans_exported": st.SpansExported}
 	}
-	benchutil.Run(c, "pdtrace-go", one, flush, extra)
+	benchutil.RunMany(c, "pdtrace-go", mk, flush, extra)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = t.Close(ctx)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -25,6 +26,7 @@ type Config struct {
 	DelayMs     int    // batch schedule delay
 	Rate        int    // rate mode: offered requests/s (0: closed loop)
 	Seconds     float64
+	Goroutines  int // rate mode: goroutines sharing the offered rate
 }
 
 // Parse reads the flags.
@@ -40,9 +42,10 @@ func Parse() Config {
 	flag.IntVar(&c.DelayMs, "delay-ms", 200, "batch schedule delay")
 	flag.IntVar(&c.Rate, "rate", 0, "rate mode: offered requests/s for -seconds")
 	flag.Float64Var(&c.Seconds, "seconds", 5, "rate mode duration")
+	flag.IntVar(&c.Goroutines, "goroutines", 1, "rate mode: goroutines sharing the rate (RunMany rows)")
 	flag.Parse()
-	if c.Endpoint == "" || c.N <= 0 {
-		fmt.Fprintln(os.Stderr, "need -endpoint and -n > 0")
+	if c.Endpoint == "" || c.N <= 0 || c.Goroutines < 1 || c.Goroutines > 256 {
+		fmt.Fprintln(os.Stderr, "need -endpoint, -n > 0 and -goroutines 1..256")
 		os.Exit(2)
 	}
 	return c
@@ -152,6 +155,67 @@ func runRate(c Config, impl string, one func(i int), flush func(), extra func() 
 		"busy_s":   time.Since(t0).Seconds(),
 		"requests": sent, "achieved_rps": float64(sent) / wall, "late_ticks": late,
 		"cpu_ns_per_req": float64(cpuNs()-cpu0) / float64(max(sent, 1)),
+		"maxrss_kb":      MaxRSSKB(),
+	}
+	if extra != nil {
+		for k, v := range extra() {
+			res[k] = v
+		}
+	}
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+}
+
+// RunMany is Run for rows whose request function is not safe for
+// concurrent use: mk makes one per goroutine. In rate mode with
+// c.Goroutines > 1, that many goroutines each offer c.Rate/c.Goroutines
+// requests/s; otherwise it is Run with one mk().
+func RunMany(c Config, impl string, mk func() func(int), flush func(), extra func() map[string]any) {
+	if c.Rate == 0 || c.Goroutines <= 1 {
+		Run(c, impl, mk(), flush, extra)
+		return
+	}
+	t0 := time.Now()
+	cpu0 := cpuNs()
+	dur := time.Duration(c.Seconds * float64(time.Second))
+	per := float64(c.Rate) / float64(c.Goroutines)
+	sent := make([]int, c.Goroutines)
+	late := make([]int, c.Goroutines)
+	var wg sync.WaitGroup
+	for g := 0; g < c.Goroutines; g++ {
+		wg.Add(1)
+		go func(g int, one func(int)) {
+			defer wg.Done()
+			for {
+				el := time.Since(t0)
+				if el >= dur {
+					return
+				}
+				due := int(el.Seconds() * per)
+				if due > sent[g]+int(per)/100 {
+					late[g]++
+				}
+				for sent[g] < due {
+					one(sent[g])
+					sent[g]++
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+		}(g, mk())
+	}
+	wg.Wait()
+	wall := time.Since(t0).Seconds()
+	flush()
+	total, lates := 0, 0
+	for g := range sent {
+		total += sent[g]
+		lates += late[g]
+	}
+	res := map[string]any{
+		"impl": impl, "mode": "rate", "rate": c.Rate, "seconds": wall,
+		"goroutines": c.Goroutines, "busy_s": time.Since(t0).Seconds(),
+		"requests": total, "achieved_rps": float64(total) / wall, "late_ticks": lates,
+		"cpu_ns_per_req": float64(cpuNs()-cpu0) / float64(max(total, 1)),
 		"maxrss_kb":      MaxRSSKB(),
 	}
 	if extra != nil {
