@@ -61,7 +61,25 @@ from .errors import (
     TimedOutError,
 )
 
-__version__ = "0.1.0"
+
+
+def _package_version() -> str:
+    # The installed distribution's version (taken from
+    # include/pdtrace/version.h when the package was built); the library's
+    # own version when the package runs from a source tree.
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+        try:
+            return dist_version("pdtrace")
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return version()
+
+
+__version__ = _package_version()
 
 __all__ = [
     "AttributeValue", "Breakdown", "Compression", "Exporter", "Leg",
