@@ -529,11 +529,14 @@ static const char *curl_text(const pdti_xfer *x, CURLcode rc)
  * What to check after a TLS failure, or NULL. libcurl's own words ("SSL
  * certificate problem: ...", "error setting certificate file: ...") do not
  * say which setting is wrong. A server that requires a client certificate
- * refuses one that was not sent with a TLS 1.3 alert libcurl reports as a
- * receive error; only its text tells it from a dropped connection.
+ * refuses a missing or untrusted one with a TLS alert that libcurl reports,
+ * after a TLS 1.3 handshake, as a send or receive error: only the alert's
+ * text tells it from a dropped connection.
  */
 static const char *tls_hint(const pdti_xfer *x, CURLcode rc)
 {
+    const char *alert;
+
     switch (rc) {
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_ISSUER_ERROR:
@@ -549,10 +552,15 @@ static const char *tls_hint(const pdti_xfer *x, CURLcode rc)
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
-        if (strstr(curl_text(x, rc), "certificate required") != NULL)
+        alert = strstr(curl_text(x, rc), "alert ");
+        if (alert != NULL && strstr(alert, "certificate required") != NULL)
             return "the collector requires a client certificate (set "
                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and "
                    "OTEL_EXPORTER_OTLP_CLIENT_KEY)";
+        if (alert != NULL && (strstr(alert, "unknown ca") != NULL ||
+                              strstr(alert, "certificate") != NULL))
+            return "the collector refused the client certificate (check "
+                   "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE / client_cert)";
         if (rc == CURLE_SSL_CONNECT_ERROR)
             return "TLS handshake failed";
         return NULL;

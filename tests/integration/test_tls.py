@@ -91,6 +91,9 @@ def certs(tmp_path_factory):
     make_leaf(d, "client", "ca", "basicConstraints=CA:FALSE\n"
               "keyUsage=critical,digitalSignature\n"
               "extendedKeyUsage=clientAuth\n")
+    make_leaf(d, "stranger", "other-ca", "basicConstraints=CA:FALSE\n"
+              "keyUsage=critical,digitalSignature\n"
+              "extendedKeyUsage=clientAuth\n")
     return Certs(d)
 
 
@@ -100,8 +103,10 @@ def certs(tmp_path_factory):
 class Receiver:
     """Loopback HTTPS OTLP/HTTP receiver counting the spans it decodes."""
 
-    def __init__(self, certs, require_client_cert):
+    def __init__(self, certs, require_client_cert, max_version=None):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if max_version is not None:
+            ctx.maximum_version = max_version
         ctx.load_cert_chain(certs.path("server.pem"), certs.path("server.key"))
         if require_client_cert:
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -195,6 +200,15 @@ def receiver(certs):
 @pytest.fixture
 def mtls_receiver(certs):
     r = Receiver(certs, require_client_cert=True)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def mtls12_receiver(certs):
+    """Mutual TLS limited to TLS 1.2, where the client certificate is
+    checked during the handshake itself."""
+    r = Receiver(certs, require_client_cert=True, max_version=ssl.TLSVersion.TLSv1_2)
     yield r
     r.stop()
 
@@ -314,6 +328,41 @@ def test_mtls_without_client_pair_is_refused(certs, mtls_receiver):
     assert any("the collector requires a client certificate" in m and "OTEL_EXPORTER_OTLP_CLIENT_KEY" in m
                for m in msgs), msgs
     # A refusal is a configuration error: no retries until the deadline.
+    assert not any("gave up after" in m for m in msgs), msgs
+
+
+def test_mtls_untrusted_client_pair_is_refused(certs, mtls_receiver):
+    # A client certificate the receiver does not trust (another CA signed it).
+    run = run_pd_demo({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": mtls_receiver.url,
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": certs.path("ca.pem"),
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": certs.path("stranger.pem"),
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY": certs.path("stranger.key"),
+    })
+    failed(run, mtls_receiver)
+    assert mtls_receiver.handshake_errors, "the receiver refused no handshake"
+    msgs = run.library_messages()
+    assert any("the collector refused the client certificate" in m for m in msgs), msgs
+    assert not any("gave up after" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize("client", [None, "client", "stranger"])
+def test_mtls_tls12(certs, mtls12_receiver, client):
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": mtls12_receiver.url,
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": certs.path("ca.pem"),
+    }
+    if client:
+        env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"] = certs.path(client + ".pem")
+        env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = certs.path(client + ".key")
+    run = run_pd_demo(env)
+    if client == "client":
+        delivered(run, mtls12_receiver)
+        return
+    failed(run, mtls12_receiver)
+    msgs = run.library_messages()
+    want = "TLS handshake failed" if client is None else "the collector refused the client certificate"
+    assert any(m.startswith("libpdtrace error: ") and want in m for m in msgs), msgs
     assert not any("gave up after" in m for m in msgs), msgs
 
 
