@@ -525,6 +525,50 @@ static const char *curl_text(const pdti_xfer *x, CURLcode rc)
     return x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(rc);
 }
 
+/*
+ * What to check after a TLS failure, or NULL. libcurl's own words ("SSL
+ * certificate problem: ...", "error setting certificate file: ...") do not
+ * say which setting is wrong. A server that requires a client certificate
+ * refuses a missing or untrusted one with a TLS alert that libcurl reports,
+ * after a TLS 1.3 handshake, as a send or receive error: only the alert's
+ * text tells it from a dropped connection.
+ */
+static const char *tls_hint(const pdti_xfer *x, CURLcode rc)
+{
+    const char *alert;
+
+    switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_ISSUER_ERROR:
+        return "TLS certificate verification failed (check "
+               "OTEL_EXPORTER_OTLP_CERTIFICATE / ca_file)";
+    case CURLE_SSL_CACERT_BADFILE:
+        return "cannot load the CA certificate file (check "
+               "OTEL_EXPORTER_OTLP_CERTIFICATE / ca_file)";
+    case CURLE_SSL_CERTPROBLEM:
+        return "cannot load the client certificate or key (check "
+               "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE / client_cert and "
+               "OTEL_EXPORTER_OTLP_CLIENT_KEY / client_key)";
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+        alert = strstr(curl_text(x, rc), "alert ");
+        if (alert != NULL && strstr(alert, "certificate required") != NULL)
+            return "the collector requires a client certificate (set "
+                   "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and "
+                   "OTEL_EXPORTER_OTLP_CLIENT_KEY)";
+        if (alert != NULL && (strstr(alert, "unknown ca") != NULL ||
+                              strstr(alert, "certificate") != NULL))
+            return "the collector refused the client certificate (check "
+                   "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE / client_cert)";
+        if (rc == CURLE_SSL_CONNECT_ERROR)
+            return "TLS handshake failed";
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
 /* Handles a 2xx: decode partial_success into the result. */
 static void delivered(pdti_xfer *x)
 {
@@ -662,6 +706,12 @@ static void end_attempt(pdti_xfer *x, attempt_end end, CURLcode rc)
         if (ra_ms > wait_ms)
             wait_ms = ra_ms;
         msgf(x->why, sizeof(x->why), "HTTP %ld", status);
+    } else if (tls_hint(x, rc) != NULL) {
+        /* Configuration errors: another attempt would fail the same way. */
+        msgf(res->message, sizeof(res->message), "%s: %s", tls_hint(x, rc),
+             curl_text(x, rc));
+        finish(x, PDTI_FAILED);
+        return;
     } else if (curl_retryable(rc)) {
         wait_ms = pdti_backoff_ms(res->attempts, &x->t->rng);
         msgf(x->why, sizeof(x->why), "%s", curl_text(x, rc));
