@@ -254,14 +254,23 @@ static int xfer_setup(pdti_transport *t, pdti_xfer *x)
 #endif
     SETOPT(CURLOPT_POST, 1L);
     if (t->grpc) {
+        int tls = strncasecmp(cfg->endpoint, "https:", 6) == 0;
+
         x->hdrs = pdti_headers_with_timeout(t->headers, &x->tmo_hdr);
         if (x->hdrs == NULL)
             goto fail;
         /* h2c with prior knowledge, or HTTP/2 negotiated by ALPN. */
         SETOPT(CURLOPT_HTTP_VERSION,
-               strncasecmp(cfg->endpoint, "https:", 6) == 0
-                   ? (long)CURL_HTTP_VERSION_2TLS
+               tls ? (long)CURL_HTTP_VERSION_2TLS
                    : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        /* libcurl before 8.0 fails the second request on a reused
+         * prior-knowledge connection at once, unsent (error 16, curl
+         * issue 10634): there, each h2c request gets its own. */
+        if (!tls && curl_version_info(CURLVERSION_NOW)->version_num <
+                        0x080000) {
+            SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+            SETOPT(CURLOPT_FORBID_REUSE, 1L);
+        }
     }
     SETOPT(CURLOPT_HTTPHEADER, x->hdrs != NULL ? x->hdrs : t->headers);
     SETOPT(CURLOPT_USERAGENT, "libpdtrace/" PDT_VERSION_STRING);
