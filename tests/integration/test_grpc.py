@@ -216,7 +216,7 @@ class ScriptedServer:
     ("status", grpc.StatusCode, message), ("retry", StatusCode, delay_s),
     or ("sleep", seconds) before answering OK. The last entry repeats."""
 
-    def __init__(self, script):
+    def __init__(self, script, tls=None):
         self.script = list(script)
         self.calls = []  # (monotonic time, spans, time_remaining, metadata)
         self.lock = threading.Lock()
@@ -228,8 +228,14 @@ class ScriptedServer:
                 response_serializer=ExportTraceServiceResponse.SerializeToString),
         })
         self.server.add_generic_rpc_handlers((handler,))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.url = "http://127.0.0.1:%d" % self.port
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.url = "http://127.0.0.1:%d" % self.port
+        else:
+            key, cert = tls
+            creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
+            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+            self.url = "https://127.0.0.1:%d" % self.port
         self.server.start()
 
     def _export(self, request, context):
@@ -268,8 +274,8 @@ class ScriptedServer:
 def scripted():
     servers = []
 
-    def make(script):
-        s = ScriptedServer(script)
+    def make(script, tls=None):
+        s = ScriptedServer(script, tls)
         servers.append(s)
         return s
     yield make
@@ -369,3 +375,30 @@ def test_failures_go_to_the_spool_and_replay(scripted, tmp_path):
     while up.spans() < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert up.spans() == 12, "replayed + new spans: %d\n%s" % (up.spans(), err)
+
+
+def self_signed(tmp_path):
+    key, cert = str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")
+    res = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                          "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+                          "-addext", "subjectAltName=IP:127.0.0.1"],
+                         capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        pytest.skip("openssl cannot make a test certificate: %s" % res.stderr[-300:])
+    return key, cert
+
+
+def test_tls_with_alpn(scripted, tmp_path):
+    """https:// is TLS with HTTP/2 chosen by ALPN (a gRPC server accepts
+    nothing else), verified against the configured CA; without that CA
+    the export fails and is not retried."""
+    key, cert = self_signed(tmp_path)
+    srv = scripted([("ok", 0)], tls=(key, cert))
+    _, _, err, stats = run_demo(demo_env(srv.url, OTEL_EXPORTER_OTLP_CERTIFICATE=cert,
+                                         OTEL_EXPORTER_OTLP_COMPRESSION="gzip"))
+    assert stats["exported"] == 6 and stats["failed"] == 0, err
+    assert srv.spans() == 6
+    calls = len(srv.calls)
+    _, _, err, stats = run_demo(demo_env(srv.url), check_rc=False)
+    assert stats["exported"] == 0 and stats["failed"] == 6, err
+    assert len(srv.calls) == calls, "an unverified server got the spans"
