@@ -395,20 +395,21 @@ int pdti_grpc_retry_info(const uint8_t *status, size_t len,
             }
         }
         if (rc < 0)
-            return -1;
+            goto bad;
         if (found || type == NULL || tlen != strlen(RETRY_INFO_TYPE) ||
             memcmp(type, RETRY_INFO_TYPE, tlen) != 0)
             continue;
         if (retry_delay(value != NULL ? value : (const uint8_t *)"", vlen,
                         delay_ms) != 1)
-            return -1;
+            goto bad;
         found = 1;
     }
-    if (rc < 0) {
-        *delay_ms = -1;
-        return -1;
-    }
+    if (rc < 0)
+        goto bad;
     return found;
+bad:
+    *delay_ms = -1; /* a delay read before the bad part does not count */
+    return -1;
 }
 
 /* ---- grpc-timeout ---------------------------------------------------------- */
