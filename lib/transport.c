@@ -1,6 +1,7 @@
 /*
- * The OTLP/HTTP transport: exports driven through one private libcurl
- * multi handle, so that connections are kept alive between exports, up to
+ * The OTLP/HTTP and OTLP/gRPC transport: exports driven through one
+ * private libcurl multi handle, so that connections are kept alive between
+ * exports, up to
  * PDTI_TRANSPORT_MAX_XFERS exports run at once (each on its own easy
  * handle and connection), and an abort request is noticed within one short
  * poll slice even while a peer is silent.
@@ -34,13 +35,14 @@
  * request is one framed message POSTed over HTTP/2 to the Export method
  * (transport_grpc.c), and the outcome is the grpc-status of the trailers
  * instead of the HTTP status; see grpc_outcome(). OTLP/HTTP with JSON
- * sends the body converted by json.c.
+ * sends the body converted by json.c (transport_request.c).
  *
  * Why this file is longer than the 800 lines we aim for: it is one state
  * machine (pdti_xfer) together with the libcurl callbacks and set-up that
  * read and write its private fields; the parts that stand alone are already
  * apart (retry.c: backoff and Retry-After; response.c: partial success;
- * compress.c: the body's compression). Splitting the rest would move the
+ * compress.c: the body's compression; transport_request.c: the request's
+ * headers and body; transport_grpc.c: gRPC framing and status). Splitting the rest would move the
  * curl handles into a shared header for no reader's gain.
  */
 #include <limits.h>
@@ -56,10 +58,9 @@
 
 #include "pdtrace/common.h"
 #include "pdtrace/tracer.h"
-#include "json.h"
 #include "transport.h"
 #include "transport_grpc.h"
-#include "transport_headers.h"
+#include "transport_request.h"
 
 #define RESP_MAX_BYTES ((size_t)4 << 20)  /* read at most this of a reply */
 #define RETRY_AFTER_CAP_MS 30000
@@ -689,65 +690,19 @@ static void end_attempt(pdti_xfer *x, attempt_end end, CURLcode rc)
 }
 
 /*
- * The body on the wire: http/json converts it, gRPC frames it, and either
- * compresses it as configured. PDT_OK, or the export is finished as
- * FAILED with the reason.
+ * The body on the wire (transport_request.c). PDT_OK, or the export is
+ * finished as FAILED with the reason.
  */
 static int prepare_body(pdti_xfer *x, const uint8_t *body, size_t len)
 {
     pdti_transport *t = x->t;
-    const pdti_config *cfg = t->cfg;
-    int zip = cfg->compression == PDT_COMPRESSION_GZIP ||
-              cfg->compression == PDT_COMPRESSION_ZSTD;
-    uint8_t head[PDTI_GRPC_FRAME_HEADER] = { 0 };
-    int st = PDT_OK;
+    int st = pdti_request_body(t->cfg, &t->comp, body, len, &x->jbody,
+                               &x->zbody, &x->payload, &x->plen,
+                               x->res.message, sizeof(x->res.message));
 
-    x->payload = body;
-    x->plen = len;
-    if (cfg->protocol == PDT_PROTOCOL_HTTP_JSON) {
-        st = pdti_otlp_to_json(body, len, &x->jbody);
-        if (st != PDT_OK) {
-            msgf(x->res.message, sizeof(x->res.message),
-                 "converting %zu bytes to OTLP JSON failed (%s)", len,
-                 st == PDT_ENOMEM ? "out of memory" : "not a request");
-            finish(x, PDTI_FAILED);
-            return st;
-        }
-        x->payload = body = x->jbody.data;
-        x->plen = len = x->jbody.len;
-    }
-    if (!zip && !t->grpc)
-        return PDT_OK;
-    pdti_buf_reset(&x->zbody);
-    if (t->grpc)
-        st = pdti_buf_append(&x->zbody, head, sizeof(head)) == 0
-                 ? PDT_OK : PDT_ENOMEM;
-    if (st == PDT_OK && zip && t->comp == NULL)
-        st = pdti_compressor_new(&t->comp, cfg->compression,
-                                 cfg->compression_level);
-    if (st == PDT_OK && zip)
-        st = pdti_compressor_run(t->comp, body, len, &x->zbody);
-    else if (st == PDT_OK && len > 0)
-        st = pdti_buf_append(&x->zbody, body, len) == 0 ? PDT_OK
-                                                        : PDT_ENOMEM;
-    if (st == PDT_OK && t->grpc &&
-        x->zbody.len - sizeof(head) > (size_t)UINT32_MAX)
-        st = PDT_EINVAL;
-    if (st != PDT_OK) {
-        msgf(x->res.message, sizeof(x->res.message),
-             "preparing %zu bytes failed (%s)", len,
-             st == PDT_ENOMEM ? "out of memory"
-             : zip            ? "invalid compression level"
-                              : "over 4 GiB");
+    if (st != PDT_OK)
         finish(x, PDTI_FAILED);
-        return st;
-    }
-    if (t->grpc)
-        pdti_grpc_frame_header(x->zbody.data, zip,
-                               (uint32_t)(x->zbody.len - sizeof(head)));
-    x->payload = x->zbody.data;
-    x->plen = x->zbody.len;
-    return PDT_OK;
+    return st;
 }
 
 int pdti_xfer_start(pdti_xfer *x, const uint8_t *body, size_t len,

@@ -1,6 +1,7 @@
 /*
- * The headers of an export request, and keeping their configured values
- * out of every message the transport returns.
+ * What an export request carries: its headers, its body on the wire, and
+ * keeping the configured header values out of every message the transport
+ * returns.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,8 @@
 
 #include "pdtrace/tracer.h"
 #include "transport_grpc.h"
-#include "transport_headers.h"
+#include "json.h"
+#include "transport_request.h"
 
 #define REDACT_MIN_LEN 4 /* shorter header values are not searched for */
 /* The longest grpc-timeout line; the slot is allocated this long. */
@@ -184,4 +186,59 @@ void pdti_headers_set_timeout(struct curl_slist *slot, int64_t ms)
     if (sizeof(name) - 1 + n >= sizeof(TIMEOUT_PLACEHOLDER))
         return;
     memcpy(slot->data + sizeof(name) - 1, v, n + 1);
+}
+
+int pdti_request_body(const pdti_config *cfg, pdti_compressor **comp,
+                      const uint8_t *body, size_t len, pdti_buf *jbody,
+                      pdti_buf *zbody, const uint8_t **payload, size_t *plen,
+                      char *why, size_t whycap)
+{
+    int grpc = cfg->protocol == PDT_PROTOCOL_GRPC;
+    int zip = cfg->compression == PDT_COMPRESSION_GZIP ||
+              cfg->compression == PDT_COMPRESSION_ZSTD;
+    uint8_t head[PDTI_GRPC_FRAME_HEADER] = { 0 };
+    int st = PDT_OK;
+
+    *payload = body;
+    *plen = len;
+    if (cfg->protocol == PDT_PROTOCOL_HTTP_JSON) {
+        st = pdti_otlp_to_json(body, len, jbody);
+        if (st != PDT_OK) {
+            snprintf(why, whycap, "converting %zu bytes to OTLP JSON failed "
+                     "(%s)", len, st == PDT_ENOMEM ? "out of memory"
+                                                   : "not a request");
+            return st;
+        }
+        *payload = body = jbody->data;
+        *plen = len = jbody->len;
+    }
+    if (!zip && !grpc)
+        return PDT_OK;
+    pdti_buf_reset(zbody);
+    if (grpc)
+        st = pdti_buf_append(zbody, head, sizeof(head)) == 0 ? PDT_OK
+                                                             : PDT_ENOMEM;
+    if (st == PDT_OK && zip && *comp == NULL)
+        st = pdti_compressor_new(comp, cfg->compression,
+                                 cfg->compression_level);
+    if (st == PDT_OK && zip)
+        st = pdti_compressor_run(*comp, body, len, zbody);
+    else if (st == PDT_OK && len > 0)
+        st = pdti_buf_append(zbody, body, len) == 0 ? PDT_OK : PDT_ENOMEM;
+    if (st == PDT_OK && grpc &&
+        zbody->len - sizeof(head) > (size_t)UINT32_MAX)
+        st = PDT_EINVAL;
+    if (st != PDT_OK) {
+        snprintf(why, whycap, "preparing %zu bytes failed (%s)", len,
+                 st == PDT_ENOMEM ? "out of memory"
+                 : zip            ? "invalid compression level"
+                                  : "over 4 GiB");
+        return st;
+    }
+    if (grpc)
+        pdti_grpc_frame_header(zbody->data, zip,
+                               (uint32_t)(zbody->len - sizeof(head)));
+    *payload = zbody->data;
+    *plen = zbody->len;
+    return PDT_OK;
 }
