@@ -1,10 +1,9 @@
 /*
  * The OTLP/HTTP and OTLP/gRPC transport: exports driven through one
  * private libcurl multi handle, so that connections are kept alive between
- * exports, up to
- * PDTI_TRANSPORT_MAX_XFERS exports run at once (each on its own easy
- * handle and connection), and an abort request is noticed within one short
- * poll slice even while a peer is silent.
+ * exports, up to PDTI_TRANSPORT_MAX_XFERS exports run at once (each on its
+ * own easy handle and connection), and an abort request is noticed within
+ * one short poll slice even while a peer is silent.
  *
  * Each export (pdti_xfer) is a small state machine: an attempt in the
  * multi handle, a wait before the next attempt, or done. Nothing blocks
