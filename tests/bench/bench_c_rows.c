@@ -15,7 +15,8 @@
  * ru_maxrss.
  *
  * --compression-level L sets pdt_tracer_options.compression_level (0, the
- * default, is the codec's default level).
+ * default, is the codec's default level). --protocol grpc (or http/json)
+ * sets pdt_tracer_options.protocol; --endpoint is then the server's URL.
  *
  * --threads T (closed loop): T calling threads share the --n requests in
  * rounds of --flush-every; between rounds the main thread flushes (outside
@@ -251,6 +252,7 @@ int main(int argc, char **argv)
         { "max-concurrent", required_argument, NULL, 'm' },
         { "compression-level", required_argument, NULL, 'l' },
         { "threads", required_argument, NULL, 'T' },
+        { "protocol", required_argument, NULL, 'p' },
         { NULL, 0, NULL, 0 }
     };
     const char *endpoint = NULL, *comp = "zstd";
@@ -278,6 +280,14 @@ int main(int argc, char **argv)
         case 'm': max_concurrent = atol(optarg); break;
         case 'l': o.compression_level = atoi(optarg); break;
         case 'T': threads = atoi(optarg); break;
+        case 'p':
+            o.protocol = strcmp(optarg, "grpc") == 0 ? PDT_PROTOCOL_GRPC
+                         : strcmp(optarg, "http/json") == 0
+                             ? PDT_PROTOCOL_HTTP_JSON
+                         : strcmp(optarg, "http/protobuf") == 0
+                             ? PDT_PROTOCOL_HTTP_PROTOBUF
+                             : -1; /* refused by pdt_tracer_open() */
+            break;
         default: return 2;
         }
     }
@@ -286,7 +296,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_c_rows --endpoint URL [--compression "
                         "none|gzip|zstd] [--compression-level L] [--n N] "
                         "[--warm N] [--rate R --seconds S] "
-                        "[--max-concurrent N] [--threads 1..64]\n");
+                        "[--max-concurrent N] [--threads 1..64] "
+                        "[--protocol http/protobuf|grpc|http/json]\n");
         return 2;
     }
     memcpy(fresh, PDTB_INBOUND, sizeof(PDTB_INBOUND));

@@ -12,7 +12,8 @@
 # the Go binding; opentelemetry-sdk (Python), opentelemetry-go and
 # opentelemetry-rust with their OTLP/HTTP exporters. All export to one
 # loopback counting sink; the ramp goes through the real OpenTelemetry
-# Collector of tests/collector.
+# Collector of tests/collector. libpdtrace from C over OTLP/gRPC beside
+# OTLP/HTTP goes to docs/benchmarks-grpc.md (tests/bench/bench_grpc.py).
 #
 # It builds libpdtrace and the C rows in build-bench/ (meson, default
 # options: ISA-L gzip where libisal is installed), the Go programs of
@@ -108,6 +109,15 @@ if collector="$(timeout 1000 bash tests/collector/build.sh 2>"$bindir/collector-
 else
     say "no Collector (see $bindir/collector-build.log): ramp skipped"
     collector=""
+fi
+
+# 5. The OTLP/gRPC rows beside OTLP/HTTP (C row only, into the Collector):
+# their own page, docs/benchmarks-grpc.md, so the other rows are untouched.
+if [[ -n "$collector" ]]; then
+    timeout 900 "$venv/bin/python" tests/bench/bench_grpc.py \
+        --c-rows "$root/$build/tests/bench/bench_c_rows" \
+        --collector "$collector" --out docs/benchmarks-grpc.md "$@" >/dev/null ||
+        say "gRPC rows failed"
 fi
 
 exec timeout 900 "$venv/bin/python" tests/bench/run_bench.py \

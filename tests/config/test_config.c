@@ -78,6 +78,8 @@ static const char *const all_vars[] = {
     "PDTRACE_TAIL_TTFT_MS",
     "PDTRACE_EXPORT_MAX_CONCURRENT",
     "PDTRACE_COMPRESSION_LEVEL",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
 };
 #define N_VARS (sizeof(all_vars) / sizeof(all_vars[0]))
 
@@ -1909,12 +1911,71 @@ static void test_out_of_memory_parsers(void **state)
 }
 #endif
 
+static void test_protocol_env(void **state)
+{
+    fixture *f = *state;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_HTTP_PROTOBUF);
+    set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_GRPC);
+    /* gRPC's default port, and no /v1/traces on the generic variable */
+    assert_string_equal(f->cfg.endpoint, "http://localhost:4317");
+    set("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317");
+    resolve_ok(f, NULL);
+    assert_string_equal(f->cfg.endpoint, "https://collector:4317");
+    /* the signal's variable wins */
+    set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", " http/json ");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_HTTP_JSON);
+    assert_string_equal(f->cfg.endpoint, "https://collector:4317/v1/traces");
+    set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_HTTP_PROTOBUF);
+    /* the option wins over both */
+    o.protocol = PDT_PROTOCOL_GRPC;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_GRPC);
+    expect_no_log(f);
+}
+
+static void test_protocol_bad(void **state)
+{
+    fixture *f = *state;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+
+    /* never ignored: an unknown value fails the open */
+    set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc/json");
+    expect_opt_error(f, NULL, PDT_EINVAL, "OTEL_EXPORTER_OTLP_PROTOCOL");
+    set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http");
+    expect_opt_error(f, NULL, PDT_EINVAL,
+                     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+    /* empty is unset, as for every variable: the generic one decides */
+    set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "");
+    set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_GRPC);
+    clear_env();
+    o.protocol = 4;
+    expect_opt_error(f, &o, PDT_EINVAL, "protocol");
+    o.protocol = -1;
+    expect_opt_error(f, &o, PDT_EINVAL, "protocol");
+    /* a caller built against the older struct: the field is not read */
+    o.size = offsetof(pdt_tracer_options, protocol);
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.protocol, PDT_PROTOCOL_HTTP_PROTOBUF);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_parse_int_valid),
+        T(test_protocol_env),
+        T(test_protocol_bad),
         T(test_parse_int_malformed),
         T(test_parse_int_range_overflow),
         T(test_parse_double_valid),
