@@ -52,6 +52,7 @@ typedef struct resolver {
     int has_spool_max;           /* o->size covers spool_max_bytes */
     int has_max_concurrent;      /* o->size covers max_concurrent_exports */
     int has_comp_level;          /* o->size covers compression_level */
+    int has_protocol;            /* o->size covers protocol */
 } resolver;
 
 static const pdti_name_value exporter_names[] = {
@@ -65,6 +66,13 @@ static const pdti_name_value compression_names[] = {
     { "none", PDT_COMPRESSION_NONE },
     { "gzip", PDT_COMPRESSION_GZIP },
     { "zstd", PDT_COMPRESSION_ZSTD },
+    { NULL, 0 }
+};
+
+static const pdti_name_value protocol_names[] = {
+    { "http/protobuf", PDT_PROTOCOL_HTTP_PROTOBUF },
+    { "grpc", PDT_PROTOCOL_GRPC },
+    { "http/json", PDT_PROTOCOL_HTTP_JSON },
     { NULL, 0 }
 };
 
@@ -288,9 +296,49 @@ static int resolve_exporter(const resolver *r, pdti_config *cfg)
     return PDT_OK;
 }
 
+/*
+ * The protocol: the option, else the signal's variable, else the generic
+ * one, else http/protobuf. Unlike the other variables, an unknown value is
+ * an error and not a warning: exporting over another transport than the
+ * one asked for would reach no collector.
+ */
+static int resolve_protocol(const resolver *r, pdti_config *cfg)
+{
+    static const char *const vars[] = {
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+    };
+    int opt = r->has_protocol ? r->o->protocol : 0;
+    size_t i;
+
+    if (opt != 0) {
+        if (opt < PDT_PROTOCOL_HTTP_PROTOBUF || opt > PDT_PROTOCOL_HTTP_JSON)
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.protocol has an "
+                            "unknown value %d", opt);
+        cfg->protocol = opt;
+        return PDT_OK;
+    }
+    for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = pdti_env_get(&r->env, vars[i]), *s = v;
+        size_t len;
+
+        if (v == NULL)
+            continue;
+        len = strlen(v);
+        pdti_text_trim(&s, &len);
+        if (!pdti_text_lookup(protocol_names, s, len, &cfg->protocol))
+            return pdti_err(PDT_EINVAL, "%s=\"%.64s\" is not a supported "
+                            "protocol (use http/protobuf, grpc or http/json)",
+                            vars[i], v);
+        return PDT_OK;
+    }
+    cfg->protocol = PDT_PROTOCOL_HTTP_PROTOBUF;
+    return PDT_OK;
+}
+
 static int resolve_endpoint(const resolver *r, pdti_config *cfg)
 {
     const char *opt = r->o != NULL ? r->o->endpoint : NULL;
+    int grpc = cfg->protocol == PDT_PROTOCOL_GRPC;
     int st;
 
     if (opt != NULL) {
@@ -303,10 +351,11 @@ static int resolve_endpoint(const resolver *r, pdti_config *cfg)
     st = pdti_env_endpoint(&r->env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", 0,
                            &cfg->endpoint);
     if (st == PDT_OK && cfg->endpoint == NULL)
-        st = pdti_env_endpoint(&r->env, "OTEL_EXPORTER_OTLP_ENDPOINT", 1,
-                               &cfg->endpoint);
+        st = pdti_env_endpoint(&r->env, "OTEL_EXPORTER_OTLP_ENDPOINT",
+                               !grpc, &cfg->endpoint);
     if (st == PDT_OK && cfg->endpoint == NULL) {
-        cfg->endpoint = pdti_text_dup(PDTI_DEFAULT_ENDPOINT);
+        cfg->endpoint = pdti_text_dup(grpc ? PDTI_DEFAULT_GRPC_ENDPOINT
+                                           : PDTI_DEFAULT_ENDPOINT);
         if (cfg->endpoint == NULL)
             st = PDT_ENOMEM;
     }
@@ -646,11 +695,16 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     r.has_comp_level = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, compression_level) +
                       sizeof(opts->compression_level);
+    r.has_protocol = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, protocol) +
+                      sizeof(opts->protocol);
     r.env.lg = lg;
 
     st = resolve_disabled(&r, cfg);
     if (st == PDT_OK)
         st = resolve_exporter(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_protocol(&r, cfg);
     if (st == PDT_OK)
         st = resolve_endpoint(&r, cfg);
     if (st == PDT_OK)

@@ -15,6 +15,7 @@
 #include "log.h"
 
 #define PDTI_DEFAULT_ENDPOINT "http://localhost:4318/v1/traces"
+#define PDTI_DEFAULT_GRPC_ENDPOINT "http://localhost:4317"
 #define PDTI_DEFAULT_SERVICE_NAME "llm-d-pd-proxy"
 /* Export requests in flight at once: default and limit. */
 #define PDTI_MAX_CONCURRENT_DEFAULT 4
@@ -36,7 +37,10 @@
 typedef struct pdti_config {
     int disabled;               /* 1: export nothing */
     int exporter;               /* PDT_EXPORTER_OTLP, _CONSOLE or _NONE */
-    char *endpoint;             /* full traces URL */
+    int protocol;               /* PDT_PROTOCOL_HTTP_PROTOBUF, _GRPC or
+                                   _HTTP_JSON (never _DEFAULT) */
+    char *endpoint;             /* full traces URL; with grpc, the
+                                   server's URL (no path appended) */
     pdti_kvlist headers;        /* extra HTTP headers; never logged */
     int compression;            /* PDT_COMPRESSION_NONE, _GZIP or _ZSTD */
     int compression_level;      /* the codec's level; 0 with no compression */
@@ -73,6 +77,8 @@ typedef struct pdti_config {
  * variable is discarded). A malformed option is an error: returns
  * PDT_EINVAL or PDT_EPARSE with the last error set, and *cfg is left
  * freed. Returns PDT_OK on success; release with pdti_config_free().
+ * An unknown OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL is an error too
+ * (PDT_EINVAL): a transport the user asked for is never replaced.
  * Resource attributes get service.name, telemetry.sdk.name=libpdtrace,
  * telemetry.sdk.language=c, telemetry.sdk.version, process.pid and
  * host.name unless the user set them.

@@ -55,7 +55,7 @@ void pdti_exp_spool_mark_up(exporter *x)
 int pdti_exp_spool_worthy(const pdti_export_result *res)
 {
     return res->outcome == PDTI_ABORTED || res->http_status == 0 ||
-           pdti_status_retryable(res->http_status);
+           res->retryable || pdti_status_retryable(res->http_status);
 }
 
 /* Writes body (n spans) to the spool, or counts them as dropped

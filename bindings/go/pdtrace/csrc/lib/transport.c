@@ -1,9 +1,9 @@
 /*
- * The OTLP/HTTP transport: exports driven through one private libcurl
- * multi handle, so that connections are kept alive between exports, up to
- * PDTI_TRANSPORT_MAX_XFERS exports run at once (each on its own easy
- * handle and connection), and an abort request is noticed within one short
- * poll slice even while a peer is silent.
+ * The OTLP/HTTP and OTLP/gRPC transport: exports driven through one
+ * private libcurl multi handle, so that connections are kept alive between
+ * exports, up to PDTI_TRANSPORT_MAX_XFERS exports run at once (each on its
+ * own easy handle and connection), and an abort request is noticed within
+ * one short poll slice even while a peer is silent.
  *
  * Each export (pdti_xfer) is a small state machine: an attempt in the
  * multi handle, a wait before the next attempt, or done. Nothing blocks
@@ -28,13 +28,20 @@
  *    attempt short.
  *
  * The message of a result never contains a configured header value: every
- * message passes through redact() before it is returned.
+ * message passes through pdti_headers_redact() before it is returned.
+ *
+ * OTLP/gRPC (cfg->protocol) runs through the same state machine: the
+ * request is one framed message POSTed over HTTP/2 to the Export method
+ * (transport_grpc.c), and the outcome is the grpc-status of the trailers
+ * instead of the HTTP status; see grpc_outcome(). OTLP/HTTP with JSON
+ * sends the body converted by json.c (transport_request.c).
  *
  * Why this file is longer than the 800 lines we aim for: it is one state
  * machine (pdti_xfer) together with the libcurl callbacks and set-up that
  * read and write its private fields; the parts that stand alone are already
  * apart (retry.c: backoff and Retry-After; response.c: partial success;
- * compress.c: the body's compression). Splitting the rest would move the
+ * compress.c: the body's compression; transport_request.c: the request's
+ * headers and body; transport_grpc.c: gRPC framing and status). Splitting the rest would move the
  * curl handles into a shared header for no reader's gain.
  */
 #include <limits.h>
@@ -51,14 +58,14 @@
 #include "pdtrace/common.h"
 #include "pdtrace/tracer.h"
 #include "transport.h"
+#include "transport_grpc.h"
+#include "transport_request.h"
 
 #define RESP_MAX_BYTES ((size_t)4 << 20)  /* read at most this of a reply */
 #define RETRY_AFTER_CAP_MS 30000
 #define POLL_SLICE_MS 5                   /* abort checks during a request
                                              or a wait between attempts */
 #define RESP_KEEP_BYTES ((size_t)64 << 10) /* response memory kept between */
-#define REDACT_MIN_LEN 4                  /* shorter header values are not
-                                             searched for in messages */
 
 /* Where an export stands. */
 enum xfer_state {
@@ -75,7 +82,11 @@ struct pdti_xfer {
     int state;                 /* enum xfer_state */
     const uint8_t *payload;    /* body on the wire (maybe zbody) */
     size_t plen;
-    pdti_buf zbody;            /* compressed request body */
+    pdti_buf zbody;            /* compressed, framed or JSON body */
+    pdti_buf jbody;            /* http/json: the body before compression */
+    struct curl_slist *hdrs;   /* gRPC: the transport's headers and */
+    struct curl_slist *tmo_hdr; /* grpc-timeout, set at each attempt */
+    pdti_grpc_reply grpc;      /* gRPC: status of the last response */
     pdti_buf resp;             /* response body, at most RESP_MAX_BYTES */
     int resp_over;             /* the response was longer than that */
     char retry_after[64];      /* Retry-After of the last response */
@@ -91,6 +102,8 @@ struct pdti_xfer {
 
 struct pdti_transport {
     const pdti_config *cfg;
+    int grpc;                  /* cfg->protocol is gRPC */
+    char *url;                 /* gRPC: endpoint + the Export method */
     CURLM *multi;              /* owns the connection cache */
     struct curl_slist *headers;
     uint64_t rng;              /* backoff jitter */
@@ -140,114 +153,6 @@ static void msgf(char *dst, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Replaces every configured header value in msg with asterisks. */
-static void redact(char *msg, const pdti_kvlist *headers)
-{
-    size_t i;
-
-    for (i = 0; i < headers->count; i++) {
-        const char *v = headers->items[i].value;
-        size_t n = v != NULL ? strlen(v) : 0;
-        char *p;
-
-        if (n < REDACT_MIN_LEN)
-            continue;
-        while ((p = strstr(msg, v)) != NULL)
-            memset(p, '*', n);
-    }
-}
-
-/* 1 if name is an HTTP token and value has no control characters. */
-static int header_ok(const char *name, const char *value)
-{
-    const unsigned char *p;
-
-    if (name == NULL || value == NULL || name[0] == '\0')
-        return 0;
-    for (p = (const unsigned char *)name; *p != '\0'; p++)
-        if (*p <= 0x20 || *p >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", *p))
-            return 0;
-    for (p = (const unsigned char *)value; *p != '\0'; p++)
-        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* Headers the transport sets itself; configured ones of that name are
- * ignored so the request stays well formed. */
-static int header_reserved(const char *name)
-{
-    static const char *const reserved[] = {
-        "content-type", "content-encoding", "content-length",
-        "transfer-encoding", "expect"
-    };
-    size_t i;
-
-    for (i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
-        if (strcasecmp(name, reserved[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static int add_header(struct curl_slist **list, const char *line)
-{
-    struct curl_slist *n = curl_slist_append(*list, line);
-
-    if (n == NULL)
-        return -1;
-    *list = n;
-    return 0;
-}
-
-static int build_headers(pdti_transport *t)
-{
-    const pdti_config *cfg = t->cfg;
-    size_t i;
-
-    if (add_header(&t->headers, "Content-Type: application/x-protobuf") != 0)
-        return -1;
-    if (cfg->compression == PDT_COMPRESSION_GZIP &&
-        add_header(&t->headers, "Content-Encoding: gzip") != 0)
-        return -1;
-    if (cfg->compression == PDT_COMPRESSION_ZSTD &&
-        add_header(&t->headers, "Content-Encoding: zstd") != 0)
-        return -1;
-    /* No "Expect: 100-continue" round trip before large bodies. */
-    if (add_header(&t->headers, "Expect:") != 0)
-        return -1;
-    for (i = 0; i < cfg->headers.count; i++) {
-        const char *k = cfg->headers.items[i].key;
-        const char *v = cfg->headers.items[i].value;
-        size_t kl, vl;
-        char *line;
-        int rc;
-
-        if (!header_ok(k, v) || header_reserved(k))
-            continue;
-        kl = strlen(k);
-        vl = strlen(v);
-        line = malloc(kl + vl + 3);
-        if (line == NULL)
-            return -1;
-        memcpy(line, k, kl);
-        if (vl == 0) {
-            /* "name;" is how libcurl sends a header with an empty value. */
-            line[kl] = ';';
-            line[kl + 1] = '\0';
-        } else {
-            line[kl] = ':';
-            line[kl + 1] = ' ';
-            memcpy(line + kl + 2, v, vl + 1);
-        }
-        rc = add_header(&t->headers, line);
-        memset(line, 0, kl + vl + 2);
-        free(line);
-        if (rc != 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* ---- libcurl callbacks -------------------------------------------------- */
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
@@ -273,6 +178,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
     pdti_xfer *x = ud;
     size_t n = size * nmemb, i, j;
 
+    if (x->t->grpc)
+        pdti_grpc_reply_header(&x->grpc, data, n); /* and the trailers */
     if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
         x->have_retry_after = 0; /* a new response (after 1xx) */
     } else if (n > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
@@ -324,7 +231,9 @@ static void xfer_free(pdti_xfer *x)
         curl_easy_cleanup(x->easy);
     }
     pdti_buf_free(&x->zbody);
+    pdti_buf_free(&x->jbody);
     pdti_buf_free(&x->resp);
+    curl_slist_free_all(x->hdrs);
     free(x);
 }
 
@@ -337,14 +246,33 @@ static int xfer_setup(pdti_transport *t, pdti_xfer *x)
     x->easy = curl_easy_init();
     if (x->easy == NULL)
         return PDT_EINTERNAL;
-    SETOPT(CURLOPT_URL, cfg->endpoint);
+    SETOPT(CURLOPT_URL, t->url != NULL ? t->url : cfg->endpoint);
 #if LIBCURL_VERSION_NUM >= 0x075500
     SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
     SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SETOPT(CURLOPT_POST, 1L);
-    SETOPT(CURLOPT_HTTPHEADER, t->headers);
+    if (t->grpc) {
+        int tls = strncasecmp(cfg->endpoint, "https:", 6) == 0;
+
+        x->hdrs = pdti_headers_with_timeout(t->headers, &x->tmo_hdr);
+        if (x->hdrs == NULL)
+            goto fail;
+        /* h2c with prior knowledge, or HTTP/2 negotiated by ALPN. */
+        SETOPT(CURLOPT_HTTP_VERSION,
+               tls ? (long)CURL_HTTP_VERSION_2TLS
+                   : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        /* libcurl before 8.0 fails the second request on a reused
+         * prior-knowledge connection at once, unsent (error 16, curl
+         * issue 10634): there, each h2c request gets its own. */
+        if (!tls && curl_version_info(CURLVERSION_NOW)->version_num <
+                        0x080000) {
+            SETOPT(CURLOPT_FRESH_CONNECT, 1L);
+            SETOPT(CURLOPT_FORBID_REUSE, 1L);
+        }
+    }
+    SETOPT(CURLOPT_HTTPHEADER, x->hdrs != NULL ? x->hdrs : t->headers);
     SETOPT(CURLOPT_USERAGENT, "libpdtrace/" PDT_VERSION_STRING);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
@@ -419,7 +347,21 @@ int pdti_transport_new(pdti_transport **out, const pdti_config *cfg)
     t->multi = curl_multi_init();
     if (t->multi == NULL)
         goto fail;
-    if (build_headers(t) != 0) {
+    t->grpc = cfg->protocol == PDT_PROTOCOL_GRPC;
+    if (t->grpc) {
+        size_t n = strlen(cfg->endpoint);
+        while (n > 0 && cfg->endpoint[n - 1] == '/')
+            n--;
+        t->url = malloc(n + sizeof(PDTI_GRPC_EXPORT_PATH));
+        if (t->url == NULL) {
+            status = PDT_ENOMEM;
+            goto fail;
+        }
+        memcpy(t->url, cfg->endpoint, n);
+        memcpy(t->url + n, PDTI_GRPC_EXPORT_PATH,
+               sizeof(PDTI_GRPC_EXPORT_PATH));
+    }
+    if (pdti_headers_build(&t->headers, cfg) != 0) {
         status = PDT_ENOMEM;
         goto fail;
     }
@@ -446,6 +388,7 @@ void pdti_transport_free(pdti_transport *t)
         curl_multi_cleanup(t->multi);
     curl_slist_free_all(t->headers);
     pdti_compressor_free(t->comp);
+    free(t->url);
     free(t);
 }
 
@@ -569,10 +512,14 @@ static const char *tls_hint(const pdti_xfer *x, CURLcode rc)
     }
 }
 
-/* Handles a 2xx: decode partial_success into the result. */
+/* Handles a 2xx (gRPC: status OK): decode partial_success into the
+ * result. */
 static void delivered(pdti_xfer *x)
 {
     pdti_export_result *res = &x->res;
+    const uint8_t *m = x->resp.data;
+    size_t mlen = x->resp.len;
+    int st;
 
     res->outcome = PDTI_DELIVERED;
     if (x->resp_over) {
@@ -581,9 +528,21 @@ static void delivered(pdti_xfer *x)
              res->http_status, RESP_MAX_BYTES);
         return;
     }
-    if (pdti_decode_export_response(x->resp.data, x->resp.len,
-                                    &res->rejected_spans, res->message,
-                                    sizeof(res->message)) != PDT_OK) {
+    if (x->t->grpc &&
+        pdti_grpc_unframe(x->resp.data, x->resp.len, &m, &mlen) < 0) {
+        msgf(res->message, sizeof(res->message),
+             "gRPC response is not one uncompressed message (%zu bytes), "
+             "ignored", x->resp.len);
+        return;
+    }
+    if (x->t->cfg->protocol == PDT_PROTOCOL_HTTP_JSON)
+        st = pdti_decode_export_response_json(m, mlen, &res->rejected_spans,
+                                              res->message,
+                                              sizeof(res->message));
+    else
+        st = pdti_decode_export_response(m, mlen, &res->rejected_spans,
+                                         res->message, sizeof(res->message));
+    if (st != PDT_OK) {
         res->rejected_spans = 0;
         msgf(res->message, sizeof(res->message),
              "HTTP %ld: response body is not an "
@@ -600,10 +559,48 @@ static void finish(pdti_xfer *x, int outcome)
     if (x->resp.cap > RESP_KEEP_BYTES)
         pdti_buf_free(&x->resp);
     x->abort_flag = NULL;
-    redact(x->res.message, &x->t->cfg->headers);
+    pdti_headers_redact(x->res.message, &x->t->cfg->headers);
 }
 
 static void end_attempt(pdti_xfer *x, attempt_end end, CURLcode rc);
+
+/*
+ * gRPC: a response's outcome is its grpc-status (the trailers, or the
+ * headers of a trailers-only response); one without a status is mapped
+ * from its HTTP status as gRPC clients do. Returns 1 when the export is
+ * over, else 0 with the wait before the next attempt in *wait_ms.
+ */
+static int grpc_outcome(pdti_xfer *x, int64_t *wait_ms)
+{
+    pdti_export_result *res = &x->res;
+    int code = x->grpc.status;
+    int info = x->grpc.retry_delay_ms >= 0;
+    const char *sep = x->grpc.message[0] != '\0' ? ": " : "";
+
+    if (code < 0)
+        code = pdti_grpc_code_from_http(res->http_status);
+    res->grpc_status = code;
+    if (code == PDTI_GRPC_OK) {
+        delivered(x);
+        finish(x, PDTI_DELIVERED);
+        return 1;
+    }
+    res->retryable = pdti_grpc_code_retryable(code, info);
+    if (!res->retryable) {
+        msgf(res->message, sizeof(res->message),
+             "gRPC status %d %s%s%s, not retryable", code,
+             pdti_grpc_code_name(code), sep, x->grpc.message);
+        finish(x, PDTI_FAILED);
+        return 1;
+    }
+    *wait_ms = pdti_backoff_ms(res->attempts, &x->t->rng);
+    if (info && x->grpc.retry_delay_ms > *wait_ms)
+        *wait_ms = x->grpc.retry_delay_ms < RETRY_AFTER_CAP_MS
+                       ? x->grpc.retry_delay_ms : RETRY_AFTER_CAP_MS;
+    msgf(x->why, sizeof(x->why), "gRPC status %d %s%s%s", code,
+         pdti_grpc_code_name(code), sep, x->grpc.message);
+    return 0;
+}
 
 /*
  * Starts the next attempt, or finishes the export when it is aborted or
@@ -640,6 +637,8 @@ static void begin_attempt(pdti_xfer *x)
     pdti_buf_reset(&x->resp);
     x->resp_over = 0;
     x->have_retry_after = 0;
+    pdti_grpc_reply_reset(&x->grpc);
+    pdti_headers_set_timeout(x->tmo_hdr, tmo);
     if (curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
                          (curl_off_t)x->plen) != CURLE_OK ||
         curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS,
@@ -690,22 +689,25 @@ static void end_attempt(pdti_xfer *x, attempt_end end, CURLcode rc)
         long status = 0;
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         res->http_status = status;
-        if (status >= 200 && status < 300) {
+        if (x->t->grpc) {
+            if (grpc_outcome(x, &wait_ms))
+                return;
+        } else if (status >= 200 && status < 300) {
             delivered(x);
             finish(x, PDTI_DELIVERED);
             return;
-        }
-        if (!pdti_status_retryable(status)) {
+        } else if (!pdti_status_retryable(status)) {
             msgf(res->message, sizeof(res->message),
                  "HTTP %ld from the collector, not retryable", status);
             finish(x, PDTI_FAILED);
             return;
+        } else {
+            wait_ms = pdti_backoff_ms(res->attempts, &x->t->rng);
+            ra_ms = retry_after_ms(x);
+            if (ra_ms > wait_ms)
+                wait_ms = ra_ms;
+            msgf(x->why, sizeof(x->why), "HTTP %ld", status);
         }
-        wait_ms = pdti_backoff_ms(res->attempts, &x->t->rng);
-        ra_ms = retry_after_ms(x);
-        if (ra_ms > wait_ms)
-            wait_ms = ra_ms;
-        msgf(x->why, sizeof(x->why), "HTTP %ld", status);
     } else if (tls_hint(x, rc) != NULL) {
         /* Configuration errors: another attempt would fail the same way. */
         msgf(res->message, sizeof(res->message), "%s: %s", tls_hint(x, rc),
@@ -736,44 +738,36 @@ static void end_attempt(pdti_xfer *x, attempt_end end, CURLcode rc)
     x->retry_at_ns = now + (uint64_t)wait_ms * 1000000u;
 }
 
+/*
+ * The body on the wire (transport_request.c). PDT_OK, or the export is
+ * finished as FAILED with the reason.
+ */
+static int prepare_body(pdti_xfer *x, const uint8_t *body, size_t len)
+{
+    pdti_transport *t = x->t;
+    int st = pdti_request_body(t->cfg, &t->comp, body, len, &x->jbody,
+                               &x->zbody, &x->payload, &x->plen,
+                               x->res.message, sizeof(x->res.message));
+
+    if (st != PDT_OK)
+        finish(x, PDTI_FAILED);
+    return st;
+}
+
 int pdti_xfer_start(pdti_xfer *x, const uint8_t *body, size_t len,
                     uint64_t deadline_ns, const int *abort_flag)
 {
-    const pdti_config *cfg;
-
     if (x == NULL || (body == NULL && len != 0))
         return PDT_EINVAL;
     if (x->state == XFER_ACTIVE || x->state == XFER_WAITING)
         return PDT_EINVAL; /* still busy */
-    cfg = x->t->cfg;
     memset(&x->res, 0, sizeof(x->res));
     x->res.outcome = PDTI_FAILED;
+    x->res.grpc_status = -1;
     x->abort_flag = abort_flag;
     x->deadline_ns = deadline_ns;
-    x->payload = body;
-    x->plen = len;
-    if (cfg->compression == PDT_COMPRESSION_GZIP ||
-        cfg->compression == PDT_COMPRESSION_ZSTD) {
-        pdti_transport *t = x->t;
-        int st = PDT_OK;
-
-        pdti_buf_reset(&x->zbody);
-        if (t->comp == NULL)
-            st = pdti_compressor_new(&t->comp, cfg->compression,
-                                     cfg->compression_level);
-        if (st == PDT_OK)
-            st = pdti_compressor_run(t->comp, body, len, &x->zbody);
-        if (st != PDT_OK) {
-            msgf(x->res.message, sizeof(x->res.message),
-                 "compressing %zu bytes failed (%s)", len,
-                 st == PDT_EINVAL ? "invalid compression level"
-                                  : "out of memory");
-            finish(x, PDTI_FAILED);
-            return PDT_OK;
-        }
-        x->payload = x->zbody.data;
-        x->plen = x->zbody.len;
-    }
+    if (prepare_body(x, body, len) != PDT_OK)
+        return PDT_OK; /* finished with the reason */
     begin_attempt(x);
     return PDT_OK;
 }

@@ -30,6 +30,9 @@ typedef enum pdti_outcome {
 typedef struct pdti_export_result {
     int outcome;            /* pdti_outcome */
     long http_status;       /* last HTTP status, 0 if none */
+    int grpc_status;        /* gRPC: last grpc-status, -1 if none (HTTP) */
+    int retryable;          /* gRPC: the last status is one the OTLP
+                               rules retry (a later try may succeed) */
     int64_t rejected_spans; /* from ExportTraceServiceResponse.partial_success */
     unsigned attempts;      /* HTTP requests made (1 + retries) */
     uint64_t bytes_sent;    /* request bytes on the wire, all attempts */
@@ -37,7 +40,8 @@ typedef struct pdti_export_result {
 } pdti_export_result;
 
 /*
- * Creates a transport for cfg->endpoint, cfg->headers, cfg->compression
+ * Creates a transport for cfg->protocol (OTLP/HTTP with protobuf or JSON,
+ * or OTLP/gRPC), cfg->endpoint, cfg->headers, cfg->compression
  * and cfg->compression_level,
  * cfg->timeout_ms and the TLS files. cfg must outlive the transport.
  * Returns PDT_OK, PDT_ENOMEM or PDT_EINTERNAL (libcurl init).
@@ -48,7 +52,8 @@ void pdti_transport_free(pdti_transport *t);
 /*
  * POSTs one ExportTraceServiceRequest body (uncompressed protobuf),
  * compressing it as configured, with retries: only 429, 502, 503, 504 and
- * connection failures are retried, with exponential backoff (100 ms doubling,
+ * connection failures are retried (gRPC: the codes of
+ * pdti_grpc_code_retryable(), transport_grpc.h), with exponential backoff (100 ms doubling,
  * capped at 5 s) and random jitter, honouring Retry-After
  * (capped at 30 s). Everything stays before `deadline_ns` (pdt_now_ns
  * clock) and stops promptly (within about 10 ms) once *abort != 0
@@ -115,6 +120,17 @@ int64_t pdti_backoff_ms(unsigned attempt, uint64_t *rng);
  */
 int pdti_decode_export_response(const uint8_t *data, size_t len,
                                 int64_t *rejected, char *msg, size_t msgcap);
+
+/*
+ * The same for an ExportTraceServiceResponse in OTLP JSON: reads
+ * partialSuccess.rejectedSpans (a number or a string) and
+ * partialSuccess.errorMessage (escapes other than \" and \\ are kept as
+ * written). An empty body is an empty response. Returns PDT_OK or
+ * PDT_EPARSE (not a JSON object).
+ */
+int pdti_decode_export_response_json(const uint8_t *data, size_t len,
+                                     int64_t *rejected, char *msg,
+                                     size_t msgcap);
 
 /*
  * The levels a codec accepts and its default (config.h: gzip 1..9, zstd

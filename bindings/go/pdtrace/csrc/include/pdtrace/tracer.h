@@ -36,6 +36,15 @@ typedef enum pdt_compression {
     PDT_COMPRESSION_ZSTD = 3
 } pdt_compression;
 
+/* The OTLP transport (OTEL_EXPORTER_OTLP_PROTOCOL). */
+typedef enum pdt_protocol {
+    PDT_PROTOCOL_DEFAULT = 0,       /* OTEL_EXPORTER_OTLP_*_PROTOCOL, else
+                                       http/protobuf */
+    PDT_PROTOCOL_HTTP_PROTOBUF = 1, /* OTLP/HTTP, protobuf body */
+    PDT_PROTOCOL_GRPC = 2,          /* OTLP/gRPC over HTTP/2 */
+    PDT_PROTOCOL_HTTP_JSON = 3      /* OTLP/HTTP, JSON body */
+} pdt_protocol;
+
 typedef enum pdt_sampler_kind {
     PDT_SAMPLER_DEFAULT = 0, /* OTEL_TRACES_SAMPLER, else parentbased_always_on */
     PDT_SAMPLER_ALWAYS_ON = 1,
@@ -77,7 +86,8 @@ typedef struct pdt_tracer_options {
                                         over OTEL_RESOURCE_ATTRIBUTES */
     int exporter;                /* pdt_exporter_kind */
     const char *endpoint;        /* full traces URL, e.g.
-                                    "http://localhost:4318/v1/traces" */
+                                    "http://localhost:4318/v1/traces";
+                                    with grpc, scheme://host:port */
     const char *headers;         /* "k=v,k=v", percent-encoded values */
     int compression;             /* pdt_compression */
     int64_t timeout_ms;          /* one export request; default 10000 */
@@ -115,11 +125,17 @@ typedef struct pdt_tracer_options {
                                     codec's default (gzip 1, zstd 1); gzip
                                     1..9, zstd -131072..22; ignored without
                                     compression. Since 0.1.0. */
+    int protocol;                /* pdt_protocol; 0: OTEL_EXPORTER_OTLP_
+                                    TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_
+                                    PROTOCOL, else http/protobuf. With grpc,
+                                    `endpoint` is the server's URL
+                                    (default "http://localhost:4317").
+                                    Since 0.1.0. */
 } pdt_tracer_options;
 
 #define PDT_TRACER_OPTIONS_INIT { sizeof(pdt_tracer_options), NULL, NULL, 0, \
     NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, \
-    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0 }
+    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0 }
 
 /*
  * Sets *opts to PDT_TRACER_OPTIONS_INIT, for bindings that cannot use the
