@@ -617,6 +617,10 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     }
     req->e = end_ns;
     req->ended = 1;
+    /* Nobody said what the client got, and a leg failed: assume the
+     * client did not get a complete answer (docs/spans.md, Status). */
+    if (!req->response_set && req->leg_failed)
+        req->error = 1;
 
     pdti_request_breakdown(req, &bd);
     pdti_metrics_observe(t->metrics, req->connector, req->model, &bd);

@@ -53,6 +53,7 @@ struct pdt_request {
     int error;
     int response_set;
     int response_error_type; /* error.type recorded on the root */
+    int leg_failed;        /* a leg span was marked ERROR */
     uint64_t a, ps, pe, ps_cur, ds, f, l, e; /* marks, 0 = unset */
     int64_t tokens_counted;
     int tokens_seen;
