@@ -125,6 +125,8 @@ void pdti_request_summary(pdt_request *req, const pdt_breakdown *bd)
                       req->mode == PDT_MODE_CONCURRENT);
         if (req->reason[0] != '\0')
             pdti_req_put_str(req->tracer, root, PDTI_LIT(PDTI_PFX "reason"), req->reason);
+        if (req->tenant[0] != '\0')
+            pdti_req_put_str(req->tracer, root, PDTI_LIT("llm_d.tenant"), req->tenant);
         if (req->usage_in >= 0)
             pdti_req_put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.input_tokens"),
                          req->usage_in);

@@ -1247,8 +1247,8 @@ static void test_status_rule(void **state)
     text = malloc(len + 4096);
     assert_non_null(text);
     assert_int_equal(pdt_tracer_metrics(f.t, text, len + 4096, &len), PDT_OK);
-    assert_non_null(strstr(text, "mode=\"sequential\",outcome=\"ok\"} 4\n"));
-    assert_non_null(strstr(text, "mode=\"sequential\",outcome=\"error\"} 3\n"));
+    assert_non_null(strstr(text, "mode=\"sequential\",tenant=\"\",outcome=\"ok\"} 4\n"));
+    assert_non_null(strstr(text, "mode=\"sequential\",tenant=\"\",outcome=\"error\"} 3\n"));
     free(text);
     fx_finish(&f);
 

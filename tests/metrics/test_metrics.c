@@ -266,9 +266,9 @@ static void test_exact_sums(void **state)
     assert_value(txt, "pdtrace_time_per_output_token_seconds_count" S, "3");
 #undef S
     assert_value(txt, "pdtrace_requests_total{connector=\"lmcache\","
-                 "model=\"llama\",mode=\"sequential\",outcome=\"ok\"}", "3");
+                 "model=\"llama\",mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "3");
     assert_value(txt, "pdtrace_requests_total{connector=\"lmcache\","
-                 "model=\"llama\",mode=\"sequential\",outcome=\"error\"}",
+                 "model=\"llama\",mode=\"sequential\",tenant=\"\",outcome=\"error\"}",
                  "0");
     free(txt);
 
@@ -338,7 +338,7 @@ static void test_outcomes_and_unsampled(void **state)
 
     txt = render(t);
 #define S "pdtrace_requests_total{connector=\"nixlv2\",model=\"m\"," \
-          "mode=\"sequential\",outcome="
+          "mode=\"sequential\",tenant=\"\",outcome="
     assert_value(txt, S "\"ok\"}", "1");
     assert_value(txt, S "\"error\"}", "2");
 #undef S
@@ -374,7 +374,7 @@ static void test_label_escaping(void **state)
     txt = render(t);
     assert_value(txt, "pdtrace_requests_total{connector=\"my\\\"conn\","
                  "model=\"org/a\\\\b\\nc\xef\xbf\xbd\",mode=\"sequential\","
-                 "outcome=\"ok\"}", "1");
+                 "tenant=\"\",outcome=\"ok\"}", "1");
     free(txt);
     pdt_tracer_close(t, 1000, NULL);
 }
@@ -406,14 +406,14 @@ static void test_label_overflow(void **state)
     assert_value(txt, "pdtrace_label_sets", "64");
     assert_value(txt, "pdtrace_label_overflow_total", "7");
     assert_value(txt, "pdtrace_requests_total{connector=\"c0\",model=\"m\","
-                 "mode=\"sequential\",outcome=\"ok\"}", "2");
+                 "mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "2");
     assert_value(txt, "pdtrace_requests_total{connector=\"c63\",model=\"m\","
-                 "mode=\"sequential\",outcome=\"ok\"}", "1");
+                 "mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "1");
     assert_null(strstr(txt, "connector=\"c64\""));
     assert_value(txt, "pdtrace_requests_total{connector=\"other\","
-                 "model=\"other\",mode=\"sequential\",outcome=\"ok\"}", "6");
+                 "model=\"other\",mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "6");
     assert_value(txt, "pdtrace_requests_total{connector=\"other\","
-                 "model=\"other\",mode=\"decode_only\",outcome=\"ok\"}", "1");
+                 "model=\"other\",mode=\"decode_only\",tenant=\"\",outcome=\"ok\"}", "1");
     assert_value(txt, "pdtrace_true_ttft_seconds_count{connector=\"other\","
                  "model=\"other\",mode=\"sequential\"}", "6");
     assert_null(strstr(txt, "mode=\"concurrent\""));
