@@ -1065,6 +1065,7 @@ static void test_labels_mirrored(void **state)
     assert_int_equal(pdt_request_set_id(r, "m1"), PDT_OK);
     assert_int_equal(pdt_request_set_connector(r, "nixlv2"), PDT_OK);
     assert_int_equal(pdt_request_set_model(r, "model-a"), PDT_OK);
+    assert_int_equal(pdt_request_set_tenant(r, "team\xff" "a"), PDT_OK);
     sequential_marks(r, a);
     assert_int_equal(pdt_request_end(r, a + E_OFF, NULL), PDT_OK);
     pdt_request_free(r);
@@ -1120,6 +1121,11 @@ static void test_labels_mirrored(void **state)
     assert_sattr(dec, PFX "connector", "nixlv2");
     assert_sattr(dec, "gen_ai.request.model", "model-a");
     assert_battr(dec, PFX "disaggregation_enabled", 1);
+    /* The tenant: on the request span only, once, as valid UTF-8. */
+    assert_sattr(req, "llm_d.tenant", "team\xef\xbf\xbd" "a");
+    assert_int_equal(tspan_attr_count(req, "llm_d.tenant"), 1);
+    assert_no_attr(dec, "llm_d.tenant");
+    assert_no_attr(tspans_by_name(&f.s, PFX "request", 2), "llm_d.tenant");
     req = tspans_by_name(&f.s, PFX "request", 1);
     dec = tspans_by_name(&f.s, PFX "decode", 1);
     assert_sattr(req, PFX "request_id", "m2");
