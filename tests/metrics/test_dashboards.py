@@ -101,7 +101,7 @@ def targets(dash):
 
 def request_c_strings():
     src = ""
-    for name in ("request.c",):
+    for name in ("request.c", "request_attr.c", "breakdown.c"):
         with open(os.path.join(ROOT, "lib", name), encoding="utf-8") as f:
             src += f.read()
     names = set(re.findall(r'PFX\s+"([^"]+)"', src))
@@ -116,7 +116,7 @@ def test_allowed_lists_match_request_c():
     for name in OUR_SPANS:
         assert name in emitted, name
     for attr in {PFX + a for a in OUR_PREFIXED} | OUR_OTEL:
-        assert attr in emitted, f"{attr} is not set by lib/request.c"
+        assert attr in emitted, f"{attr} is not set by lib/request*.c or lib/breakdown.c"
 
 
 def test_allowed_lists_match_docs():
