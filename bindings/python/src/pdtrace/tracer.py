@@ -28,7 +28,7 @@ def _pdtrace_log_cb(userdata: Any, level: int, message: Any) -> None:
 
 _STR_OPTIONS = ("service_name", "resource_attributes", "endpoint", "headers",
                 "console_path", "ca_file", "client_cert", "client_key",
-                "spool_dir")
+                "spool_dir", "metrics_tenants")
 _INT_OPTIONS = ("timeout_ms", "schedule_delay_ms", "export_timeout_ms",
                 "max_queue_size", "max_export_batch_size",
                 "attribute_count_limit", "attribute_value_length_limit",
@@ -94,7 +94,8 @@ class Tracer:
                  spool_dir: Optional[str] = None,
                  spool_max_bytes: Optional[int] = None,
                  max_concurrent_exports: Optional[int] = None,
-                 compression_level: Optional[int] = None) -> None:
+                 compression_level: Optional[int] = None,
+                 metrics_tenants: Optional[str] = None) -> None:
         self._h = _NULL_TRACER
         self._live: "set[int]" = set()
         self._log_handle = None
@@ -162,16 +163,18 @@ class Tracer:
                 connector: Optional[str] = None,
                 model: Optional[str] = None,
                 attributes: Optional[Mapping[str, AttributeValue]] = None,
-                otel: bool = False) -> "Request":
+                otel: bool = False,
+                tenant: Optional[str] = None) -> "Request":
         """Begins a P/D request (pdt_request_begin). arrival_ns is mark A
         (0: now). request_id, connector, model and attributes (on the
-        request span), if given, are set in the same foreign call.
+        request span), if given, are set in the same foreign call; tenant
+        (pdt_request_set_tenant) in one more.
         otel=True takes the parent from the current OpenTelemetry span and
         makes the request span current inside its ``with`` block; see
         Request."""
         return _begin_request(_object_new(Request), self, traceparent,
                               tracestate, arrival_ns, request_id, connector,
-                              model, attributes, otel)
+                              model, attributes, otel, tenant)
 
     def start_span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
                    parent: Optional["Span"] = None,
