@@ -122,6 +122,10 @@ type Options struct {
 	// CompressionLevel: gzip 1..9, zstd -131072..22; 0:
 	// PDTRACE_COMPRESSION_LEVEL, else the codec's default.
 	CompressionLevel int
+	// MetricsTenants lists, comma-separated, the tenants (Request.SetTenant)
+	// that keep their name in the metrics' tenant label; any other is
+	// counted as "other". "": PDTRACE_METRICS_TENANTS, else none.
+	MetricsTenants string
 }
 
 // Stats are the tracer's counters (pdt_stats).
