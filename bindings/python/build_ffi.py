@@ -82,6 +82,8 @@ typedef struct pdt_tracer_options {
     int64_t spool_max_bytes;
     int64_t max_concurrent_exports;
     int compression_level;
+    int protocol;
+    const char *metrics_tenants;
     ...;
 } pdt_tracer_options;
 
@@ -234,6 +236,7 @@ void pdt_request_free(pdt_request *req);
 
 /* metrics.h */
 int pdt_request_set_model(pdt_request *req, const char *model);
+int pdt_request_set_tenant(pdt_request *req, const char *tenant);
 int pdt_tracer_metrics(pdt_tracer *tracer, char *buf, size_t cap,
                        size_t *len_out);
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -1042,6 +1043,269 @@ static void test_summary_mirrored(void **state)
     fx_close(&f);
 }
 
+/* Connector, model and disaggregation_enabled go on the decode span too,
+ * once each on either span, whichever call set the model. */
+static void test_labels_mirrored(void **state)
+{
+    fx f;
+    pdt_request *r;
+    uint64_t a;
+    const tspan *req, *dec;
+    static const char *const keys[] = {
+        PFX "connector", "gen_ai.request.model", PFX "disaggregation_enabled",
+    };
+    size_t i, k;
+    (void)state;
+
+    fx_open(&f);
+    fx_start(&f);
+    a = base_time();
+    /* 1: pdt_request_set_model(), sequential. */
+    assert_int_equal(pdt_request_begin(&r, f.t, NULL, NULL, a), PDT_OK);
+    assert_int_equal(pdt_request_set_id(r, "m1"), PDT_OK);
+    assert_int_equal(pdt_request_set_connector(r, "nixlv2"), PDT_OK);
+    assert_int_equal(pdt_request_set_model(r, "model-a"), PDT_OK);
+    assert_int_equal(pdt_request_set_tenant(r, "team\xff" "a"), PDT_OK);
+    sequential_marks(r, a);
+    assert_int_equal(pdt_request_end(r, a + E_OFF, NULL), PDT_OK);
+    pdt_request_free(r);
+    /* 2: the model through pdt_request_set_str(), set twice (the second
+     * wins), decode-only. */
+    assert_int_equal(pdt_request_begin(&r, f.t, NULL, NULL, a), PDT_OK);
+    assert_int_equal(pdt_request_set_id(r, "m2"), PDT_OK);
+    assert_int_equal(pdt_request_set_connector(r, "lmcache"), PDT_OK);
+    assert_int_equal(pdt_request_set_mode(r, PDT_MODE_DECODE_ONLY, "short"),
+                     PDT_OK);
+    assert_int_equal(pdt_request_set_str(r, "gen_ai.request.model", "old"),
+                     PDT_OK);
+    assert_int_equal(pdt_request_set_str(r, "gen_ai.request.model",
+                                         "model-b"), PDT_OK);
+    /* The same limits as pdt_request_set_model(). */
+    assert_int_equal(pdt_request_set_str(r, "gen_ai.request.model", ""),
+                     PDT_EINVAL);
+    {
+        char longm[300];
+        memset(longm, 'm', sizeof(longm) - 1);
+        longm[sizeof(longm) - 1] = '\0';
+        assert_int_equal(pdt_request_set_str(r, "gen_ai.request.model",
+                                             longm), PDT_EINVAL);
+    }
+    assert_int_equal(pdt_request_mark(r, PDT_MARK_DECODE_SENT, a + 10),
+                     PDT_OK);
+    assert_int_equal(pdt_request_end(r, a + 30, NULL), PDT_OK);
+    pdt_request_free(r);
+    /* 3: no connector, no model: neither span has them. */
+    assert_int_equal(pdt_request_begin(&r, f.t, NULL, NULL, a), PDT_OK);
+    assert_int_equal(pdt_request_set_id(r, "m3"), PDT_OK);
+    sequential_marks(r, a);
+    assert_int_equal(pdt_request_end(r, a + E_OFF, NULL), PDT_OK);
+    pdt_request_free(r);
+    fx_finish(&f);
+
+    for (i = 0; i < 3; i++) {
+        req = tspans_by_name(&f.s, PFX "request", i);
+        dec = tspans_by_name(&f.s, PFX "decode", i);
+        assert_non_null(req);
+        assert_non_null(dec);
+        for (k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+            size_t want = i == 2 && k < 2 ? 0 : 1;
+            assert_int_equal(tspan_attr_count(req, keys[k]), want);
+            assert_int_equal(tspan_attr_count(dec, keys[k]), want);
+        }
+        assert_no_attr(dec, PFX "reason");
+        assert_no_attr(dec, PFX "concurrent_pd");
+    }
+    req = tspans_by_name(&f.s, PFX "request", 0);
+    dec = tspans_by_name(&f.s, PFX "decode", 0);
+    assert_sattr(req, PFX "request_id", "m1");
+    assert_sattr(dec, PFX "connector", "nixlv2");
+    assert_sattr(dec, "gen_ai.request.model", "model-a");
+    assert_battr(dec, PFX "disaggregation_enabled", 1);
+    /* The tenant: on the request span only, once, as valid UTF-8. */
+    assert_sattr(req, "llm_d.tenant", "team\xef\xbf\xbd" "a");
+    assert_int_equal(tspan_attr_count(req, "llm_d.tenant"), 1);
+    assert_no_attr(dec, "llm_d.tenant");
+    assert_no_attr(tspans_by_name(&f.s, PFX "request", 2), "llm_d.tenant");
+    req = tspans_by_name(&f.s, PFX "request", 1);
+    dec = tspans_by_name(&f.s, PFX "decode", 1);
+    assert_sattr(req, PFX "request_id", "m2");
+    assert_sattr(req, "gen_ai.request.model", "model-b");
+    assert_sattr(dec, "gen_ai.request.model", "model-b");
+    assert_sattr(dec, PFX "connector", "lmcache");
+    assert_battr(dec, PFX "disaggregation_enabled", 0);
+    assert_battr(req, PFX "disaggregation_enabled", 0);
+    fx_close(&f);
+}
+
+/* One request for the status rule: prefill answers prefill_status (with
+ * prefill_err), a retry answers 200 when retry is set, decode answers
+ * decode_status/decode_err, and the client gets resp (-1: never set). */
+static void run_status_case(fx *f, const char *id, int prefill_status,
+                            const char *prefill_err, int retry,
+                            int decode_status, const char *decode_err,
+                            int resp, const char *resp_err, pdt_breakdown *bd)
+{
+    pdt_request *r;
+    uint64_t a = base_time();
+
+    assert_int_equal(pdt_request_begin(&r, f->t, NULL, NULL, a), PDT_OK);
+    assert_int_equal(pdt_request_set_id(r, id), PDT_OK);
+    assert_int_equal(pdt_request_mark(r, PDT_MARK_PREFILL_SENT, a + 1000),
+                     PDT_OK);
+    assert_int_equal(pdt_request_set_leg(r, PDT_LEG_PREFILL, "p:1",
+                                         prefill_status, prefill_err),
+                     PDT_OK);
+    assert_int_equal(pdt_request_mark(r, PDT_MARK_PREFILL_DONE, a + 2000),
+                     PDT_OK);
+    if (retry) {
+        assert_int_equal(pdt_request_mark(r, PDT_MARK_PREFILL_SENT,
+                                          a + 3000), PDT_OK);
+        assert_int_equal(pdt_request_set_leg(r, PDT_LEG_PREFILL, "p:2", 200,
+                                             NULL), PDT_OK);
+        assert_int_equal(pdt_request_mark(r, PDT_MARK_PREFILL_DONE,
+                                          a + 4000), PDT_OK);
+    }
+    assert_int_equal(pdt_request_mark(r, PDT_MARK_DECODE_SENT, a + 5000),
+                     PDT_OK);
+    assert_int_equal(pdt_request_tokens(r, a + 6000, 3), PDT_OK);
+    assert_int_equal(pdt_request_set_leg(r, PDT_LEG_DECODE, "d:1",
+                                         decode_status, decode_err), PDT_OK);
+    if (resp >= 0)
+        assert_int_equal(pdt_request_set_response(r, resp, resp_err),
+                         PDT_OK);
+    *bd = (pdt_breakdown)PDT_BREAKDOWN_INIT;
+    assert_int_equal(pdt_request_end(r, a + 7000, bd), PDT_OK);
+    pdt_request_free(r);
+}
+
+/* The span of the request whose request_id is id, and its nth leg span
+ * of that name. */
+static const tspan *span_of(const tspans *s, const char *id,
+                            const char *name, size_t nth)
+{
+    const tspan *root = NULL;
+    size_t i;
+
+    for (i = 0; i < s->n && root == NULL; i++) {
+        const tattr *x = tspan_attr(&s->v[i], PFX "request_id");
+        if (x != NULL && strcmp(s->v[i].name, PFX "request") == 0 &&
+            strcmp(x->s, id) == 0)
+            root = &s->v[i];
+    }
+    if (root == NULL)
+        fail_msg("no request %s", id);
+    if (strcmp(name, PFX "request") == 0)
+        return root;
+    for (i = 0; i < s->n; i++) {
+        if (strcmp(s->v[i].name, name) == 0 &&
+            strcmp(s->v[i].parent_id, root->span_id) == 0 && nth-- == 0)
+            return &s->v[i];
+    }
+    fail_msg("no %s span %zu of request %s", name, nth, id);
+    return NULL;
+}
+
+/* A leg's failure marks that leg only; the request fails when the client
+ * got an error, or (fallback) when a leg failed and no response status was
+ * ever given. */
+static void test_status_rule(void **state)
+{
+    fx f;
+    pdt_breakdown bd;
+    char *text;
+    size_t len = 0;
+    const tspan *sp;
+    (void)state;
+
+    fx_open(&f);
+    fx_start(&f);
+    /* Prefill 503, retried with success, client got 200: only the first
+     * prefill attempt is ERROR. */
+    run_status_case(&f, "retried", 503, NULL, 1, 200, NULL, 200, NULL, &bd);
+    assert_false(bd.error);
+    /* Prefill timed out, decode went ahead without it (e.g. recomputed),
+     * client got 200. */
+    run_status_case(&f, "leg-only", 0, "timeout", 0, 200, NULL, 200, NULL,
+                    &bd);
+    assert_false(bd.error);
+    /* Decode stream broke off and the client got an error type. */
+    run_status_case(&f, "client-err", 200, NULL, 0, 200,
+                    "stream_interrupted", 200, "stream_interrupted", &bd);
+    assert_true(bd.error);
+    /* Client got a 502 although both legs reported success. */
+    run_status_case(&f, "client-5xx", 200, NULL, 0, 200, NULL, 502, NULL,
+                    &bd);
+    assert_true(bd.error);
+    /* Client got a 4xx without an error type: not a failure. */
+    run_status_case(&f, "client-4xx", 200, NULL, 0, 200, NULL, 429, NULL,
+                    &bd);
+    assert_false(bd.error);
+    /* Fallback: a leg failed and no response status was ever set. */
+    run_status_case(&f, "no-response", 200, NULL, 0, 503, NULL, -1, NULL,
+                    &bd);
+    assert_true(bd.error);
+    /* No leg failed and no response status: ok. */
+    run_status_case(&f, "quiet", 200, NULL, 0, 200, NULL, -1, NULL, &bd);
+    assert_false(bd.error);
+
+    /* The metrics count the same outcome. */
+    assert_int_equal(pdt_tracer_metrics(f.t, NULL, 0, &len), PDT_EBUFSIZE);
+    text = malloc(len + 4096);
+    assert_non_null(text);
+    assert_int_equal(pdt_tracer_metrics(f.t, text, len + 4096, &len), PDT_OK);
+    assert_non_null(strstr(text, "mode=\"sequential\",tenant=\"\",outcome=\"ok\"} 4\n"));
+    assert_non_null(strstr(text, "mode=\"sequential\",tenant=\"\",outcome=\"error\"} 3\n"));
+    free(text);
+    fx_finish(&f);
+
+    sp = span_of(&f.s, "retried", PFX "request", 0);
+    assert_int_not_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_iattr(sp, PFX "prefill.status_code", 503);
+    {
+        const tspan *p1 = span_of(&f.s, "retried", PFX "prefill", 0);
+        const tspan *p2 = span_of(&f.s, "retried", PFX "prefill", 1);
+        if (p1->start > p2->start) {
+            const tspan *x = p1;
+            p1 = p2;
+            p2 = x;
+        }
+        assert_int_equal(p1->status_code, PDT_SPAN_STATUS_ERROR);
+        assert_sattr(p1, "error.type", "503");
+        assert_int_not_equal(p2->status_code, PDT_SPAN_STATUS_ERROR);
+    }
+    sp = span_of(&f.s, "leg-only", PFX "request", 0);
+    assert_int_not_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_no_attr(sp, "error.type");
+    sp = span_of(&f.s, "leg-only", PFX "prefill", 0);
+    assert_int_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_sattr(sp, "error.type", "timeout");
+    sp = span_of(&f.s, "leg-only", PFX "decode", 0);
+    assert_int_not_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+
+    sp = span_of(&f.s, "client-err", PFX "request", 0);
+    assert_int_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_sattr(sp, "error.type", "stream_interrupted");
+    assert_int_equal(span_of(&f.s, "client-err", PFX "decode", 0)
+                         ->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_int_not_equal(span_of(&f.s, "client-err", PFX "prefill", 0)
+                             ->status_code, PDT_SPAN_STATUS_ERROR);
+
+    sp = span_of(&f.s, "client-5xx", PFX "request", 0);
+    assert_int_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_int_not_equal(span_of(&f.s, "client-5xx", PFX "decode", 0)
+                             ->status_code, PDT_SPAN_STATUS_ERROR);
+    sp = span_of(&f.s, "client-4xx", PFX "request", 0);
+    assert_int_not_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+
+    sp = span_of(&f.s, "no-response", PFX "request", 0);
+    assert_int_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    assert_int_equal(span_of(&f.s, "no-response", PFX "decode", 0)
+                         ->status_code, PDT_SPAN_STATUS_ERROR);
+    sp = span_of(&f.s, "quiet", PFX "request", 0);
+    assert_int_not_equal(sp->status_code, PDT_SPAN_STATUS_ERROR);
+    fx_close(&f);
+}
+
 /* Inbound traceparent with flags 00: the parent-based sampler says no. */
 #define UNSAMPLED "00-" IN_TRACE "-" IN_SPAN "-00"
 
@@ -1191,6 +1455,8 @@ int main(void)
         cmocka_unit_test(test_inject_and_tree),
         cmocka_unit_test(test_request_id_default),
         cmocka_unit_test(test_summary_mirrored),
+        cmocka_unit_test(test_labels_mirrored),
+        cmocka_unit_test(test_status_rule),
         cmocka_unit_test(test_tail_sampling),
         cmocka_unit_test(test_ratio_sampler),
     };

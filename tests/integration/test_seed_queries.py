@@ -69,17 +69,8 @@ def needs_mirror(q):
 
 
 def params():
-    out = []
-    for i, text in enumerate(seed_queries()):
-        q = tl.Query(text)
-        marks = []
-        if needs_mirror(q):
-            marks.append(pytest.mark.xfail(
-                strict=False,
-                reason="reads connector/model/disaggregation_enabled from the decode "
-                       "span: passes once the library mirrors them there"))
-        out.append(pytest.param(text, id="q%02d" % i, marks=marks))
-    return out
+    return [pytest.param(text, id="q%02d" % i)
+            for i, text in enumerate(seed_queries())]
 
 
 @pytest.fixture(scope="module")

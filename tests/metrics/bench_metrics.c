@@ -74,14 +74,19 @@ static void fill(pdt_breakdown *bd, long i)
 static void *worker(void *arg)
 {
     pdt_breakdown bd = PDT_BREAKDOWN_INIT;
+    pdti_metrics_usage u;
     uint64_t t0 = cpu_now();
     long i;
 
     (void)arg;
+    /* A configured tenant, with usage: every counter of the hot path. */
+    u.tenant = pdti_metrics_tenant(g_m, "team-b", 6);
+    u.input_tokens = 1200;
+    u.cached_tokens = 300;
     for (i = 0; i < g_iters; i++) {
         fill(&bd, i);
         pdti_metrics_observe(g_m, "nixlv2",
-                             "meta-llama/Llama-3.1-8B-Instruct", &bd);
+                             "meta-llama/Llama-3.1-8B-Instruct", &u, &bd);
     }
     __atomic_add_fetch(&g_cpu_ns, cpu_now() - t0, __ATOMIC_RELAXED);
     return NULL;
@@ -112,7 +117,7 @@ int main(int argc, char **argv)
     g_iters = argc > 1 ? atol(argv[1]) : 1000000;
     if (g_iters <= 0)
         g_iters = 1;
-    if (pdti_metrics_new(&g_m) != PDT_OK)
+    if (pdti_metrics_new(&g_m, "team-a,team-b") != PDT_OK)
         return 1;
     worker(NULL); /* warm up: the label set exists from here on */
     before = __atomic_load_n(&allocs, __ATOMIC_RELAXED);

@@ -61,6 +61,7 @@ static void concurrent(pdt_tracer *t, uint64_t a, const char *model)
     check(pdt_request_begin(&r, t, NULL, NULL, a), "begin");
     check(pdt_request_set_connector(r, "sglang"), "connector");
     check(pdt_request_set_model(r, model), "model");
+    check(pdt_request_set_tenant(r, "team-a"), "tenant");
     check(pdt_request_set_mode(r, PDT_MODE_CONCURRENT, NULL), "mode");
     check(pdt_request_mark(r, PDT_MARK_PREFILL_SENT, a + 1 * MS), "ps");
     check(pdt_request_mark(r, PDT_MARK_DECODE_SENT, a + 1 * MS), "ds");
@@ -102,6 +103,7 @@ int main(int argc, char **argv)
     o.exporter = PDT_EXPORTER_CONSOLE;
     o.console_path = "/dev/null";
     o.service_name = "llm-d-pd-proxy";
+    o.metrics_tenants = "team-a,team-b";
     check(pdt_tracer_open(&t, &o), "open");
     for (i = 0; i < rounds; i++) {
         sequential(t, a, "nixlv2", "meta-llama/Llama-3.1-8B-Instruct", 0);

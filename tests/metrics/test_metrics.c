@@ -1,8 +1,9 @@
 /*
  * Unit tests for the Prometheus metrics (lib/metrics.c, pdt_tracer_metrics,
- * pdt_request_set_model): bucket placement, exact sums and counts from
+ * pdt_request_set_model, pdt_request_set_tenant): bucket placement, exact sums and counts from
  * caller timestamps, labels and their escaping, the label-set bound, the
- * EBUFSIZE size protocol, outcomes, unsampled requests, and exact totals
+ * EBUFSIZE size protocol, outcomes, unsampled requests, tenant labels
+ * and their configuration, and exact totals
  * with many threads observing while another renders.
  */
 #define _GNU_SOURCE 1 /* memmem */
@@ -266,9 +267,9 @@ static void test_exact_sums(void **state)
     assert_value(txt, "pdtrace_time_per_output_token_seconds_count" S, "3");
 #undef S
     assert_value(txt, "pdtrace_requests_total{connector=\"lmcache\","
-                 "model=\"llama\",mode=\"sequential\",outcome=\"ok\"}", "3");
+                 "model=\"llama\",mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "3");
     assert_value(txt, "pdtrace_requests_total{connector=\"lmcache\","
-                 "model=\"llama\",mode=\"sequential\",outcome=\"error\"}",
+                 "model=\"llama\",mode=\"sequential\",tenant=\"\",outcome=\"error\"}",
                  "0");
     free(txt);
 
@@ -338,7 +339,7 @@ static void test_outcomes_and_unsampled(void **state)
 
     txt = render(t);
 #define S "pdtrace_requests_total{connector=\"nixlv2\",model=\"m\"," \
-          "mode=\"sequential\",outcome="
+          "mode=\"sequential\",tenant=\"\",outcome="
     assert_value(txt, S "\"ok\"}", "1");
     assert_value(txt, S "\"error\"}", "2");
 #undef S
@@ -374,7 +375,7 @@ static void test_label_escaping(void **state)
     txt = render(t);
     assert_value(txt, "pdtrace_requests_total{connector=\"my\\\"conn\","
                  "model=\"org/a\\\\b\\nc\xef\xbf\xbd\",mode=\"sequential\","
-                 "outcome=\"ok\"}", "1");
+                 "tenant=\"\",outcome=\"ok\"}", "1");
     free(txt);
     pdt_tracer_close(t, 1000, NULL);
 }
@@ -406,14 +407,14 @@ static void test_label_overflow(void **state)
     assert_value(txt, "pdtrace_label_sets", "64");
     assert_value(txt, "pdtrace_label_overflow_total", "7");
     assert_value(txt, "pdtrace_requests_total{connector=\"c0\",model=\"m\","
-                 "mode=\"sequential\",outcome=\"ok\"}", "2");
+                 "mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "2");
     assert_value(txt, "pdtrace_requests_total{connector=\"c63\",model=\"m\","
-                 "mode=\"sequential\",outcome=\"ok\"}", "1");
+                 "mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "1");
     assert_null(strstr(txt, "connector=\"c64\""));
     assert_value(txt, "pdtrace_requests_total{connector=\"other\","
-                 "model=\"other\",mode=\"sequential\",outcome=\"ok\"}", "6");
+                 "model=\"other\",mode=\"sequential\",tenant=\"\",outcome=\"ok\"}", "6");
     assert_value(txt, "pdtrace_requests_total{connector=\"other\","
-                 "model=\"other\",mode=\"decode_only\",outcome=\"ok\"}", "1");
+                 "model=\"other\",mode=\"decode_only\",tenant=\"\",outcome=\"ok\"}", "1");
     assert_value(txt, "pdtrace_true_ttft_seconds_count{connector=\"other\","
                  "model=\"other\",mode=\"sequential\"}", "6");
     assert_null(strstr(txt, "mode=\"concurrent\""));
@@ -516,6 +517,211 @@ static void test_set_model(void **state)
     }
     free(text);
 }
+
+/* ---- tenants ------------------------------------------------------------- */
+
+static int g_warnings;
+
+static void count_warn(void *userdata, int level, const char *message)
+{
+    (void)userdata;
+    if (level == PDT_LOG_WARN && strstr(message, "PDTRACE_METRICS_TENANTS"))
+        g_warnings++;
+}
+
+/* A tracer with the given tenant option (NULL: none) and environment. */
+static int open_tenants(pdt_tracer **t, const char *tenants, int use_env)
+{
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+
+    o.ignore_environment = !use_env;
+    o.exporter = PDT_EXPORTER_NONE;
+    o.disabled = 1;
+    o.log_fn = count_warn;
+    o.metrics_tenants = tenants;
+    return pdt_tracer_open(t, &o);
+}
+
+/* One decode-only request of a tenant (NULL: none) with usage. */
+static void tenant_request(pdt_tracer *t, const char *tenant, int64_t in,
+                           int64_t out, int64_t cached, int fail)
+{
+    pdt_request *r = NULL;
+    uint64_t a = pdt_now_ns() - 100 * SEC;
+
+    assert_int_equal(pdt_request_begin(&r, t, NULL, NULL, a), PDT_OK);
+    assert_int_equal(pdt_request_set_connector(r, "nixlv2"), PDT_OK);
+    assert_int_equal(pdt_request_set_model(r, "m"), PDT_OK);
+    if (tenant != NULL)
+        assert_int_equal(pdt_request_set_tenant(r, tenant), PDT_OK);
+    assert_int_equal(pdt_request_set_mode(r, PDT_MODE_DECODE_ONLY, NULL),
+                     PDT_OK);
+    assert_int_equal(pdt_request_mark(r, PDT_MARK_DECODE_SENT, a + MS),
+                     PDT_OK);
+    assert_int_equal(pdt_request_tokens(r, a + 2 * MS, 1), PDT_OK);
+    assert_int_equal(pdt_request_set_usage(r, in, out, cached), PDT_OK);
+    assert_int_equal(pdt_request_set_response(r, fail ? 503 : 200, NULL),
+                     PDT_OK);
+    assert_int_equal(pdt_request_end(r, a + 3 * MS, NULL), PDT_OK);
+    pdt_request_free(r);
+}
+
+#define LBL "{connector=\"nixlv2\",model=\"m\",mode=\"decode_only\",tenant="
+
+static void test_tenant_labels(void **state)
+{
+    pdt_tracer *t = NULL;
+    pdt_request *r = NULL;
+    char big[300], *txt;
+
+    (void)state;
+    /* Blanks trimmed, empty items and duplicates dropped. */
+    assert_int_equal(open_tenants(&t, " team-a, team-b ,,team-a,", 0),
+                     PDT_OK);
+    tenant_request(t, "team-a", 100, 10, 40, 0);
+    tenant_request(t, "team-a", 200, 20, -1, 1);
+    tenant_request(t, "team-b", 7, 3, 0, 0);
+    tenant_request(t, "zeta", 1000, 50, 500, 0);  /* not configured */
+    tenant_request(t, "Team-A", 1, 1, 1, 0);      /* names are exact */
+    tenant_request(t, NULL, 5, 5, -1, 0);
+    /* The last call wins: counted as team-b. */
+    assert_int_equal(pdt_request_begin(&r, t, NULL, NULL, 0), PDT_OK);
+    assert_int_equal(pdt_request_set_tenant(r, "zeta"), PDT_OK);
+    assert_int_equal(pdt_request_set_tenant(r, "team-b"), PDT_OK);
+    assert_int_equal(pdt_request_set_mode(r, PDT_MODE_DECODE_ONLY, NULL),
+                     PDT_OK);
+    assert_int_equal(pdt_request_set_connector(r, "nixlv2"), PDT_OK);
+    assert_int_equal(pdt_request_set_model(r, "m"), PDT_OK);
+    /* Bad values are refused and change nothing. */
+    assert_int_equal(pdt_request_set_tenant(NULL, "x"), PDT_EINVAL);
+    assert_int_equal(pdt_request_set_tenant(r, NULL), PDT_EINVAL);
+    assert_int_equal(pdt_request_set_tenant(r, ""), PDT_EINVAL);
+    memset(big, 't', sizeof(big));
+    big[256] = '\0';
+    assert_int_equal(pdt_request_set_tenant(r, big), PDT_EINVAL);
+    assert_int_equal(pdt_request_end(r, 0, NULL), PDT_OK);
+    assert_int_equal(pdt_request_set_tenant(r, "late"), PDT_ESTATE);
+    pdt_request_free(r);
+    /* A recycled request starts without a tenant. */
+    tenant_request(t, NULL, -1, -1, -1, 0);
+
+    txt = render(t);
+    assert_value(txt, "pdtrace_requests_total" LBL "\"team-a\",outcome=\"ok\"}",
+                 "1");
+    assert_value(txt, "pdtrace_requests_total" LBL
+                 "\"team-a\",outcome=\"error\"}", "1");
+    assert_value(txt, "pdtrace_requests_total" LBL "\"team-b\",outcome=\"ok\"}",
+                 "2");
+    assert_value(txt, "pdtrace_requests_total" LBL "\"other\",outcome=\"ok\"}",
+                 "2");
+    assert_value(txt, "pdtrace_requests_total" LBL "\"\",outcome=\"ok\"}", "2");
+    assert_value(txt, "pdtrace_input_tokens_total" LBL "\"team-a\"}", "300");
+    assert_value(txt, "pdtrace_output_tokens_total" LBL "\"team-a\"}", "30");
+    assert_value(txt, "pdtrace_cached_input_tokens_total" LBL "\"team-a\"}",
+                 "40");
+    assert_value(txt, "pdtrace_input_tokens_total" LBL "\"team-b\"}", "7");
+    /* The second team-b request had no usage and no token: adds 0. */
+    assert_value(txt, "pdtrace_output_tokens_total" LBL "\"team-b\"}", "3");
+    assert_value(txt, "pdtrace_input_tokens_total" LBL "\"other\"}", "1001");
+    assert_value(txt, "pdtrace_output_tokens_total" LBL "\"other\"}", "51");
+    assert_value(txt, "pdtrace_cached_input_tokens_total" LBL "\"other\"}",
+                 "501");
+    assert_value(txt, "pdtrace_input_tokens_total" LBL "\"\"}", "5");
+    assert_value(txt, "pdtrace_output_tokens_total" LBL "\"\"}", "6");
+    /* Bounded: no series for names outside the set. */
+    assert_null(strstr(txt, "zeta"));
+    assert_null(strstr(txt, "Team-A"));
+    /* The histograms keep their labels. */
+    assert_value(txt, "pdtrace_request_duration_seconds_count{connector="
+                 "\"nixlv2\",model=\"m\",mode=\"decode_only\"}", "8");
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+
+    /* Without a configured set every tenant is "other". */
+    assert_int_equal(open_tenants(&t, NULL, 0), PDT_OK);
+    tenant_request(t, "team-a", 1, 1, 1, 0);
+    txt = render(t);
+    assert_value(txt, "pdtrace_requests_total" LBL "\"other\",outcome=\"ok\"}",
+                 "1");
+    assert_null(strstr(txt, "team-a"));
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+}
+
+static void test_tenant_config(void **state)
+{
+    pdt_tracer *t = NULL;
+    char list[40 * 4 + 1], name[70], *txt;
+    int i;
+
+    (void)state;
+    /* 32 names are accepted, 33 are not. */
+    list[0] = '\0';
+    for (i = 0; i < 33; i++)
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%d",
+                 i ? "," : "", i + 100);
+    assert_int_equal(open_tenants(&t, list, 0), PDT_EINVAL);
+    assert_non_null(strstr(pdt_last_error(), "metrics_tenants"));
+    *strrchr(list, ',') = '\0';
+    assert_int_equal(open_tenants(&t, list, 0), PDT_OK);
+    tenant_request(t, "131", 1, 1, 1, 0);
+    txt = render(t);
+    assert_value(txt, "pdtrace_requests_total" LBL "\"131\",outcome=\"ok\"}",
+                 "1");
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    /* A name of 63 bytes is accepted, 64 is not. */
+    memset(name, 'n', sizeof(name));
+    name[64] = '\0';
+    assert_int_equal(open_tenants(&t, name, 0), PDT_EINVAL);
+    name[63] = '\0';
+    assert_int_equal(open_tenants(&t, name, 0), PDT_OK);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    assert_int_equal(open_tenants(&t, "a,other", 0), PDT_EINVAL);
+    assert_int_equal(open_tenants(&t, "a,b\nc", 0), PDT_EINVAL);
+    /* Only blanks and commas: no tenant set, not an error. */
+    assert_int_equal(open_tenants(&t, " , ", 0), PDT_OK);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+
+    /* The environment variable, when no option is given. */
+    assert_int_equal(setenv("PDTRACE_METRICS_TENANTS", "env-a, env-b", 1), 0);
+    assert_int_equal(open_tenants(&t, NULL, 1), PDT_OK);
+    tenant_request(t, "env-b", 1, 1, 1, 0);
+    txt = render(t);
+    assert_value(txt, "pdtrace_requests_total" LBL "\"env-b\",outcome=\"ok\"}",
+                 "1");
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    /* The option wins over it. */
+    assert_int_equal(open_tenants(&t, "opt", 1), PDT_OK);
+    tenant_request(t, "env-b", 1, 1, 1, 0);
+    txt = render(t);
+    assert_value(txt, "pdtrace_requests_total" LBL "\"other\",outcome=\"ok\"}",
+                 "1");
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    /* A bad variable is reported once and ignored, never fatal. */
+    assert_int_equal(setenv("PDTRACE_METRICS_TENANTS", "x,other", 1), 0);
+    g_warnings = 0;
+    assert_int_equal(open_tenants(&t, NULL, 1), PDT_OK);
+    assert_int_equal(g_warnings, 1);
+    tenant_request(t, "x", 1, 1, 1, 0);
+    txt = render(t);
+    assert_value(txt, "pdtrace_requests_total" LBL "\"other\",outcome=\"ok\"}",
+                 "1");
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    /* ignore_environment: not read at all. */
+    assert_int_equal(setenv("PDTRACE_METRICS_TENANTS", "env-a", 1), 0);
+    assert_int_equal(open_tenants(&t, NULL, 0), PDT_OK);
+    tenant_request(t, "env-a", 1, 1, 1, 0);
+    txt = render(t);
+    assert_null(strstr(txt, "env-a"));
+    free(txt);
+    assert_int_equal(pdt_tracer_close(t, 1000, NULL), PDT_OK);
+    unsetenv("PDTRACE_METRICS_TENANTS");
+}
+#undef LBL
 
 /* ---- threads ---------------------------------------------------------------- */
 
@@ -751,6 +957,8 @@ int main(void)
         cmocka_unit_test(test_label_overflow),
         cmocka_unit_test(test_ebufsize_retry),
         cmocka_unit_test(test_set_model),
+        cmocka_unit_test(test_tenant_labels),
+        cmocka_unit_test(test_tenant_config),
         cmocka_unit_test(test_concurrent_exact),
         cmocka_unit_test(test_fork_while_recording),
     };

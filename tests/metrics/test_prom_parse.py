@@ -202,6 +202,23 @@ def test_requests_and_spans(fams):
     assert info[0].labels["version"].count(".") == 2
 
 
+def test_tenant_and_token_counters(fams):
+    # The concurrent requests name tenant team-a; the others none ("").
+    assert value(fams, "pdtrace_requests_total", outcome="ok",
+                 tenant="team-a", **CONC) == 10
+    assert value(fams, "pdtrace_output_tokens_total", tenant="team-a",
+                 **CONC) == 10 * 51
+    assert value(fams, "pdtrace_input_tokens_total", tenant="",
+                 **SEQ_NIXL) == 10 * 2000
+    assert value(fams, "pdtrace_output_tokens_total", tenant="",
+                 **SEQ_NIXL) == 10 * 11
+    assert value(fams, "pdtrace_cached_input_tokens_total", tenant="",
+                 **SEQ_NIXL) == 0
+    tenants = {s.labels["tenant"]
+               for s in samples(fams, "pdtrace_requests_total")}
+    assert tenants == {"", "team-a"}
+
+
 def test_label_overflow_and_escaping():
     # 4 label sets from the mix plus 70 new connectors: 60 fit.
     fams = families(run_dump(1, 70))

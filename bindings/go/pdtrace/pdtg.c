@@ -114,6 +114,7 @@ void pdtg_options_free(pdt_tracer_options *o)
     free((char *)o->client_cert);
     free((char *)o->client_key);
     free((char *)o->spool_dir);
+    free((char *)o->metrics_tenants);
     free(o);
 }
 
@@ -505,6 +506,17 @@ pdtg_res pdtg_request_set_model(pdt_request *req, pdtg_str model)
     if (!pdtg_cs_init(&c, model, 1))
         return pdtg_nomem();
     r = pdtg_result(pdt_request_set_model(req, c.p));
+    pdtg_cs_free(&c);
+    return r;
+}
+
+pdtg_res pdtg_request_set_tenant(pdt_request *req, pdtg_str tenant)
+{
+    pdtg_cs c;
+    pdtg_res r;
+    if (!pdtg_cs_init(&c, tenant, 1))
+        return pdtg_nomem();
+    r = pdtg_result(pdt_request_set_tenant(req, c.p));
     pdtg_cs_free(&c);
     return r;
 }

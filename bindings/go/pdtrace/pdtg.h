@@ -165,6 +165,7 @@ pdtg_ids pdtg_request_ids(pdt_request *req, int leg);
 pdtg_res pdtg_request_set_attrs(pdt_request *req, int leg,
                                 const pdtg_attrbuf *b, size_t n);
 pdtg_res pdtg_request_set_model(pdt_request *req, pdtg_str model);
+pdtg_res pdtg_request_set_tenant(pdt_request *req, pdtg_str tenant);
 pdtg_begin_with_res pdtg_request_begin_with(
     pdt_tracer *t, pdtg_str tp, pdtg_str ts, uint64_t arrival, pdtg_str id,
     pdtg_str method, pdtg_str path, pdtg_str connector, pdtg_str model,

@@ -331,6 +331,19 @@ func (r *Request) SetModel(model string) error {
 	return err
 }
 
+// SetTenant sets the request's tenant: llm_d.tenant on the request span
+// and the tenant label of its request and token counters in the metrics
+// when it is one of Options.MetricsTenants ("other" otherwise;
+// pdt_request_set_tenant).
+func (r *Request) SetTenant(tenant string) error {
+	if r == nil || r.h == nil {
+		return errReleased("pdt_request_set_tenant")
+	}
+	err := cReqSetTenant(r.h, tenant)
+	runtime.KeepAlive(r)
+	return err
+}
+
 // SetAttributes sets typed attributes on the request span in one call
 // (pdt_request_set_attrs). Every one is applied even if another is
 // refused; the error is that of the first refused.

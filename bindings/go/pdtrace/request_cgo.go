@@ -157,6 +157,13 @@ func cReqSetModel(h reqHandle, model string) error {
 	return check("pdt_request_set_model", C.pdtg_request_set_model(h, gstr(model)))
 }
 
+func cReqSetTenant(h reqHandle, tenant string) error {
+	if err := checkNUL("pdt_request_set_tenant", "tenant", tenant); err != nil {
+		return err
+	}
+	return check("pdt_request_set_tenant", C.pdtg_request_set_tenant(h, gstr(tenant)))
+}
+
 // cBeginWith is cBegin plus the connector, model and attributes, set in
 // the same cgo call; setErr is the first of those settings that failed.
 func cBeginWith(t *C.pdt_tracer, tp, ts string, arrival Time, id, method, path,

@@ -57,6 +57,17 @@ const (
 	ExporterNone    Exporter = 3 // spans are built and dropped (counted)
 )
 
+// Protocol of the OTLP export (pdt_protocol).
+type Protocol int
+
+// Protocols.
+const (
+	ProtocolDefault      Protocol = 0 // OTEL_EXPORTER_OTLP_*_PROTOCOL, else HTTP/protobuf
+	ProtocolHTTPProtobuf Protocol = 1
+	ProtocolGRPC         Protocol = 2
+	ProtocolHTTPJSON     Protocol = 3
+)
+
 // Compression of OTLP requests (pdt_compression).
 type Compression int
 
@@ -122,6 +133,13 @@ type Options struct {
 	// CompressionLevel: gzip 1..9, zstd -131072..22; 0:
 	// PDTRACE_COMPRESSION_LEVEL, else the codec's default.
 	CompressionLevel int
+	// MetricsTenants lists, comma-separated, the tenants (Request.SetTenant)
+	// that keep their name in the metrics' tenant label; any other is
+	// counted as "other". "": PDTRACE_METRICS_TENANTS, else none.
+	MetricsTenants string
+	// Protocol: OTLP/HTTP protobuf (default), OTLP/gRPC or OTLP/HTTP
+	// JSON; ProtocolDefault reads OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL.
+	Protocol Protocol
 }
 
 // Stats are the tracer's counters (pdt_stats).

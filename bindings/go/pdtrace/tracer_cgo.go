@@ -47,7 +47,7 @@ func cOpen(o *Options, logHandle uintptr) (*C.pdt_tracer, error) {
 			"ResourceAttributes", o.ResourceAttributes, "Endpoint", o.Endpoint,
 			"Headers", o.Headers, "ConsolePath", o.ConsolePath, "CAFile", o.CAFile,
 			"ClientCert", o.ClientCert, "ClientKey", o.ClientKey,
-			"SpoolDir", o.SpoolDir); err != nil {
+			"SpoolDir", o.SpoolDir, "MetricsTenants", o.MetricsTenants); err != nil {
 			return nil, err
 		}
 	}
@@ -92,6 +92,8 @@ func cOpen(o *Options, logHandle uintptr) (*C.pdt_tracer, error) {
 	co.spool_max_bytes = C.int64_t(o.SpoolMaxBytes)
 	co.max_concurrent_exports = C.int64_t(o.MaxConcurrentExports)
 	co.compression_level = C.int(o.CompressionLevel)
+	co.metrics_tenants = cstrOrNil(o.MetricsTenants)
+	co.protocol = C.int(o.Protocol)
 	r := C.pdtg_tracer_open(co, C.uintptr_t(logHandle))
 	return r.tracer, resultErr("pdt_tracer_open", r.rc, r.msg)
 }

@@ -388,3 +388,39 @@ def test_marks_take_time_monotonic_ns(tracer):
         r.tokens(1, time.monotonic_ns())
         bd = r.end(time.monotonic_ns())
     assert 0 < bd.true_ttft_ms < 1000
+
+
+def test_tenant(make_tracer, spans):
+    t = make_tracer(metrics_tenants="team-a, team-b")
+    with t.request(tenant="team-a", connector="nixlv2", model="m") as r:
+        r.set_usage(100, 7, -1)
+        r.end()
+    r = t.request(connector="nixlv2", model="m")
+    r.set_tenant("zeta")  # not configured: "other"
+    r.end()
+    r.free()
+    with pytest.raises(pdtrace.InvalidArgumentError):
+        t.request(tenant="a\0b")
+    with t.request(connector="nixlv2", model="m") as r:
+        with pytest.raises(pdtrace.InvalidArgumentError):
+            r.set_tenant("")
+        r.end()
+        with pytest.raises(pdtrace.StateError):
+            r.set_tenant("team-b")
+    text = t.metrics()
+    lbl = 'connector="nixlv2",model="m",mode="sequential",tenant='
+    assert 'pdtrace_requests_total{%s"team-a",outcome="ok"} 1\n' % lbl in text
+    assert 'pdtrace_output_tokens_total{%s"team-a"} 7\n' % lbl in text
+    assert 'pdtrace_input_tokens_total{%s"team-a"} 100\n' % lbl in text
+    assert 'pdtrace_requests_total{%s"other",outcome="ok"} 1\n' % lbl in text
+    assert 'pdtrace_requests_total{%s"",outcome="ok"} 1\n' % lbl in text
+    assert "zeta" not in text
+    t.flush(5)
+    roots = by_name(spans(), P + "request")
+    assert sorted(s["attrs"].get("llm_d.tenant", "") for s in roots) == \
+        ["", "team-a", "zeta"]
+
+
+def test_metrics_tenants_option_is_checked(make_tracer):
+    with pytest.raises(pdtrace.InvalidArgumentError):
+        make_tracer(metrics_tenants="a,other")

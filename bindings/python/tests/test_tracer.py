@@ -73,6 +73,8 @@ def test_unknown_enum_name_is_value_error(make_tracer):
     ({"max_concurrent_exports": 65}, pdtrace.InvalidArgumentError),
     ({"compression": "gzip", "compression_level": 10},
      pdtrace.InvalidArgumentError),
+    ({"protocol": "thrift"}, ValueError),
+    ({"protocol": 99}, pdtrace.InvalidArgumentError),
 ])
 def test_bad_options_raise(make_tracer, kw, exc):
     with pytest.raises(exc) as ei:
@@ -297,3 +299,47 @@ def test_gc_of_open_tracer_does_not_wait(out_path):
     # Nothing to assert beyond "returned and did not crash"; spans may or
     # may not have been written.
     read_spans(out_path)
+
+
+@pytest.mark.parametrize("protocol, content_type", [
+    (None, "application/x-protobuf"),
+    ("http/protobuf", "application/x-protobuf"),
+    ("http/json", "application/json"),
+    (pdtrace.Protocol.HTTP_JSON, "application/json"),
+])
+def test_protocol_option_reaches_the_wire(protocol, content_type):
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((self.path, self.headers.get("Content-Type")))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}" if "json" in content_type else b"\0\0")
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        kw = {} if protocol is None else {"protocol": protocol}
+        t = pdtrace.Tracer(exporter="otlp", compression="none",
+                           endpoint="http://127.0.0.1:%d" % srv.server_port,
+                           ignore_environment=True, **kw)
+        with t.start_span("s"):
+            pass
+        t.flush(5)
+        t.close(5)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert seen, "no export arrived"
+    assert seen[0] == ("/v1/traces", content_type)

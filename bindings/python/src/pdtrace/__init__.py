@@ -32,6 +32,7 @@ from ._common import (
     METRICS_CONTENT_TYPE,
     Mark,
     Mode,
+    Protocol,
     SpanKind,
     Stats,
     StatusCode,
@@ -83,7 +84,7 @@ __version__ = _package_version()
 
 __all__ = [
     "AttributeValue", "Breakdown", "Compression", "Exporter", "Leg",
-    "LogLevel", "METRICS_CONTENT_TYPE", "Mark", "Mode", "Request", "Sampler",
+    "LogLevel", "METRICS_CONTENT_TYPE", "Mark", "Mode", "Protocol", "Request", "Sampler",
     "Span", "SpanKind", "Stats", "StatusCode", "Tracer", "now_ns",
     "parse_traceparent", "status_str", "version", "version_number",
     "BufferSizeError", "ClosedError", "FileIOError", "InternalError",

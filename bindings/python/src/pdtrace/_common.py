@@ -132,6 +132,14 @@ class Compression(enum.IntEnum):
     ZSTD = 3
 
 
+class Protocol(enum.IntEnum):
+    """pdt_protocol; as a string: "http/protobuf", "grpc", "http/json"."""
+    DEFAULT = 0
+    HTTP_PROTOBUF = 1
+    GRPC = 2
+    HTTP_JSON = 3
+
+
 class Sampler(enum.IntEnum):
     DEFAULT = 0
     ALWAYS_ON = 1

@@ -29,6 +29,7 @@ _send = lib.pdtpy_request_send
 _leg_done = lib.pdtpy_request_leg_done
 _finish = lib.pdtpy_request_finish
 _set_model = lib.pdt_request_set_model
+_set_tenant = lib.pdt_request_set_tenant
 _end = lib.pdt_request_end
 _set_id = lib.pdt_request_set_id
 _set_connector = lib.pdt_request_set_connector
@@ -66,9 +67,12 @@ def _begin_request(self: "Request", tracer: Tracer,
                    arrival_ns: int, request_id: Optional[str],
                    connector: Optional[str], model: Optional[str],
                    attributes: Optional[Mapping[str, AttributeValue]],
-                   otel: bool = False) -> "Request":
+                   otel: bool = False,
+                   tenant: Optional[str] = None) -> "Request":
     """Request.__init__, also called by Tracer.request() directly."""
     self._h = _NULL_REQUEST
+    # Checked before the request begins, so a NUL refuses nothing half done.
+    tenant_b = _c(tenant, "tenant") if tenant is not None else None
     self._otel = None
     if otel and _otel():
         # The current OpenTelemetry span, when there is one, is the parent.
@@ -107,6 +111,9 @@ def _begin_request(self: "Request", tracer: Tracer,
     live.add(id(self))
     if tracestate is None:
         self._ts = None  # no inbound tracestate: none is sent on
+    if tenant_b is not None:
+        rc2 = _set_tenant(h, tenant_b)
+        rc = rc or rc2
     if rc:
         err = error_for_status(rc)
         err.request = self
@@ -138,10 +145,11 @@ class Request:
                  connector: Optional[str] = None,
                  model: Optional[str] = None,
                  attributes: Optional[Mapping[str, AttributeValue]] = None,
-                 otel: bool = False) -> None:
+                 otel: bool = False,
+                 tenant: Optional[str] = None) -> None:
         """Begins the request (pdt_request_begin) and sets request_id,
         connector, model and attributes when given, all in one foreign
-        call. If the request began but one of those settings was refused
+        call, and the tenant (set_tenant) when given, in one more. If the request began but one of those settings was refused
         (the others are still applied), the error is raised with the open
         request attached as ``.request``: go on with it, or free it.
 
@@ -152,7 +160,8 @@ class Request:
         (``with`` or ``async with``) makes the request span the current
         OpenTelemetry span until the block ends. See pdtrace.otel."""
         _begin_request(self, tracer, traceparent, tracestate, arrival_ns,
-                       request_id, connector, model, attributes, otel)
+                       request_id, connector, model, attributes, otel,
+                       tenant)
 
     def __enter__(self) -> "Request":
         if self._otel is _OTEL_ON:
@@ -227,6 +236,14 @@ class Request:
         """pdt_request_set_model(): gen_ai.request.model on the request
         span and the `model` label of its metrics."""
         rc = _set_model(self._h, _c(model, "model"))
+        if rc:
+            raise error_for_status(rc)
+
+    def set_tenant(self, tenant: str) -> None:
+        """pdt_request_set_tenant(): llm_d.tenant on the request span and
+        the `tenant` label of its request and token counters, when the
+        tenant is one of the tracer's metrics_tenants ("other" otherwise)."""
+        rc = _set_tenant(self._h, _c(tenant, "tenant"))
         if rc:
             raise error_for_status(rc)
 

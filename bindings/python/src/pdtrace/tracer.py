@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Union
 
 from ._common import (AttributeValue, _c, Compression, _EBUFSIZE, Exporter,
                       ffi, _gc, lib, LogCallback, _METRICS_START, _ms, _new, _NULL, _NULL_TRACER,
-                      _object_new, Sampler, SpanKind, Stats, _STATS_FIELDS,
+                      _object_new, Protocol, Sampler, SpanKind, Stats, _STATS_FIELDS,
                       _STATS_SIZE, _string, _tracer_metrics, _unpack)
 from .errors import TimedOutError, error_for_status
 from .request import Request, _begin_request
@@ -28,12 +28,12 @@ def _pdtrace_log_cb(userdata: Any, level: int, message: Any) -> None:
 
 _STR_OPTIONS = ("service_name", "resource_attributes", "endpoint", "headers",
                 "console_path", "ca_file", "client_cert", "client_key",
-                "spool_dir")
+                "spool_dir", "metrics_tenants")
 _INT_OPTIONS = ("timeout_ms", "schedule_delay_ms", "export_timeout_ms",
                 "max_queue_size", "max_export_batch_size",
                 "attribute_count_limit", "attribute_value_length_limit",
                 "spool_max_bytes", "exporter", "compression", "sampler",
-                "max_concurrent_exports", "compression_level")
+                "max_concurrent_exports", "compression_level", "protocol")
 _FLOAT_OPTIONS = ("tail_ttft_threshold_ms",)
 # Python bools onto the library's tri-state ints (1 yes, -1 no, 0 default).
 _TRISTATE_OPTIONS = ("tail_keep_errors", "disabled")
@@ -94,7 +94,9 @@ class Tracer:
                  spool_dir: Optional[str] = None,
                  spool_max_bytes: Optional[int] = None,
                  max_concurrent_exports: Optional[int] = None,
-                 compression_level: Optional[int] = None) -> None:
+                 compression_level: Optional[int] = None,
+                 metrics_tenants: Optional[str] = None,
+                 protocol: Union[Protocol, str, None] = None) -> None:
         self._h = _NULL_TRACER
         self._live: "set[int]" = set()
         self._log_handle = None
@@ -111,11 +113,12 @@ class Tracer:
                 setattr(opts, name, b)
         for name, enum_type in (("exporter", Exporter),
                                 ("compression", Compression),
-                                ("sampler", Sampler)):
+                                ("sampler", Sampler),
+                                ("protocol", Protocol)):
             v = given[name]
             if isinstance(v, str):
                 try:
-                    given[name] = enum_type[v.upper()]
+                    given[name] = enum_type[v.upper().replace("/", "_")]
                 except KeyError:
                     raise ValueError("%s: unknown value %r" % (name, v)) \
                         from None
@@ -162,16 +165,18 @@ class Tracer:
                 connector: Optional[str] = None,
                 model: Optional[str] = None,
                 attributes: Optional[Mapping[str, AttributeValue]] = None,
-                otel: bool = False) -> "Request":
+                otel: bool = False,
+                tenant: Optional[str] = None) -> "Request":
         """Begins a P/D request (pdt_request_begin). arrival_ns is mark A
         (0: now). request_id, connector, model and attributes (on the
-        request span), if given, are set in the same foreign call.
+        request span), if given, are set in the same foreign call; tenant
+        (pdt_request_set_tenant) in one more.
         otel=True takes the parent from the current OpenTelemetry span and
         makes the request span current inside its ``with`` block; see
         Request."""
         return _begin_request(_object_new(Request), self, traceparent,
                               tracestate, arrival_ns, request_id, connector,
-                              model, attributes, otel)
+                              model, attributes, otel, tenant)
 
     def start_span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
                    parent: Optional["Span"] = None,
