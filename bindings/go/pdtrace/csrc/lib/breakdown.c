@@ -125,6 +125,8 @@ void pdti_request_summary(pdt_request *req, const pdt_breakdown *bd)
                       req->mode == PDT_MODE_CONCURRENT);
         if (req->reason[0] != '\0')
             pdti_req_put_str(req->tracer, root, PDTI_LIT(PDTI_PFX "reason"), req->reason);
+        if (req->tenant[0] != '\0')
+            pdti_req_put_str(req->tracer, root, PDTI_LIT("llm_d.tenant"), req->tenant);
         if (req->usage_in >= 0)
             pdti_req_put_int(req->tracer, root, PDTI_LIT("gen_ai.usage.input_tokens"),
                          req->usage_in);
@@ -143,6 +145,14 @@ void pdti_request_summary(pdt_request *req, const pdt_breakdown *bd)
     if (dec != NULL) {
         add_summary(req, dec, n);
         pdti_req_put_str(req->tracer, dec, PDTI_LIT(PDTI_PFX "request_id"), req->request_id);
+        /* The labels the published queries filter the decode span by. */
+        if (req->connector[0] != '\0')
+            pdti_req_put_str(req->tracer, dec, PDTI_LIT(PDTI_PFX "connector"), req->connector);
+        if (req->model[0] != '\0')
+            pdti_req_put_str(req->tracer, dec, PDTI_LIT("gen_ai.request.model"),
+                    req->model);
+        pdti_req_put_bool(req->tracer, dec, PDTI_LIT(PDTI_PFX "disaggregation_enabled"),
+                      req->mode != PDT_MODE_DECODE_ONLY);
         if (bd->output_tokens >= 0)
             pdti_req_put_int(req->tracer, dec, PDTI_LIT("gen_ai.usage.output_tokens"),
                          bd->output_tokens);

@@ -53,6 +53,7 @@ typedef struct resolver {
     int has_max_concurrent;      /* o->size covers max_concurrent_exports */
     int has_comp_level;          /* o->size covers compression_level */
     int has_protocol;            /* o->size covers protocol */
+    int has_tenants;             /* o->size covers metrics_tenants */
 } resolver;
 
 static const pdti_name_value exporter_names[] = {
@@ -498,6 +499,98 @@ static int resolve_tail(const resolver *r, pdti_config *cfg)
     return PDT_OK;
 }
 
+int pdti_config_tenants(const char *list, char **out, const char **why)
+{
+    const char *p = list, *names[PDTI_TENANTS_MAX];
+    size_t lens[PDTI_TENANTS_MAX], n = 0, i, total = 0;
+    char *w;
+
+    *out = NULL;
+    *why = NULL;
+    while (p != NULL && *p != '\0') {
+        const char *end = strchr(p, ','), *a = p, *b;
+        size_t len, j;
+        int dup = 0;
+
+        if (end == NULL)
+            end = p + strlen(p);
+        b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        len = (size_t)(b - a);
+        p = *end == ',' ? end + 1 : end;
+        if (len == 0)
+            continue;
+        if (len > PDTI_TENANT_NAME_MAX) {
+            *why = "a tenant name is longer than 63 bytes";
+            return PDT_EINVAL;
+        }
+        if (len == 5 && memcmp(a, "other", 5) == 0) {
+            *why = "\"other\" is the label of the tenants not listed";
+            return PDT_EINVAL;
+        }
+        for (j = 0; j < len; j++) {
+            if ((unsigned char)a[j] < 0x20 || a[j] == 0x7f) {
+                *why = "a tenant name has a control byte";
+                return PDT_EINVAL;
+            }
+        }
+        for (j = 0; j < n && !dup; j++)
+            dup = lens[j] == len && memcmp(names[j], a, len) == 0;
+        if (dup)
+            continue;
+        if (n == PDTI_TENANTS_MAX) {
+            *why = "more than 32 tenants";
+            return PDT_EINVAL;
+        }
+        names[n] = a;
+        lens[n++] = len;
+        total += len + 1;
+    }
+    if (n == 0)
+        return PDT_OK;
+    if ((*out = w = malloc(total)) == NULL)
+        return PDT_ENOMEM;
+    for (i = 0; i < n; i++) {
+        memcpy(w, names[i], lens[i]);
+        w += lens[i];
+        *w++ = i + 1 < n ? ',' : '\0';
+    }
+    return PDT_OK;
+}
+
+/* options.metrics_tenants, else PDTRACE_METRICS_TENANTS (a bad variable
+ * is reported and ignored). */
+static int resolve_tenants(const resolver *r, pdti_config *cfg)
+{
+    const char *why = NULL;
+    char *env = NULL;
+    int st;
+
+    if (r->has_tenants && r->o->metrics_tenants != NULL) {
+        st = pdti_config_tenants(r->o->metrics_tenants, &cfg->metrics_tenants,
+                                 &why);
+        if (st == PDT_EINVAL)
+            return pdti_err(PDT_EINVAL, "pdt_tracer_options.metrics_tenants: "
+                                        "%s", why);
+        return st == PDT_OK ? PDT_OK : oom();
+    }
+    if (pdti_env_string(&r->env, "PDTRACE_METRICS_TENANTS", &env) != PDT_OK)
+        return oom();
+    if (env == NULL)
+        return PDT_OK;
+    st = pdti_config_tenants(env, &cfg->metrics_tenants, &why);
+    free(env);
+    if (st == PDT_EINVAL) {
+        pdti_log(r->env.lg, PDT_LOG_WARN, "ignoring PDTRACE_METRICS_TENANTS: "
+                 "%s", why);
+        return PDT_OK;
+    }
+    return st == PDT_OK ? PDT_OK : oom();
+}
+
 static int resolve_console_and_spool(const resolver *r, pdti_config *cfg)
 {
     static const int_setting spool_max = { "spool_max_bytes", NULL,
@@ -698,6 +791,9 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     r.has_protocol = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, protocol) +
                       sizeof(opts->protocol);
+    r.has_tenants = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, metrics_tenants) +
+                      sizeof(opts->metrics_tenants);
     r.env.lg = lg;
 
     st = resolve_disabled(&r, cfg);
@@ -754,6 +850,8 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
         st = resolve_console_and_spool(&r, cfg);
     if (st == PDT_OK)
         st = resolve_resource(&r, cfg);
+    if (st == PDT_OK)
+        st = resolve_tenants(&r, cfg);
     if (st != PDT_OK)
         pdti_config_free(cfg);
     return st;
@@ -772,5 +870,6 @@ void pdti_config_free(pdti_config *cfg)
     free(cfg->service_name);
     pdti_kvlist_free(&cfg->resource);
     free(cfg->spool_dir);
+    free(cfg->metrics_tenants);
     memset(cfg, 0, sizeof(*cfg));
 }

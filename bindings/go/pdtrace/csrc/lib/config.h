@@ -34,6 +34,11 @@
 #define PDTI_ZSTD_LEVEL_MAX 22
 #define PDTI_ZSTD_LEVEL_DEFAULT 1
 
+/* Tenants with their own metrics label (metrics_tenants,
+ * PDTRACE_METRICS_TENANTS): how many, and the longest name. */
+#define PDTI_TENANTS_MAX 32
+#define PDTI_TENANT_NAME_MAX 63
+
 typedef struct pdti_config {
     int disabled;               /* 1: export nothing */
     int exporter;               /* PDT_EXPORTER_OTLP, _CONSOLE or _NONE */
@@ -65,7 +70,19 @@ typedef struct pdti_config {
     char *spool_dir;               /* NULL: no spool */
     int64_t spool_max_bytes;
     int64_t max_concurrent;        /* export requests in flight, 1..64 */
+    char *metrics_tenants;         /* NULL, or "a,b,c": checked, trimmed,
+                                      without duplicates */
 } pdti_config;
+
+/*
+ * Checks a tenant list ("a, b,c": names separated by commas, blanks
+ * around them ignored, empty items skipped) and writes it to *out as
+ * "a,b,c" without duplicates (NULL for an empty list; free() it).
+ * Returns PDT_OK, PDT_ENOMEM, or PDT_EINVAL with *why set to a static
+ * reason (too many names, a name too long, "other", a control byte).
+ * Invalid UTF-8 is not refused: the metrics render it as U+FFFD.
+ */
+int pdti_config_tenants(const char *list, char **out, const char **why);
 
 /*
  * Fills *cfg from opts (may be NULL) and, unless opts->ignore_environment,

@@ -62,10 +62,20 @@ typedef struct hist {
     uint64_t sum_ns;
 } hist;
 
+#define NT PDTI_METRICS_NTENANTS
+/* The configuration's limits fit the table. */
+typedef char pdti_tenants_fit[NT - 2 == PDTI_TENANTS_MAX &&
+                              PDTI_METRICS_TENANT_NAME_MAX ==
+                                  PDTI_TENANT_NAME_MAX ? 1 : -1];
+
+/* Token counters, per tenant. */
+enum { TOK_IN, TOK_OUT, TOK_CACHED, NTOK };
+
 typedef struct stripe {
     uint32_t lock;        /* 0 free, 1 held; writers only */
-    uint64_t requests[2]; /* ok, error */
     hist h[PDTI_H_COUNT];
+    uint64_t requests[NT][2]; /* per tenant: ok, error */
+    uint64_t tokens[NT][NTOK];
 } stripe;
 
 typedef struct mset {
@@ -86,6 +96,9 @@ struct pdti_metrics {
     uint32_t ins_lock;     /* spin lock serialising new sets */
     unsigned fork_gen;     /* fork generation the locks belong to */
     int fork_claim;        /* serialises the reset after a fork */
+    unsigned ntenants;     /* label values in use: 2 + configured */
+    size_t tenant_len[NT];
+    char tenant[NT][PDTI_METRICS_TENANT_NAME_MAX + 1]; /* [0] "", [1] other */
     mset sets[MAX_SETS + NMODES]; /* the last NMODES: "other", per mode */
 };
 
@@ -95,14 +108,31 @@ static const char *const mode_str[NMODES] = {
 
 /* ---- table -------------------------------------------------------------- */
 
-int pdti_metrics_new(pdti_metrics **out)
+int pdti_metrics_new(pdti_metrics **out, const char *tenants)
 {
     pdti_metrics *m = calloc(1, sizeof(*m));
+    const char *p = tenants;
     int i;
 
     *out = NULL;
     if (m == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory for the metrics table");
+    memcpy(m->tenant[PDTI_METRICS_TENANT_OTHER], "other", 6);
+    m->tenant_len[PDTI_METRICS_TENANT_OTHER] = 5;
+    m->ntenants = 2;
+    /* The list was checked by the configuration: names of 1..63 bytes,
+     * no duplicates; anything beyond the table is ignored. */
+    while (p != NULL && *p != '\0' && m->ntenants < NT) {
+        size_t n = strcspn(p, ",");
+        if (n > 0 && n <= PDTI_METRICS_TENANT_NAME_MAX) {
+            memcpy(m->tenant[m->ntenants], p, n);
+            m->tenant[m->ntenants][n] = '\0';
+            m->tenant_len[m->ntenants++] = n;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
     pdti_fork_handler_install();
     m->fork_gen = pdti_fork_generation();
     for (i = 0; i < NMODES; i++) {
@@ -119,6 +149,19 @@ int pdti_metrics_new(pdti_metrics **out)
 void pdti_metrics_free(pdti_metrics *m)
 {
     free(m);
+}
+
+unsigned pdti_metrics_tenant(const pdti_metrics *m, const char *name,
+                             size_t n)
+{
+    unsigned i;
+
+    if (m == NULL || name == NULL || n == 0)
+        return PDTI_METRICS_TENANT_NONE;
+    for (i = 2; i < m->ntenants; i++)
+        if (m->tenant_len[i] == n && memcmp(m->tenant[i], name, n) == 0)
+            return i;
+    return PDTI_METRICS_TENANT_OTHER;
 }
 
 uint64_t pdti_metrics_bound_ns(unsigned i)
@@ -349,12 +392,13 @@ static stripe *stripe_lock(pdti_metrics *m, mset *s)
 }
 
 void pdti_metrics_observe(pdti_metrics *m, const char *connector,
-                          const char *model, const pdt_breakdown *bd)
+                          const char *model, const pdti_metrics_usage *u,
+                          const pdt_breakdown *bd)
 {
     size_t cn, mn;
     uint64_t h;
     uint32_t p;
-    unsigned pos, gen;
+    unsigned pos, gen, ten;
     int mode;
     mset *s;
     stripe *st;
@@ -376,8 +420,16 @@ void pdti_metrics_observe(pdti_metrics *m, const char *connector,
     if (s == NULL)
         s = claim(m, h, connector, cn, model, mn, mode);
 
+    ten = u != NULL && u->tenant < m->ntenants ? u->tenant
+                                               : PDTI_METRICS_TENANT_NONE;
     st = stripe_lock(m, s);
-    bump(&st->requests[bd->error ? 1 : 0], 1);
+    bump(&st->requests[ten][bd->error ? 1 : 0], 1);
+    if (bd->output_tokens > 0)
+        bump(&st->tokens[ten][TOK_OUT], (uint64_t)bd->output_tokens);
+    if (u != NULL && u->input_tokens > 0)
+        bump(&st->tokens[ten][TOK_IN], (uint64_t)u->input_tokens);
+    if (u != NULL && u->cached_tokens > 0)
+        bump(&st->tokens[ten][TOK_CACHED], (uint64_t)u->cached_tokens);
     p = bd->present;
     if (p & PDT_BD_TRUE_TTFT)
         observe_one(&st->h[PDTI_H_TRUE_TTFT], bd->true_ttft_ms);
@@ -600,36 +652,89 @@ static void render_hist(writer *w, pdti_metrics *m, uint32_t nsets, int k)
     }
 }
 
-static void render_requests(writer *w, pdti_metrics *m, uint32_t nsets)
+/* The request and token counters of one set and tenant, summed over the
+ * stripes. */
+static void tenant_counts(const mset *s, unsigned ten, uint64_t req[2],
+                          uint64_t tok[NTOK])
+{
+    unsigned x, k;
+
+    req[0] = req[1] = 0;
+    for (k = 0; k < NTOK; k++)
+        tok[k] = 0;
+    for (x = 0; x < STRIPES; x++) {
+        const stripe *st = &s->st[x];
+        req[0] += __atomic_load_n(&st->requests[ten][0], __ATOMIC_RELAXED);
+        req[1] += __atomic_load_n(&st->requests[ten][1], __ATOMIC_RELAXED);
+        for (k = 0; k < NTOK; k++)
+            tok[k] += __atomic_load_n(&st->tokens[ten][k], __ATOMIC_RELAXED);
+    }
+}
+
+static void put_tenant(writer *w, const pdti_metrics *m, unsigned ten)
+{
+    puts_(w, ",tenant=\"");
+    put_label_value(w, m->tenant[ten], m->tenant_len[ten]);
+    put(w, "\"", 1);
+}
+
+/*
+ * pdtrace_requests_total (kind NTOK) or one token counter (kind TOK_*):
+ * a series per set and tenant label that saw a request.
+ */
+static void render_counter(writer *w, pdti_metrics *m, uint32_t nsets,
+                           int kind)
 {
     static const char *const outcome[2] = {"ok", "error"};
+    static const struct {
+        const char *name, *help;
+    } info[NTOK + 1] = {
+        {"pdtrace_input_tokens_total", "Input (prompt) tokens of ended "
+         "requests, from the usage the caller gave."},
+        {"pdtrace_output_tokens_total", "Output tokens of ended requests "
+         "(usage, else the tokens counted while streaming)."},
+        {"pdtrace_cached_input_tokens_total", "Input tokens served from a "
+         "prefix cache, from the usage the caller gave."},
+        {"pdtrace_requests_total", "P/D requests ended, by outcome (error: "
+         "the client got an error, the request was abandoned, or a leg "
+         "failed and no response status was given)."},
+    };
+    const char *name = info[kind].name;
     uint32_t i;
-    unsigned x;
+    unsigned ten;
     int o;
 
-    header(w, "pdtrace_requests_total", "counter",
-           "P/D requests ended, by outcome (error: an upstream leg or the "
-           "client response failed).");
+    header(w, name, "counter", info[kind].help);
     for (i = 0; i < MAX_SETS + NMODES; i++) {
         const mset *s = &m->sets[i];
-        uint64_t v[2];
         if (i >= nsets && i < MAX_SETS)
             continue;
-        v[0] = v[1] = 0;
-        for (x = 0; x < STRIPES; x++) {
-            v[0] += __atomic_load_n(&s->st[x].requests[0], __ATOMIC_RELAXED);
-            v[1] += __atomic_load_n(&s->st[x].requests[1], __ATOMIC_RELAXED);
-        }
-        if (i >= MAX_SETS && v[0] == 0 && v[1] == 0)
-            continue; /* an "other" set nobody overflowed into */
-        for (o = 0; o < 2; o++) {
-            puts_(w, "pdtrace_requests_total{");
-            put_labels(w, s);
-            puts_(w, ",outcome=\"");
-            puts_(w, outcome[o]);
-            puts_(w, "\"} ");
-            put_u64(w, v[o]);
-            put(w, "\n", 1);
+        for (ten = 0; ten < m->ntenants; ten++) {
+            uint64_t req[2], tok[NTOK];
+            tenant_counts(s, ten, req, tok);
+            if (req[0] == 0 && req[1] == 0)
+                continue; /* a series appears with its first request */
+            if (kind < NTOK) {
+                puts_(w, name);
+                put(w, "{", 1);
+                put_labels(w, s);
+                put_tenant(w, m, ten);
+                puts_(w, "} ");
+                put_u64(w, tok[kind]);
+                put(w, "\n", 1);
+                continue;
+            }
+            for (o = 0; o < 2; o++) {
+                puts_(w, name);
+                put(w, "{", 1);
+                put_labels(w, s);
+                put_tenant(w, m, ten);
+                puts_(w, ",outcome=\"");
+                puts_(w, outcome[o]);
+                puts_(w, "\"} ");
+                put_u64(w, req[o]);
+                put(w, "\n", 1);
+            }
         }
     }
 }
@@ -737,7 +842,10 @@ int pdt_tracer_metrics(pdt_tracer *tracer, char *buf, size_t cap,
     nsets = __atomic_load_n(&m->nsets, __ATOMIC_ACQUIRE);
     for (k = 0; k < PDTI_H_COUNT; k++)
         render_hist(&w, m, nsets, k);
-    render_requests(&w, m, nsets);
+    render_counter(&w, m, nsets, NTOK);
+    render_counter(&w, m, nsets, TOK_IN);
+    render_counter(&w, m, nsets, TOK_OUT);
+    render_counter(&w, m, nsets, TOK_CACHED);
     render_tracer(&w, tracer, m, nsets);
     if (w.len >= cap) {
         if (cap > 0)

@@ -266,6 +266,7 @@ int pdt_request_begin(pdt_request **out, pdt_tracer *tracer,
     memset(&req->tracer, 0, offsetof(struct pdt_request, request_id) -
                                 offsetof(struct pdt_request, tracer));
     req->connector[0] = req->model[0] = req->reason[0] = '\0';
+    req->tenant[0] = '\0';
     req->coarse_ok = ok;
     req->prefill.rec = NULL;
     req->decode.rec = NULL;
@@ -400,6 +401,19 @@ int pdt_request_set_model(pdt_request *req, const char *model)
 {
     return set_label(req, req != NULL ? req->model : NULL, PDTI_MODEL_MAX,
                      model, "model name");
+}
+
+int pdt_request_set_tenant(pdt_request *req, const char *tenant)
+{
+    int rc = set_label(req, req != NULL ? req->tenant : NULL,
+                       PDTI_TENANT_MAX, tenant, "tenant");
+
+    if (rc != PDT_OK)
+        return rc;
+    /* Resolved once here, so that the end compares no string. */
+    req->tenant_idx = pdti_metrics_tenant(req->tracer->metrics, req->tenant,
+                                          strlen(req->tenant));
+    return PDT_OK;
 }
 
 int pdt_request_mark(pdt_request *req, int mark, uint64_t ts)
@@ -639,9 +653,20 @@ int pdt_request_end(pdt_request *req, uint64_t end_ns, pdt_breakdown *out)
     }
     req->e = end_ns;
     req->ended = 1;
+    /* Nobody said what the client got, and a leg failed: assume the
+     * client did not get a complete answer (docs/spans.md, Status). */
+    if (!req->response_set && req->leg_failed)
+        req->error = 1;
 
     pdti_request_breakdown(req, &bd);
-    pdti_metrics_observe(t->metrics, req->connector, req->model, &bd);
+    {
+        pdti_metrics_usage u;
+        u.tenant = req->tenant_idx;
+        u.input_tokens = req->usage_in;
+        u.cached_tokens = req->usage_cached;
+        pdti_metrics_observe(t->metrics, req->connector, req->model, &u,
+                             &bd);
+    }
     pdti_request_summary(req, &bd);
 
     /* Freeze every span of the request: request, decode, then the prefill

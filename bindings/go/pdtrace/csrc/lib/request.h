@@ -26,6 +26,7 @@
 #define PDTI_CONNECTOR_MAX 63
 #define PDTI_MODEL_MAX PDTI_METRICS_MODEL_MAX
 #define PDTI_REASON_MAX 255
+#define PDTI_TENANT_MAX 255
 #define PDTI_TARGET_MAX 4096
 #define PDTI_MAX_PREFILL_ATTEMPTS 8
 #define PDTI_FREE_REQS_MAX 1024
@@ -55,6 +56,8 @@ struct pdt_request {
     int error;
     int response_set;
     int response_error_type; /* error.type recorded on the root */
+    int leg_failed;        /* a leg span was marked ERROR */
+    unsigned tenant_idx;   /* metrics tenant label (pdti_metrics_tenant) */
     uint64_t a, ps, pe, ps_cur, ds, f, l, e; /* marks, 0 = unset */
     int64_t tokens_counted;
     int tokens_seen;
@@ -65,6 +68,7 @@ struct pdt_request {
     char connector[PDTI_CONNECTOR_MAX + 1];
     char model[PDTI_MODEL_MAX + 1]; /* gen_ai.request.model */
     char reason[PDTI_REASON_MAX + 1];
+    char tenant[PDTI_TENANT_MAX + 1]; /* llm_d.tenant */
     /* Spans last: initialised by pdti_span_init(), not by memset. */
     pdt_span root;
     pdt_span prefill;      /* the latest prefill attempt */

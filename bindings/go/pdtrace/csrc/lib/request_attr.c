@@ -102,10 +102,13 @@ int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
     *set_flag = 1;
     t = req->tracer;
     /* Any error type is a failure of the leg (a refused connection, or a
-     * 200 whose stream broke off), as is a status of 500 or more. */
+     * 200 whose stream broke off), as is a status of 500 or more. It marks
+     * that leg's span only: whether the request failed depends on what
+     * the client got (pdt_request_set_response(), or the fallback at
+     * pdt_request_end()). */
     failed = http_status >= 500 || error_type != NULL;
     if (failed)
-        req->error = 1;
+        req->leg_failed = 1;
     if (s->rec != NULL) {
         pdti_rec *r = s->rec;
         if (tlen != 0) {
@@ -156,6 +159,17 @@ int pdt_request_set_str(pdt_request *req, const char *key, const char *value)
         return rc;
     if (value == NULL)
         return pdti_err(PDT_EINVAL, "value is NULL");
+    if (key != NULL && strcmp(key, "gen_ai.request.model") == 0) {
+        /* Kept as the request's model, as pdt_request_set_model() does:
+         * written once at end on the request and decode spans (no
+         * duplicate key) and used as the metrics' model label. */
+        size_t n = strlen(value);
+        if (n == 0 || n > PDTI_MODEL_MAX)
+            return pdti_err(PDT_EINVAL, "model name is empty or longer "
+                                        "than %d bytes", PDTI_MODEL_MAX);
+        memcpy(req->model, value, n + 1);
+        return PDT_OK;
+    }
     return pdti_span_attr(&req->root, PDTI_ATTR_STR, key, value,
                           strlen(value), 0);
 }

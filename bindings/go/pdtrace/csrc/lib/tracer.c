@@ -203,7 +203,7 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
     pdti_queue_init(&t->queue, (uint64_t)t->cfg.max_queue_size);
     rc = pdti_encode_preamble(t);
     if (rc == PDT_OK)
-        rc = pdti_metrics_new(&t->metrics);
+        rc = pdti_metrics_new(&t->metrics, t->cfg.metrics_tenants);
     if (rc == PDT_OK && t->export_enabled)
         rc = pdti_exporter_start(t);
     if (rc != PDT_OK) {

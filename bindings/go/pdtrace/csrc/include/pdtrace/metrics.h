@@ -39,6 +39,24 @@ extern "C" {
 PDT_API int pdt_request_set_model(pdt_request *req, const char *model);
 
 /*
+ * Sets the tenant of a request (the application or user it is served
+ * for, typically taken from a request header the caller chooses): recorded
+ * as `llm_d.tenant` on the request span, and used as the `tenant` label of
+ * the request and token counters in the metrics when it is one of the
+ * tracer's metrics_tenants (PDTRACE_METRICS_TENANTS); any other tenant is
+ * counted as tenant="other", and a request without a tenant as
+ * tenant="", so the label's values stay bounded by the configuration.
+ * The label is resolved here, once. Calling it again replaces the value.
+ * The string (at most 255 bytes) is copied.
+ *
+ * Errors: PDT_EINVAL (req or tenant NULL, tenant empty or longer than 255
+ * bytes), PDT_ESTATE (request already ended).
+ * Thread rules: as every pdt_request_* call, one thread at a time per
+ * request. Since 0.2.0.
+ */
+PDT_API int pdt_request_set_tenant(pdt_request *req, const char *tenant);
+
+/*
  * Renders the tracer's metrics as Prometheus text (exposition format
  * 0.0.4, Content-Type "text/plain; version=0.0.4; charset=utf-8") into
  * the caller's buffer, NUL-terminated.
@@ -53,7 +71,8 @@ PDT_API int pdt_request_set_model(pdt_request *req, const char *model);
  * a retry with exactly that size can in rare cases need a few bytes more:
  * retry in a loop, or add some headroom. Sizes: about 4 KB without
  * requests, about 22 KB per (connector, model, mode) label set with short
- * model names, under 5 MB in the worst case (docs/metrics.md).
+ * model names, plus about 1 KB per tenant label in use in that set, under
+ * 10 MB in the worst case (docs/metrics.md).
  *
  * Values are read with atomic loads while requests keep ending, so one
  * rendering is not a snapshot across series; within each histogram

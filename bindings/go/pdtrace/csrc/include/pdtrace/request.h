@@ -132,8 +132,12 @@ PDT_API int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
  * PDT_LEG_DECODE): the HTTP status (0 if no response arrived) and, for a
  * failure, an error type (e.g. "timeout", "connection_refused",
  * "stream_interrupted"; NULL for none). An error type, or a status >= 500,
- * marks the leg span and the request span ERROR (a 200 whose stream broke
- * off is recorded as 200 with an error type). Also sets server.address /
+ * marks that leg's span ERROR, and only that span (a 200 whose stream
+ * broke off is recorded as 200 with an error type): whether the request
+ * failed is what pdt_request_set_response() says the client got. Only
+ * when no response status is ever given does a failed leg also fail the
+ * request at end (docs/spans.md, Status). Changed in 0.2.0: before, a
+ * failed leg always failed the request. Also sets server.address /
  * server.port from `target` ("host:port" or a URL of at most 4096 bytes;
  * NULL to skip) as `prefill_target` or `decode_target`. Errors:
  * PDT_EINVAL, PDT_ESTATE, PDT_ELIMIT (target too long). Since 0.1.0.
@@ -144,13 +148,21 @@ PDT_API int pdt_request_set_leg(pdt_request *req, int leg, const char *target,
 /*
  * Records the status code sent to the client (http.response.status_code)
  * and, if the client got an error, its type (error.type). >= 500 or an
- * error type marks the request ERROR. Errors: PDT_EINVAL, PDT_ESTATE.
- * Since 0.1.0.
+ * error type marks the request ERROR; anything else (a 2xx, a 4xx without
+ * an error type, or 0 without an error type) means the client got its
+ * answer, so the request stays ok even if a leg failed and was retried or
+ * worked around. Errors: PDT_EINVAL, PDT_ESTATE. Since 0.1.0.
  */
 PDT_API int pdt_request_set_response(pdt_request *req, int http_status,
                                      const char *error_type);
 
-/* Typed attributes on the request span. See pdt_span_set_str(). */
+/*
+ * Typed attributes on the request span. See pdt_span_set_str().
+ * pdt_request_set_str() with the key "gen_ai.request.model" acts as
+ * pdt_request_set_model(): the model is recorded once at end on the
+ * request and decode spans and labels the metrics (PDT_EINVAL for an
+ * empty value or one longer than 255 bytes).
+ */
 PDT_API int pdt_request_set_str(pdt_request *req, const char *key,
                                 const char *value);
 PDT_API int pdt_request_set_int(pdt_request *req, const char *key,
@@ -215,7 +227,10 @@ typedef struct pdt_breakdown {
     double tpot_ms;                 /* (L - F) / (output_tokens - 1) */
     int64_t output_tokens;          /* -1 if unknown */
     int mode;                       /* pdt_pd_mode */
-    int error;                      /* nonzero if the request failed */
+    int error;                      /* nonzero if the request failed:
+                                       the client got an error, it was
+                                       abandoned, or a leg failed and no
+                                       response status was given */
     int sampled;                    /* nonzero if its spans were exported */
 } pdt_breakdown;
 
