@@ -142,7 +142,7 @@ typedef struct pdt_tracer_options {
 
 #define PDT_TRACER_OPTIONS_INIT { sizeof(pdt_tracer_options), NULL, NULL, 0, \
     NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, \
-    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL }
+    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL }
 
 /*
  * Sets *opts to PDT_TRACER_OPTIONS_INIT, for bindings that cannot use the
