@@ -52,7 +52,7 @@ PDT_API int pdt_request_set_model(pdt_request *req, const char *model);
  * Errors: PDT_EINVAL (req or tenant NULL, tenant empty or longer than 255
  * bytes), PDT_ESTATE (request already ended).
  * Thread rules: as every pdt_request_* call, one thread at a time per
- * request. Since 0.2.0.
+ * request. Since 0.1.0.
  */
 PDT_API int pdt_request_set_tenant(pdt_request *req, const char *tenant);
 

@@ -136,8 +136,7 @@ PDT_API int pdt_request_set_usage(pdt_request *req, int64_t input_tokens,
  * broke off is recorded as 200 with an error type): whether the request
  * failed is what pdt_request_set_response() says the client got. Only
  * when no response status is ever given does a failed leg also fail the
- * request at end (docs/spans.md, Status). Changed in 0.2.0: before, a
- * failed leg always failed the request. Also sets server.address /
+ * request at end (docs/spans.md, Status). Also sets server.address /
  * server.port from `target` ("host:port" or a URL of at most 4096 bytes;
  * NULL to skip) as `prefill_target` or `decode_target`. Errors:
  * PDT_EINVAL, PDT_ESTATE, PDT_ELIMIT (target too long). Since 0.1.0.

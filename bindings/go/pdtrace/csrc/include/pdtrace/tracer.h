@@ -130,19 +130,19 @@ typedef struct pdt_tracer_options {
                                     PROTOCOL, else http/protobuf. With grpc,
                                     `endpoint` is the server's URL
                                     (default "http://localhost:4317").
-                                    Since 0.2.0. */
+                                    Since 0.1.0. */
     const char *metrics_tenants; /* tenants that get their own `tenant`
                                     label in the metrics, comma-separated
                                     (at most 32 names of 1..63 bytes, not
                                     "other"); any other tenant is counted
                                     as "other". NULL:
                                     PDTRACE_METRICS_TENANTS, else none.
-                                    Since 0.2.0. */
+                                    Since 0.1.0. */
 } pdt_tracer_options;
 
 #define PDT_TRACER_OPTIONS_INIT { sizeof(pdt_tracer_options), NULL, NULL, 0, \
     NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, \
-    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL }
+    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL }
 
 /*
  * Sets *opts to PDT_TRACER_OPTIONS_INIT, for bindings that cannot use the
