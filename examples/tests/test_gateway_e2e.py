@@ -243,7 +243,8 @@ def test_prefix_aware_conversation_span_tree_and_headers(env):
         assert total == user_bytes // 64
         # forwarded: trace context of gateway.request, routing, ids
         h = call["headers"]
-        assert h["traceparent"] == "00-%s-%s-01" % (gw["trace_id"],
+        # a new trace: sampled, random trace id (W3C Level 2 flag 0x02)
+        assert h["traceparent"] == "00-%s-%s-03" % (gw["trace_id"],
                                                     gw["span_id"])
         assert h["x-request-id"] == rid
         assert h["x-conversation-id"] == "c-42"

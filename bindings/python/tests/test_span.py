@@ -21,7 +21,8 @@ def test_span_tree_and_fields(tracer, spans):
     child.end()
     parent.end()
     h = child.headers()  # still valid after end
-    assert h["traceparent"] == "00-%s-%s-01" % (child.trace_id,
+    # A new trace: sampled, and its id is random (W3C Level 2 flag 0x02).
+    assert h["traceparent"] == "00-%s-%s-03" % (child.trace_id,
                                                  child.span_id)
     assert "x-request-id" not in h
     child.free()

@@ -492,7 +492,8 @@ func TestPrefillFallsBackToNextCandidate(t *testing.T) {
 			failed++
 		} else {
 			ok++
-			if pre.got()[0].traceparent != "00-"+s.TraceID+"-"+s.SpanID+"-01" {
+			// A new trace: sampled, random trace id (W3C Level 2).
+			if pre.got()[0].traceparent != "00-"+s.TraceID+"-"+s.SpanID+"-03" {
 				t.Fatal("the retried prefill's traceparent must name its own span")
 			}
 		}
@@ -620,7 +621,8 @@ func TestSglangConcurrent(t *testing.T) {
 		t.Fatalf("concurrent: true_ttft %v != queue + decode_ttft %v", m["true_ttft_ms"], m["queue_ms"]+m["decode_ttft_ms"])
 	}
 	ps := one(t, spans, pfx+"prefill")
-	if pre.got()[0].traceparent != "00-"+ps.TraceID+"-"+ps.SpanID+"-01" {
+	// A new trace: sampled, random trace id (W3C Level 2).
+	if pre.got()[0].traceparent != "00-"+ps.TraceID+"-"+ps.SpanID+"-03" {
 		t.Fatal("prefill traceparent")
 	}
 }
