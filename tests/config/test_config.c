@@ -75,6 +75,7 @@ static const char *const all_vars[] = {
     "PDTRACE_CONSOLE_PATH",
     "PDTRACE_SPOOL_DIR",
     "PDTRACE_SPOOL_MAX_BYTES",
+    "PDTRACE_MAX_QUEUE_BYTES",
     "PDTRACE_TAIL_TTFT_MS",
     "PDTRACE_EXPORT_MAX_CONCURRENT",
     "PDTRACE_COMPRESSION_LEVEL",
@@ -596,7 +597,11 @@ static void test_defaults(void **state)
     assert_int_equal(f->cfg.max_queue_size, 2048);
     assert_int_equal(f->cfg.max_export_batch_size, 512);
     assert_int_equal(f->cfg.attr_count_limit, 128);
-    assert_int_equal(f->cfg.attr_value_len_limit, -1);
+    /* No value length limit: the cap that keeps one value from filling
+     * the queue's 64 MiB. */
+    assert_int_equal(f->cfg.attr_value_len_limit, 1024 * 1024);
+    assert_int_equal(f->cfg.max_queue_bytes, 64 * 1024 * 1024);
+    assert_int_equal(f->cfg.value_cap, 1024 * 1024);
     assert_int_equal(f->cfg.sampler, PDT_SAMPLER_PARENTBASED_ALWAYS_ON);
     assert_true(f->cfg.sampler_ratio == 1.0);
     assert_true(f->cfg.tail_ttft_threshold_ms == 0.0);
@@ -1212,7 +1217,7 @@ static void test_limits_env(void **state)
     set("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "-5");
     set("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "65537");
     resolve_ok(f, NULL);
-    assert_int_equal(f->cfg.attr_value_len_limit, -1);
+    assert_int_equal(f->cfg.attr_value_len_limit, 1024 * 1024);
     assert_int_equal(f->cfg.attr_count_limit, 128);
     assert_int_equal(f->cap.warns, 2);
     assert_int_equal(count_substr(f->cap.text,
@@ -1263,6 +1268,52 @@ static void test_spool_env(void **state)
     resolve_ok(f, NULL);
     assert_int_equal(f->cfg.spool_max_bytes, 256 * 1024 * 1024);
     expect_one_warning(f, "PDTRACE_SPOOL_MAX_BYTES");
+}
+
+static void test_max_queue_bytes(void **state)
+{
+    static const char *const bad[] = { "65535", "0", "-1", "lots", "1e9" };
+    fixture *f = *state;
+    pdt_tracer_options o = PDT_TRACER_OPTIONS_INIT;
+    size_t i;
+
+    set("PDTRACE_MAX_QUEUE_BYTES", "4194304");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.max_queue_bytes, 4194304);
+    /* A budget under 8 MiB caps values at an eighth of it. */
+    assert_int_equal(f->cfg.value_cap, 524288);
+    assert_int_equal(f->cfg.attr_value_len_limit, 524288);
+    expect_no_log(f);
+    /* A length limit that is set wins over the cap, for attributes only. */
+    set("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "2000000");
+    resolve_ok(f, NULL);
+    assert_int_equal(f->cfg.attr_value_len_limit, 2000000);
+    assert_int_equal(f->cfg.value_cap, 524288);
+    /* The option wins over the variable; 0 leaves it to the variable. */
+    o.max_queue_bytes = 65536;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_queue_bytes, 65536);
+    assert_int_equal(f->cfg.value_cap, 8192);
+    o.max_queue_bytes = 0;
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_queue_bytes, 4194304);
+    /* Options that end before the field do not read it. */
+    o.max_queue_bytes = 1;
+    o.size = offsetof(pdt_tracer_options, max_queue_bytes);
+    resolve_ok(f, &o);
+    assert_int_equal(f->cfg.max_queue_bytes, 4194304);
+    o.size = sizeof(o);
+    expect_opt_error(f, &o, PDT_EINVAL, "max_queue_bytes");
+    o.max_queue_bytes = -5;
+    expect_opt_error(f, &o, PDT_EINVAL, "max_queue_bytes");
+    expect_no_log(f);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set("PDTRACE_MAX_QUEUE_BYTES", bad[i]);
+        reset_log(f);
+        resolve_ok(f, NULL);
+        assert_int_equal(f->cfg.max_queue_bytes, 64 * 1024 * 1024);
+        expect_one_warning(f, "PDTRACE_MAX_QUEUE_BYTES");
+    }
 }
 
 static void test_max_concurrent(void **state)
@@ -2013,6 +2064,7 @@ int main(void)
         T(test_limits_env),
         T(test_console_path),
         T(test_spool_env),
+        T(test_max_queue_bytes),
         T(test_max_concurrent),
         T(test_tail_ttft_env),
         T(test_options_win),

@@ -48,6 +48,7 @@ static void take_queue(batch *b)
     pthread_mutex_unlock(&t->queue.mu);
     for (b->n = 0; r != NULL; r = r->next) {
         assert_true(b->n < MAXR);
+        pdti_queue_uncharge(&t->queue, r->charge); /* the queue's no more */
         b->recs[b->n++] = r;
     }
 }
@@ -278,6 +279,115 @@ static void test_roundtrip_pb(void **state)
     release(&b);
 }
 
+/* Every span of `all` is in exactly one of the halves, in order: the
+ * first k in `a`, the rest in `b`; each half keeps the resource and the
+ * scope. */
+static void check_halves(const tspans *all, const tspans *a,
+                         const tspans *b, size_t k)
+{
+    size_t i;
+
+    assert_int_equal(a->n, k);
+    assert_int_equal(b->n, all->n - k);
+    for (i = 0; i < all->n; i++) {
+        const tspan *want = &all->v[i];
+        const tspan *got = i < k ? &a->v[i] : &b->v[i - k];
+        const tspans *half = i < k ? a : b;
+        const tattr *x;
+        assert_string_equal(got->span_id, want->span_id);
+        assert_string_equal(got->trace_id, want->trace_id);
+        assert_string_equal(got->name, want->name);
+        assert_int_equal(got->body_len, want->body_len);
+        assert_int_equal(got->nattrs, want->nattrs);
+        assert_int_equal(got->nevents, want->nevents);
+        /* Not in the other half. */
+        assert_null(tspans_by_id(i < k ? b : a, want->span_id));
+        assert_string_equal(got->scope_name, "libpdtrace");
+        assert_string_equal(got->scope_version, want->scope_version);
+        x = tres_attr(half, got, "service.name");
+        assert_non_null(x);
+        assert_string_equal(x->s, "encode-test");
+        x = tres_attr(half, got, "team");
+        assert_non_null(x);
+        assert_string_equal(x->s, "p/d");
+    }
+    assert_int_equal(a->nres, 1);
+    assert_int_equal(b->nres, 1);
+    assert_int_equal(a->res[0].nattrs, all->res[0].nattrs);
+    assert_int_equal(b->res[0].nattrs, all->res[0].nattrs);
+}
+
+/* pdti_encode_split(), which the exporter uses on a batch the collector
+ * refused as too large: at every cut point, both halves decode, and hold
+ * every span exactly once with the resource and scope intact. */
+static void test_split(void **state)
+{
+    batch b;
+    tspans all, ha, hb;
+    pdti_buf first = PDTI_BUF_INIT, second = PDTI_BUF_INIT;
+    size_t k, got;
+    uint8_t junk[16];
+    (void)state;
+
+    build(&b);
+    memset(&all, 0, sizeof(all));
+    assert_int_equal(tspans_add_pb(&all, b.out.data, b.out.len), 0);
+    assert_int_equal(all.n, b.n);
+    assert_true(b.n >= 2);
+    for (k = 1; k < b.n; k++) {
+        got = 0;
+        assert_int_equal(pdti_encode_split(b.out.data, b.out.len, &got, k,
+                                           &first, &second), PDT_OK);
+        assert_int_equal(got, b.n);
+        memset(&ha, 0, sizeof(ha));
+        memset(&hb, 0, sizeof(hb));
+        assert_int_equal(tspans_add_pb(&ha, first.data, first.len), 0);
+        assert_int_equal(tspans_add_pb(&hb, second.data, second.len), 0);
+        check_halves(&all, &ha, &hb, k);
+        /* Splitting costs only the second copy of resource and scope. */
+        assert_true(first.len + second.len > b.out.len);
+        assert_true(first.len < b.out.len && second.len < b.out.len);
+        tspans_free(&ha);
+        tspans_free(&hb);
+    }
+    /* A half can be split again, as the exporter does. */
+    assert_int_equal(pdti_encode_split(b.out.data, b.out.len, &got, 3,
+                                       &first, &second), PDT_OK);
+    {
+        pdti_buf a2 = PDTI_BUF_INIT, b2 = PDTI_BUF_INIT;
+        tspans s1, s2;
+        memset(&s1, 0, sizeof(s1));
+        memset(&s2, 0, sizeof(s2));
+        assert_int_equal(pdti_encode_split(first.data, first.len, &got, 1,
+                                           &a2, &b2), PDT_OK);
+        assert_int_equal(got, 3);
+        assert_int_equal(tspans_add_pb(&s1, a2.data, a2.len), 0);
+        assert_int_equal(tspans_add_pb(&s2, b2.data, b2.len), 0);
+        assert_int_equal(s1.n, 1);
+        assert_int_equal(s2.n, 2);
+        assert_string_equal(s1.v[0].span_id, all.v[0].span_id);
+        assert_string_equal(s2.v[1].span_id, all.v[2].span_id);
+        tspans_free(&s1);
+        tspans_free(&s2);
+        pdti_buf_free(&a2);
+        pdti_buf_free(&b2);
+    }
+    /* Bad cut points and bad input: an error, never a crash. */
+    assert_int_equal(pdti_encode_split(b.out.data, b.out.len, &got, 0,
+                                       &first, &second), PDT_EINVAL);
+    assert_int_equal(pdti_encode_split(b.out.data, b.out.len, &got, b.n,
+                                       &first, &second), PDT_EINVAL);
+    memset(junk, 0xff, sizeof(junk));
+    assert_int_equal(pdti_encode_split(junk, sizeof(junk), &got, 1,
+                                       &first, &second), PDT_EPARSE);
+    assert_int_equal(pdti_encode_split(b.out.data, b.out.len / 2, &got, 1,
+                                       &first, &second), PDT_EPARSE);
+    tspans_free(&all);
+    pdti_buf_free(&first);
+    pdti_buf_free(&second);
+    release(&b);
+}
+
 static void test_roundtrip_json(void **state)
 {
     batch b;
@@ -455,6 +565,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_pb),
         cmocka_unit_test(test_roundtrip_json),
+        cmocka_unit_test(test_split),
         cmocka_unit_test(test_empty_batch),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_deep_nesting),

@@ -295,6 +295,8 @@ static void test_oversized_span_dropped(void **state)
     memset(v, 'x', big);
     v[big] = '\0';
     topts_console(&o, path);
+    /* Past the default value cap (1 MiB), which would cut it at set time. */
+    o.attribute_value_length_limit = 16 << 20;
     assert_int_equal(pdt_tracer_open(&t, &o), PDT_OK);
     assert_int_equal(pdt_span_start(&sp, t, "huge", PDT_SPAN_KIND_INTERNAL,
                                      NULL, NULL, NULL, 0), PDT_OK);
