@@ -84,6 +84,7 @@ typedef struct pdt_tracer_options {
     int compression_level;
     int protocol;
     const char *metrics_tenants;
+    int64_t max_queue_bytes;
     ...;
 } pdt_tracer_options;
 

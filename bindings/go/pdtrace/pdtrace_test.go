@@ -440,6 +440,8 @@ func TestOpenErrorsAndLog(t *testing.T) {
 	wantStatus(t, "gzip level 10", err, StatusInvalid)
 	_, err = Open(&Options{Exporter: ExporterNone, Protocol: Protocol(99), IgnoreEnvironment: true})
 	wantStatus(t, "protocol 99", err, StatusInvalid)
+	_, err = Open(&Options{Exporter: ExporterNone, MaxQueueBytes: 1000, IgnoreEnvironment: true})
+	wantStatus(t, "max_queue_bytes 1000", err, StatusInvalid)
 	trg, err := Open(&Options{Exporter: ExporterNone, Protocol: ProtocolGRPC, IgnoreEnvironment: true})
 	mustOK(t, "Open with gRPC", err)
 	mustOK(t, "Close", trg.Close(context.Background()))

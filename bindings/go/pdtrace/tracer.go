@@ -140,6 +140,9 @@ type Options struct {
 	// Protocol: OTLP/HTTP protobuf (default), OTLP/gRPC or OTLP/HTTP
 	// JSON; ProtocolDefault reads OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL.
 	Protocol Protocol
+	// MaxQueueBytes bounds the memory of spans queued or being exported
+	// (at least 65536); 0: PDTRACE_MAX_QUEUE_BYTES, else 64 MiB.
+	MaxQueueBytes int64
 }
 
 // Stats are the tracer's counters (pdt_stats).

@@ -94,6 +94,7 @@ func cOpen(o *Options, logHandle uintptr) (*C.pdt_tracer, error) {
 	co.compression_level = C.int(o.CompressionLevel)
 	co.metrics_tenants = cstrOrNil(o.MetricsTenants)
 	co.protocol = C.int(o.Protocol)
+	co.max_queue_bytes = C.int64_t(o.MaxQueueBytes)
 	r := C.pdtg_tracer_open(co, C.uintptr_t(logHandle))
 	return r.tracer, resultErr("pdt_tracer_open", r.rc, r.msg)
 }

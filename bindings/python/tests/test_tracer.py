@@ -75,6 +75,7 @@ def test_unknown_enum_name_is_value_error(make_tracer):
      pdtrace.InvalidArgumentError),
     ({"protocol": "thrift"}, ValueError),
     ({"protocol": 99}, pdtrace.InvalidArgumentError),
+    ({"max_queue_bytes": 1000}, pdtrace.InvalidArgumentError),
 ])
 def test_bad_options_raise(make_tracer, kw, exc):
     with pytest.raises(exc) as ei:

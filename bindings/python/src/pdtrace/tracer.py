@@ -33,7 +33,8 @@ _INT_OPTIONS = ("timeout_ms", "schedule_delay_ms", "export_timeout_ms",
                 "max_queue_size", "max_export_batch_size",
                 "attribute_count_limit", "attribute_value_length_limit",
                 "spool_max_bytes", "exporter", "compression", "sampler",
-                "max_concurrent_exports", "compression_level", "protocol")
+                "max_concurrent_exports", "compression_level", "protocol",
+                "max_queue_bytes")
 _FLOAT_OPTIONS = ("tail_ttft_threshold_ms",)
 # Python bools onto the library's tri-state ints (1 yes, -1 no, 0 default).
 _TRISTATE_OPTIONS = ("tail_keep_errors", "disabled")
@@ -96,7 +97,8 @@ class Tracer:
                  max_concurrent_exports: Optional[int] = None,
                  compression_level: Optional[int] = None,
                  metrics_tenants: Optional[str] = None,
-                 protocol: Union[Protocol, str, None] = None) -> None:
+                 protocol: Union[Protocol, str, None] = None,
+                 max_queue_bytes: Optional[int] = None) -> None:
         self._h = _NULL_TRACER
         self._live: "set[int]" = set()
         self._log_handle = None

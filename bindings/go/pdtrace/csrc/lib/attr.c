@@ -39,6 +39,20 @@ int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n)
     return PDT_OK;
 }
 
+int pdti_put_utf8_limit(pdt_tracer *t, pdti_buf *b, const char *s, size_t n,
+                        int64_t limit)
+{
+    size_t start = b->len, len;
+    int rc = pdti_put_utf8(t, b, s, n);
+
+    if (rc != PDT_OK || limit < 0 || b->len - start <= (uint64_t)limit)
+        return rc;
+    len = pdti_utf8_truncate(b->data + start, b->len - start, (size_t)limit);
+    b->len = start + len;
+    PDTI_COUNT(t, values_truncated, 1);
+    return PDT_OK;
+}
+
 /* Truncates the valid string s to at most limit bytes on a boundary. */
 static size_t trunc_len(const uint8_t *s, size_t n, int64_t limit, int *cut)
 {

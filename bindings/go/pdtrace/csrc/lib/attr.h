@@ -41,6 +41,10 @@ int pdti_put_string_field(pdt_tracer *t, pdti_buf *b, uint8_t tag,
                           const char *s, size_t n, int64_t limit);
 /* Copies UTF-8-sanitized s[0..n) into b (unframed). */
 int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n);
+/* The same, cut to at most `limit` bytes on a character boundary (counted
+ * in values_truncated); limit < 0: no cut. */
+int pdti_put_utf8_limit(pdt_tracer *t, pdti_buf *b, const char *s, size_t n,
+                        int64_t limit);
 
 /* Span-level checks before adding an attribute: 0 = go ahead. */
 int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r);

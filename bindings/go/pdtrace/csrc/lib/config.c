@@ -40,6 +40,7 @@
 #define PDTI_COUNT_LIMIT_MAX 65536
 #define PDTI_TAIL_TTFT_MAX_MS 86400000.0
 #define PDTI_SPOOL_DEFAULT_BYTES ((int64_t)256 * 1024 * 1024)
+#define PDTI_QUEUE_BYTES_MIN ((int64_t)64 * 1024)
 
 /* ---------------------------------------------------------------------
  * Options over environment over defaults.
@@ -54,6 +55,7 @@ typedef struct resolver {
     int has_comp_level;          /* o->size covers compression_level */
     int has_protocol;            /* o->size covers protocol */
     int has_tenants;             /* o->size covers metrics_tenants */
+    int has_queue_bytes;         /* o->size covers max_queue_bytes */
 } resolver;
 
 static const pdti_name_value exporter_names[] = {
@@ -458,6 +460,9 @@ static int resolve_batching(const resolver *r, pdti_config *cfg)
 
 static int resolve_limits(const resolver *r, pdti_config *cfg)
 {
+    static const int_setting queue_bytes = { "max_queue_bytes", NULL,
+        "PDTRACE_MAX_QUEUE_BYTES", PDTI_QUEUE_BYTES_MIN, INT64_MAX,
+        PDTI_QUEUE_BYTES_DEFAULT };
     static const int_setting count = { "attribute_count_limit", NULL,
         "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 0, PDTI_COUNT_LIMIT_MAX, 128 };
     static const int_setting length = { "attribute_value_length_limit", NULL,
@@ -470,10 +475,22 @@ static int resolve_limits(const resolver *r, pdti_config *cfg)
                      &cfg->attr_count_limit, NULL);
     if (st != PDT_OK)
         return st;
+    st = resolve_int(r, &queue_bytes,
+                     r->has_queue_bytes ? o->max_queue_bytes : 0,
+                     &cfg->max_queue_bytes, NULL);
+    if (st != PDT_OK)
+        return st;
     /* For the length limit, a negative option also means "unset". */
     if (o != NULL && o->attribute_value_length_limit > 0)
         len_opt = o->attribute_value_length_limit;
-    return resolve_int(r, &length, len_opt, &cfg->attr_value_len_limit, NULL);
+    st = resolve_int(r, &length, len_opt, &cfg->attr_value_len_limit, NULL);
+    /* One value may not fill the queue's memory. */
+    cfg->value_cap = cfg->max_queue_bytes / 8;
+    if (cfg->value_cap > PDTI_VALUE_CAP_DEFAULT)
+        cfg->value_cap = PDTI_VALUE_CAP_DEFAULT;
+    if (st == PDT_OK && cfg->attr_value_len_limit < 0)
+        cfg->attr_value_len_limit = cfg->value_cap;
+    return st;
 }
 
 static int resolve_tail(const resolver *r, pdti_config *cfg)
@@ -794,6 +811,9 @@ int pdti_config_resolve(pdti_config *cfg, const pdt_tracer_options *opts,
     r.has_tenants = opts != NULL &&
         opts->size >= offsetof(pdt_tracer_options, metrics_tenants) +
                       sizeof(opts->metrics_tenants);
+    r.has_queue_bytes = opts != NULL &&
+        opts->size >= offsetof(pdt_tracer_options, max_queue_bytes) +
+                      sizeof(opts->max_queue_bytes);
     r.env.lg = lg;
 
     st = resolve_disabled(&r, cfg);

@@ -20,6 +20,19 @@
 /* Export requests in flight at once: default and limit. */
 #define PDTI_MAX_CONCURRENT_DEFAULT 4
 #define PDTI_MAX_CONCURRENT_MAX 64
+/*
+ * Memory for spans queued or being exported (max_queue_bytes,
+ * PDTRACE_MAX_QUEUE_BYTES). 64 MiB holds a full default queue (2048 spans)
+ * of P/D spans (about 1.1 KiB each) about 25 times over, so it only bites
+ * when spans carry large values; and it keeps a process far from the
+ * gigabytes that 2048 spans with megabyte values would take.
+ */
+#define PDTI_QUEUE_BYTES_DEFAULT ((int64_t)64 * 1024 * 1024)
+/* A span name, status message or event name, and (with no value length
+ * limit set) an attribute's string value, is cut at 1/8 of
+ * max_queue_bytes, and at most at this (well under the 8 MiB span and
+ * 4 MiB request limits of the exporter, see encode.h). */
+#define PDTI_VALUE_CAP_DEFAULT ((int64_t)1024 * 1024)
 
 /*
  * Compression levels (PDTRACE_COMPRESSION_LEVEL, options.compression_level):
@@ -59,7 +72,9 @@ typedef struct pdti_config {
     int64_t max_queue_size;
     int64_t max_export_batch_size; /* <= max_queue_size */
     int64_t attr_count_limit;      /* >= 0 */
-    int64_t attr_value_len_limit;  /* -1: unlimited */
+    int64_t attr_value_len_limit;  /* bytes (PDTI_VALUE_CAP_DEFAULT when
+                                      unset; -1 only while the resource
+                                      is encoded) */
     int sampler;                   /* never PDT_SAMPLER_DEFAULT */
     double sampler_ratio;          /* 0..1 */
     double tail_ttft_threshold_ms; /* 0: off */
@@ -72,6 +87,10 @@ typedef struct pdti_config {
     int64_t max_concurrent;        /* export requests in flight, 1..64 */
     char *metrics_tenants;         /* NULL, or "a,b,c": checked, trimmed,
                                       without duplicates */
+    int64_t max_queue_bytes;       /* spans queued or being exported */
+    int64_t value_cap;             /* longest span name, status message or
+                                      event name: max_queue_bytes / 8, at
+                                      most PDTI_VALUE_CAP_DEFAULT */
 } pdti_config;
 
 /*

@@ -53,6 +53,12 @@ static void release_all(pdt_tracer *t, pdti_rec **recs, size_t n)
     pdti_rec_release_many(&t->pool, recs, n);
 }
 
+/* Spans done with: their share of the queue's memory budget is free. */
+static void uncharge(pdt_tracer *t, uint64_t charge)
+{
+    pdti_queue_uncharge(&t->queue, charge);
+}
+
 void pdti_exporter_wake(pdt_tracer *t)
 {
     exporter *x = t->exporter_state;
@@ -105,7 +111,7 @@ static int too_large(const pdti_export_result *res, size_t n)
 /* Cuts body (n spans) in two halves pushed on x->split, the first half on
  * top. 1 if it did; 0 if it cannot (one span, no room, not parseable). */
 static int split_push(pdt_tracer *t, exporter *x, const pdti_buf *body,
-                      size_t n)
+                      size_t n, uint64_t charge)
 {
     split_part *a, *b;
     size_t got = 0;
@@ -123,25 +129,30 @@ static int split_push(pdt_tracer *t, exporter *x, const pdti_buf *body,
     }
     a->n = n / 2;
     b->n = n - n / 2;
+    a->charge = charge / 2;
+    b->charge = charge - charge / 2;
     x->nsplit += 2;
     return 1;
 }
 
-/* What became of an OTLP export of n spans (`body`): counted, and on
- * failure split and sent again, spooled or dropped. Returns 1 if the spans
- * are done with, 0 if they wait on x->split (counted when those finish).
- * Runs without the lock. */
+/* What became of an OTLP export of n spans (`body`, holding `charge` of
+ * the queue's memory budget): counted, and on failure split and sent
+ * again, spooled or dropped. Returns 1 if the spans are done with (their
+ * charge given back), 0 if they wait on x->split (which holds the charge;
+ * counted when those finish). Runs without the lock. */
 static int export_done(pdt_tracer *t, exporter *x, const pdti_buf *body,
-                       size_t n, const pdti_export_result *res)
+                       size_t n, uint64_t charge,
+                       const pdti_export_result *res)
 {
     pdti_exp_counts(t, res);
-    if (too_large(res, n) && split_push(t, x, body, n)) {
+    if (too_large(res, n) && split_push(t, x, body, n, charge)) {
         PDTI_COUNT(t, export_failures, 1);
         pdti_log(&t->log, PDT_LOG_INFO, "collector refused %zu spans "
                  "(HTTP %ld): sending them again in two halves", n,
                  res->http_status);
         return 0;
     }
+    uncharge(t, charge);
     if (res->outcome == PDTI_DELIVERED) {
         uint64_t rej = res->rejected_spans < 0 ? 0
                        : (uint64_t)res->rejected_spans > n ? n
@@ -201,9 +212,13 @@ static int slot_free(exporter *x)
            !__atomic_load_n(&x->yield, __ATOMIC_SEQ_CST);
 }
 
-/* Starts the export of x->body (n spans) in a free slot, which takes the
- * encoded body; x->body gets the slot's previous buffer. */
-static void export_start(pdt_tracer *t, exporter *x, size_t n)
+/* Starts the export of x->body (n spans, `charge` of the memory budget)
+ * in a free slot, which takes the encoded body; x->body gets the slot's
+ * previous buffer. Returns 1 if the spans are in flight (or wait on
+ * x->split), 0 if the export could not start and the spans are done with
+ * (counted): the caller then counts them as processed. */
+static int export_start(pdt_tracer *t, exporter *x, size_t n,
+                        uint64_t charge)
 {
     export_slot *sl = NULL;
     const int *flag = pdti_exp_abort_flag(t, x);
@@ -218,6 +233,7 @@ static void export_start(pdt_tracer *t, exporter *x, size_t n)
     sl->body = x->body;
     x->body = tmp;
     sl->n = n;
+    sl->charge = charge;
     sl->started_ns = now;
     x->inflight++;
     pdti_exp_update_busy(x);
@@ -230,11 +246,12 @@ static void export_start(pdt_tracer *t, exporter *x, size_t n)
         res.outcome = PDTI_FAILED;
         snprintf(res.message, sizeof(res.message), "cannot start the "
                  "export");
-        (void)export_done(t, x, &sl->body, n, &res);
         sl->n = 0;
         x->inflight--;
         pdti_exp_update_busy(x);
+        return !export_done(t, x, &sl->body, n, charge, &res);
     }
+    return 1;
 }
 
 /* Finishes the exports that completed. Returns their spans. Runs without
@@ -250,7 +267,7 @@ static uint64_t reap(pdt_tracer *t, exporter *x)
 
         if (sl->n == 0 || !pdti_xfer_take(sl->xfer, &res))
             continue;
-        if (export_done(t, x, &sl->body, sl->n, &res))
+        if (export_done(t, x, &sl->body, sl->n, sl->charge, &res))
             done += sl->n;
         sl->n = 0;
         x->inflight--;
@@ -264,7 +281,7 @@ static uint64_t reap(pdt_tracer *t, exporter *x)
  * (and counted). Runs without the lock. */
 static int deliver(pdt_tracer *t, exporter *x, size_t n)
 {
-    int rc;
+    int rc, started;
 
     if (encode_batch(t, x, n, 0) != PDT_OK)
         return 0;
@@ -297,8 +314,9 @@ static int deliver(pdt_tracer *t, exporter *x, size_t n)
                       "collector unreachable");
         return 0;
     }
-    export_start(t, x, n);
-    return 1;
+    started = export_start(t, x, n, x->batch_charge);
+    x->batch_charge = 0; /* the slot holds it, or it was given back */
+    return started;
 }
 
 /* Takes up to one batch off the queue (queue.mu held). */
@@ -307,6 +325,7 @@ static size_t take_batch(pdt_tracer *t, exporter *x)
     pdti_queue *q = &t->queue;
     size_t n = 0, bytes = 0, limit = (size_t)t->cfg.max_export_batch_size;
 
+    x->batch_charge = 0;
     while (q->head != NULL && n < limit) {
         size_t sz = pdti_span_body_size(q->head) + 16;
         pdti_rec *r;
@@ -317,10 +336,12 @@ static size_t take_batch(pdt_tracer *t, exporter *x)
             /* Too big for any collector to accept: drop it here. */
             q->processed_total++;
             PDTI_COUNT(t, dropped_export_failed, 1);
+            uncharge(t, r->charge);
             pdti_rec_release(&t->pool, r); /* pool.mu nests in queue.mu */
             continue;
         }
         x->batch[n++] = r;
+        x->batch_charge += r->charge;
         bytes += sz;
     }
     return n;
@@ -360,7 +381,8 @@ static void *exporter_main(void *arg)
          * taken off the queue yet. */
         urgent = t->stopping ||
                  t->flush_target > t->queue.enqueued_total - t->queue.len ||
-                 t->queue.len >= (uint64_t)t->cfg.max_export_batch_size;
+                 t->queue.len >= (uint64_t)t->cfg.max_export_batch_size ||
+                 t->queue.bytes >= PDTI_MAX_REQUEST_BYTES;
         want = t->queue.len > 0 &&
                (urgent || now >= next_due ||
                 __atomic_load_n(&t->abort_flag, __ATOMIC_ACQUIRE));
@@ -372,6 +394,7 @@ static void *exporter_main(void *arg)
             pthread_mutex_unlock(&t->queue.mu);
             pdti_exp_spool_or_drop(t, x, &sp->body, pn, 1,
                                    "shutdown deadline");
+            uncharge(t, sp->charge);
             pthread_mutex_lock(&t->queue.mu);
             t->queue.processed_total += pn;
             pthread_cond_broadcast(&t->queue.cv_done);
@@ -380,12 +403,16 @@ static void *exporter_main(void *arg)
         if (x->nsplit > 0 && slot_free(x)) {
             /* A half of a refused batch goes before fresh batches. */
             split_part *sp = &x->split[--x->nsplit];
+            size_t pn = sp->n;
+            int started;
             pdti_buf tmp = x->body;
             x->body = sp->body;
             sp->body = tmp;
             pthread_mutex_unlock(&t->queue.mu);
-            export_start(t, x, sp->n);
+            started = export_start(t, x, pn, sp->charge);
             pthread_mutex_lock(&t->queue.mu);
+            if (!started)
+                t->queue.processed_total += pn;
             pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
@@ -397,6 +424,7 @@ static void *exporter_main(void *arg)
             if (n > 0)
                 deliver_shutdown(t, x, n);
             release_all(t, x->batch, n);
+            uncharge(t, x->batch_charge);
             pthread_mutex_lock(&t->queue.mu);
             t->queue.processed_total += n;
             pthread_cond_broadcast(&t->queue.cv_done);
@@ -413,6 +441,8 @@ static void *exporter_main(void *arg)
             if (n > 0)
                 started = deliver(t, x, n);
             release_all(t, x->batch, n);
+            if (!started)
+                uncharge(t, x->batch_charge);
             pthread_mutex_lock(&t->queue.mu);
             if (!started)
                 t->queue.processed_total += n;
@@ -421,7 +451,7 @@ static void *exporter_main(void *arg)
             continue;
         }
         if (want && x->spool != NULL && !slot_free(x) &&
-            t->queue.len * 4 >= t->queue.max_len * 3) {
+            pdti_queue_pressed_locked(&t->queue)) {
             /* Queue pressure with every slot busy: the oldest batch goes
              * to the spool, and the exports in flight go on. */
             n = take_batch(t, x);
@@ -430,12 +460,13 @@ static void *exporter_main(void *arg)
                 pdti_exp_spool_or_drop(t, x, &x->body, n, 0,
                                        "queue pressure");
             release_all(t, x->batch, n);
+            uncharge(t, x->batch_charge);
             pthread_mutex_lock(&t->queue.mu);
             t->queue.processed_total += n;
             pthread_cond_broadcast(&t->queue.cv_done);
             continue;
         }
-        if (t->queue.len * 4 < t->queue.max_len * 3)
+        if (!pdti_queue_pressed_locked(&t->queue))
             __atomic_store_n(&x->pressure, 0, __ATOMIC_RELEASE);
         if (x->inflight > 0) {
             /* Drive the exports in flight: the transport returns within a

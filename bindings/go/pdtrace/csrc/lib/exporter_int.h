@@ -23,6 +23,7 @@ typedef struct export_slot {
     pdti_xfer *xfer;
     pdti_buf body;             /* the encoded request (must outlive it) */
     size_t n;                  /* spans in it; 0: the slot is free */
+    uint64_t charge;           /* queue memory budget its spans hold */
     uint64_t started_ns;
 } export_slot;
 
@@ -33,6 +34,7 @@ typedef struct export_slot {
 typedef struct split_part {
     pdti_buf body;
     size_t n;
+    uint64_t charge;           /* queue memory budget it holds */
 } split_part;
 
 typedef struct exporter {
@@ -47,6 +49,9 @@ typedef struct exporter {
     pdti_buf json;
     pdti_rec **batch;
     size_t batch_cap;
+    uint64_t batch_charge;     /* queue memory budget x->batch holds, until
+                                  an export slot takes it or it is given
+                                  back */
     split_part split[SPLIT_MAX]; /* a stack: the last pushed goes first */
     unsigned nsplit;
 

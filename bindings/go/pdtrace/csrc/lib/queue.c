@@ -16,10 +16,12 @@ static void sync_init(pdti_queue *q)
     pthread_condattr_destroy(&ca);
 }
 
-void pdti_queue_init(pdti_queue *q, uint64_t max_len)
+void pdti_queue_init(pdti_queue *q, uint64_t max_len, uint64_t max_mem)
 {
     q->head = q->tail = NULL;
     q->len = q->bytes = 0;
+    q->mem = 0;
+    q->max_mem = max_mem;
     q->enqueued_total = q->processed_total = 0;
     q->max_len = max_len;
     sync_init(q);
@@ -32,6 +34,7 @@ uint64_t pdti_queue_clear_locked(pdti_queue *q, pdti_pool *pool)
 
     while ((r = q->head) != NULL) {
         q->head = r->next;
+        pdti_queue_uncharge(q, r->charge);
         pdti_rec_destroy(pool, r);
         n++;
     }
@@ -54,5 +57,7 @@ void pdti_queue_after_fork(pdti_queue *q, pdti_pool *pool)
     pdti_rec_release_list(pool, q->head);
     q->head = q->tail = NULL;
     q->len = q->bytes = 0;
+    /* The parent's exports in flight are not the child's either. */
+    q->mem = 0;
     q->enqueued_total = q->processed_total = 0;
 }

@@ -7,7 +7,15 @@
  * wait on: cv_work (the consumer: work arrived, or stop) and cv_done
  * (flush and close: progress). It counts what it holds in records and in
  * span bytes (pdti_rec_bytes()), and what ever went through it, which is
- * what flush and close wait on. The exporter's run state (stopping,
+ * what flush and close wait on.
+ *
+ * The memory budget (`mem`, at most `max_mem`) counts what the spans take
+ * (pdti_rec_mem()) from the moment they are queued until the exporter is
+ * done with them: taken off the queue, encoded, and their export finished
+ * (delivered, spooled or dropped), since an export in flight holds their
+ * encoded bytes. A calling thread charges a list with one atomic add
+ * (pdti_queue_charge()); the exporter gives it back with one atomic
+ * subtraction per batch (pdti_queue_uncharge()). The exporter's run state (stopping,
  * exited, the flush target; see tracer_data.h) is kept under the same lock,
  * since the exporter waits on it together with the queue.
  *
@@ -33,11 +41,13 @@ typedef struct pdti_queue {
     uint64_t enqueued_total;  /* records ever queued */
     uint64_t processed_total; /* records taken off and finished (the
                                  consumer counts them) */
+    uint64_t mem;             /* memory budget in use (atomic) */
+    uint64_t max_mem;         /* budget: cfg.max_queue_bytes */
 } pdti_queue;
 
-/* An empty queue of at most max_len records; its condition variables
- * wait on CLOCK_MONOTONIC. */
-void pdti_queue_init(pdti_queue *q, uint64_t max_len);
+/* An empty queue of at most max_len records and max_mem bytes of memory
+ * budget; its condition variables wait on CLOCK_MONOTONIC. */
+void pdti_queue_init(pdti_queue *q, uint64_t max_len, uint64_t max_mem);
 /* Frees the records still queued and the lock (no thread uses it). */
 void pdti_queue_destroy(pdti_queue *q, pdti_pool *pool);
 /* In a forked child: re-creates the lock and the condition variables and
@@ -51,6 +61,33 @@ uint64_t pdti_queue_clear_locked(pdti_queue *q, pdti_pool *pool);
 static inline int pdti_queue_fits_locked(const pdti_queue *q, uint64_t n)
 {
     return q->len + n <= q->max_len;
+}
+
+/* 1 if the queue is 3/4 full by count, or 3/4 of the memory budget is in
+ * use (q->mu held): the exporter should make room (see exporter_int.h). */
+static inline int pdti_queue_pressed_locked(const pdti_queue *q)
+{
+    return q->len * 4 >= q->max_len * 3 ||
+           __atomic_load_n(&q->mem, __ATOMIC_RELAXED) >= q->max_mem / 4 * 3;
+}
+
+/* Takes `bytes` of the memory budget: 1 if they fit, else 0 and nothing
+ * is taken. Any thread. */
+static inline int pdti_queue_charge(pdti_queue *q, uint64_t bytes)
+{
+    uint64_t now = __atomic_add_fetch(&q->mem, bytes, __ATOMIC_RELAXED);
+
+    if (now <= q->max_mem)
+        return 1;
+    __atomic_sub_fetch(&q->mem, bytes, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Gives back `bytes` taken by pdti_queue_charge(). Any thread. */
+static inline void pdti_queue_uncharge(pdti_queue *q, uint64_t bytes)
+{
+    if (bytes != 0)
+        __atomic_sub_fetch(&q->mem, bytes, __ATOMIC_RELAXED);
 }
 
 /* Appends the list head..tail of n records, `bytes` of span data

@@ -62,6 +62,8 @@ typedef struct pdti_rec {
     uint32_t ev_dropped_attrs;
     uint32_t nevents;
     uint32_t dropped_events;
+    uint64_t charge;      /* pdti_rec_mem() when it was queued: what the
+                             queue's memory budget holds for it */
 } pdti_rec;
 
 /* Bytes of span data a finished record holds (the queue's accounting; the
@@ -70,6 +72,15 @@ static inline uint64_t pdti_rec_bytes(const pdti_rec *r)
 {
     return (uint64_t)(r->name.len + r->attrs.len + r->events.len +
                       r->tracestate.len + r->status_msg.len);
+}
+
+/* Memory a finished record takes: its structure and its buffers'
+ * capacity (what the queue's memory budget counts). */
+static inline uint64_t pdti_rec_mem(const pdti_rec *r)
+{
+    return (uint64_t)(sizeof(*r) + r->name.cap + r->attrs.cap +
+                      r->events.cap + r->ev_cur.cap + r->tracestate.cap +
+                      r->status_msg.cap);
 }
 
 typedef struct pdti_pool {

@@ -115,7 +115,8 @@ int pdti_span_init(pdt_span *s, pdt_tracer *t, const char *name,
     r->start_unix_ns = pdti_unix_ns(t, start_ns);
     if ((name_lit_len != 0
              ? pdti_buf_append(&r->name, name, name_lit_len) != 0
-             : pdti_put_utf8(t, &r->name, name, strlen(name)) != PDT_OK) ||
+             : pdti_put_utf8_limit(t, &r->name, name, strlen(name),
+                                   t->cfg.value_cap) != PDT_OK) ||
         (s->tracestate[0] != '\0' &&
          pdti_buf_append(&r->tracestate, s->tracestate,
                          strlen(s->tracestate)) != 0)) {
@@ -368,7 +369,7 @@ int pdt_span_add_event(pdt_span *span, const char *name, uint64_t time_ns)
     }
     r->ev_cur.len = 9;
     rc = pdti_put_string_field(span->tracer, &r->ev_cur, 0x12, name,
-                               strlen(name), -1);
+                               strlen(name), span->tracer->cfg.value_cap);
     if (rc != PDT_OK) {
         pdti_buf_reset(&r->ev_cur);
         return rc;
@@ -486,8 +487,9 @@ int pdt_span_set_status(pdt_span *span, int code, const char *message)
     r->status_code = code;
     pdti_buf_reset(&r->status_msg);
     if (code == PDT_SPAN_STATUS_ERROR && message != NULL)
-        return pdti_put_utf8(span->tracer, &r->status_msg, message,
-                             strlen(message));
+        return pdti_put_utf8_limit(span->tracer, &r->status_msg, message,
+                                   strlen(message),
+                                   span->tracer->cfg.value_cap);
     return PDT_OK;
 }
 

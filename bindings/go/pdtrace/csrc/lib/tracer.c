@@ -97,8 +97,8 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
 {
     pdti_queue *q = &t->queue;
     pdti_rec *tail = list;
-    uint64_t bytes;
-    int wake;
+    uint64_t bytes, mem, batch = (uint64_t)t->cfg.max_export_batch_size;
+    int wake, stopping, over_mem = 0;
 
     if (n == 0)
         return;
@@ -108,14 +108,17 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
         return;
     }
     bytes = pdti_rec_bytes(tail);
+    mem = tail->charge = pdti_rec_mem(tail);
     while (tail->next != NULL) {
         tail = tail->next;
         bytes += pdti_rec_bytes(tail);
+        mem += tail->charge = pdti_rec_mem(tail);
     }
     pdti_exporter_ensure(t);
     pthread_mutex_lock(&q->mu);
-    if (!pdti_queue_fits_locked(q, n) || t->stopping) {
-        int stopping = t->stopping;
+    stopping = t->stopping;
+    if (stopping || !pdti_queue_fits_locked(q, n) ||
+        (over_mem = !pdti_queue_charge(q, mem)) != 0) {
         if (!stopping) /* under the lock: the exporter state is alive */
             pdti_exporter_pressure(t); /* spool: unblock the exporter */
         pthread_mutex_unlock(&q->mu);
@@ -125,19 +128,27 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
         } else {
             PDTI_COUNT(t, dropped_queue_full, n);
         }
-        pdti_log(&t->log, PDT_LOG_WARN,
-                 "export queue full (%lld spans): %llu spans dropped",
-                 (long long)t->cfg.max_queue_size, (unsigned long long)n);
+        if (over_mem)
+            pdti_log(&t->log, PDT_LOG_WARN, "export queue memory full (%lld "
+                     "bytes): %llu spans of %llu bytes dropped",
+                     (long long)t->cfg.max_queue_bytes, (unsigned long long)n,
+                     (unsigned long long)mem);
+        else
+            pdti_log(&t->log, PDT_LOG_WARN, "export queue full (%lld "
+                     "spans): %llu spans dropped",
+                     (long long)t->cfg.max_queue_size, (unsigned long long)n);
         return;
     }
-    wake = q->len < (uint64_t)t->cfg.max_export_batch_size &&
-           q->len + n >= (uint64_t)t->cfg.max_export_batch_size;
+    /* Wake the exporter when a batch is full, by count or by size. */
+    wake = (q->len < batch && q->len + n >= batch) ||
+           (q->bytes < PDTI_MAX_REQUEST_BYTES &&
+            q->bytes + bytes >= PDTI_MAX_REQUEST_BYTES);
     pdti_queue_push_locked(q, list, tail, n, bytes);
     if (wake) {
         pthread_cond_signal(&q->cv_work);
         pdti_exporter_wake(t);
     }
-    if (q->len * 4 >= q->max_len * 3)
+    if (pdti_queue_pressed_locked(q))
         pdti_exporter_pressure(t); /* spool: unblock the exporter */
     pthread_mutex_unlock(&q->mu);
 }
@@ -200,7 +211,8 @@ int pdt_tracer_open(pdt_tracer **out, const pdt_tracer_options *opts)
         free(t);
         return rc;
     }
-    pdti_queue_init(&t->queue, (uint64_t)t->cfg.max_queue_size);
+    pdti_queue_init(&t->queue, (uint64_t)t->cfg.max_queue_size,
+                    (uint64_t)t->cfg.max_queue_bytes);
     rc = pdti_encode_preamble(t);
     if (rc == PDT_OK)
         rc = pdti_metrics_new(&t->metrics, t->cfg.metrics_tenants);

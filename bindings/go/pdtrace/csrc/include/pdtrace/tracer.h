@@ -138,11 +138,17 @@ typedef struct pdt_tracer_options {
                                     as "other". NULL:
                                     PDTRACE_METRICS_TENANTS, else none.
                                     Since 0.1.0. */
+    int64_t max_queue_bytes;     /* memory for spans queued or being
+                                    exported, 65536..2^63-1 bytes; 0:
+                                    PDTRACE_MAX_QUEUE_BYTES, else 64 MiB.
+                                    Unless a value length limit is set, it
+                                    also caps a string value at 1/8 of it,
+                                    at most 1 MiB. Since 0.1.0. */
 } pdt_tracer_options;
 
 #define PDT_TRACER_OPTIONS_INIT { sizeof(pdt_tracer_options), NULL, NULL, 0, \
     NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0.0, 0, \
-    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL }
+    0.0, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0, 0, NULL, 0 }
 
 /*
  * Sets *opts to PDT_TRACER_OPTIONS_INIT, for bindings that cannot use the
