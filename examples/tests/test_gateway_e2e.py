@@ -243,9 +243,11 @@ def test_prefix_aware_conversation_span_tree_and_headers(env):
         assert total == user_bytes // 64
         # forwarded: trace context of gateway.request, routing, ids
         h = call["headers"]
-        # a new trace: sampled, random trace id (W3C Level 2 flag 0x02)
-        assert h["traceparent"] == "00-%s-%s-03" % (gw["trace_id"],
-                                                    gw["span_id"])
+        # turn 0 continues the client's trace (its flags, 01); the others
+        # start one: sampled, random trace id (W3C Level 2 flag 0x02)
+        flags = "01" if i == 0 else "03"
+        assert h["traceparent"] == "00-%s-%s-%s" % (gw["trace_id"],
+                                                    gw["span_id"], flags)
         assert h["x-request-id"] == rid
         assert h["x-conversation-id"] == "c-42"
         assert h["x-turn-index"] == str(i)

@@ -25,7 +25,7 @@ go mod edit -require="$mod@v0.0.0" -replace="$mod=$root/bindings/go"
 cp "$root/tests/packaging/go_consumer/main.go" .
 
 run() { # label binary
-    if ldd "$2" | grep -q libpdtrace; then
+    if ldd "$2" | grep libpdtrace >/dev/null; then
         echo "FAIL: $1: the binary links a shared libpdtrace"; return 1
     fi
     PDTRACE_WANT_VERSION="$version" timeout 60 "$2"
@@ -46,7 +46,7 @@ rm -rf vendor
 if pkg-config --exists libpdtrace 2>/dev/null; then
     echo "== go build -tags pdtrace_system (libpdtrace $(pkg-config --modversion libpdtrace))"
     timeout 600 go build -tags pdtrace_system -o consumer-system .
-    ldd consumer-system | grep -q libpdtrace ||
+    ldd consumer-system | grep libpdtrace >/dev/null ||
         { echo "FAIL: -tags pdtrace_system did not link libpdtrace.so"; exit 1; }
     libdir="$(pkg-config --variable=libdir libpdtrace)"
     LD_LIBRARY_PATH="$libdir" PDTRACE_WANT_SHARED=1 PDTRACE_WANT_VERSION="$version" timeout 60 ./consumer-system ||

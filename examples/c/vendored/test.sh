@@ -17,7 +17,7 @@ if ! make -s -C "$here" vendored 2>"$work/make.err"; then
     sed 's/^/  /' "$work/make.err" | tail -n 5 >&2
     make -s -C "$here" DEPS=shared vendored
 fi
-if command -v ldd >/dev/null 2>&1 && ldd "$here/vendored" | grep -q libpdtrace; then
+if command -v ldd >/dev/null 2>&1 && ldd "$here/vendored" | grep libpdtrace >/dev/null; then
     echo "FAIL: vendored is linked against the shared libpdtrace" >&2
     exit 1
 fi
