@@ -299,11 +299,15 @@ static int put_value(const field *f, const field_desc *fd, pdti_buf *o,
         return puts_(o, num);
     case T_FIXED32:
     case T_UINT32:
+        if (f->wire == 2) /* no number in a length-delimited field */
+            return -1;
         snprintf(num, sizeof(num), "%lu", (unsigned long)(uint32_t)f->v);
-        return f->wire == 2 ? -1 : puts_(o, num);
+        return puts_(o, num);
     case T_INT32:
+        if (f->wire == 2)
+            return -1;
         snprintf(num, sizeof(num), "%ld", (long)(int32_t)f->v);
-        return f->wire == 2 ? -1 : puts_(o, num);
+        return puts_(o, num);
     case T_BOOL:
         return f->wire != 0 ? -1 : puts_(o, f->v ? "true" : "false");
     case T_DOUBLE:
