@@ -13,13 +13,7 @@
 #include "tracer_data.h"
 #include "wire.h"
 
-/* Wire tags inside KeyValue and AnyValue. */
-#define TAG_KV_KEY 0x0a      /* KeyValue.key, length-delimited */
-#define TAG_KV_VALUE 0x12    /* KeyValue.value, length-delimited */
-#define TAG_AV_STRING 0x0a   /* AnyValue.string_value */
-#define TAG_AV_BOOL 0x10     /* AnyValue.bool_value, varint */
-#define TAG_AV_INT 0x18      /* AnyValue.int_value, varint */
-#define TAG_AV_DOUBLE 0x21   /* AnyValue.double_value, fixed64 */
+/* Wire tags: attr.h. */
 
 int pdti_put_utf8(pdt_tracer *t, pdti_buf *b, const char *s, size_t n)
 {
@@ -118,14 +112,6 @@ int pdti_rec_attr_room(pdt_tracer *t, pdti_rec *r)
     return PDT_OK;
 }
 
-/*
- * Writes the framed KeyValue: tag, length, key field, value field header,
- * then lets the caller's AnyValue bytes follow. The lengths are computed
- * first so each byte is written once.
- */
-static uint8_t *kv_begin_lit(pdti_buf *b, uint8_t tag, const char *key,
-                             size_t klen, size_t av_len);
-
 /* The same for a caller's key: checked, and repaired if it is not UTF-8. */
 static int kv_begin(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
                     size_t av_len, uint8_t **out)
@@ -136,14 +122,15 @@ static int kv_begin(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
     int rc;
 
     if (pdti_ascii(k, klen) || pdti_utf8_valid(k, klen) == klen) {
-        *out = kv_begin_lit(b, tag, key, klen, av_len);
+        *out = pdti_kv_begin_lit(b, tag, key, klen, av_len);
     } else {
         rc = pdti_put_utf8(t, &kb, key, klen);
         if (rc != PDT_OK) {
             pdti_buf_free(&kb);
             return rc;
         }
-        *out = kv_begin_lit(b, tag, (const char *)kb.data, kb.len, av_len);
+        *out = pdti_kv_begin_lit(b, tag, (const char *)kb.data, kb.len,
+                                 av_len);
         pdti_buf_free(&kb);
     }
     return *out != NULL ? PDT_OK : pdti_err(PDT_ENOMEM, "out of memory");
@@ -177,7 +164,7 @@ int pdti_attr_str(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
     rc = kv_begin(t, b, tag, key, av_len, &p);
     if (rc != PDT_OK)
         return rc;
-    *p++ = TAG_AV_STRING;
+    *p++ = PDTI_TAG_AV_STRING;
     p = pdti_put_varint(p, len);
     memcpy(p, v, len);
     b->len = (size_t)(p + len - b->data);
@@ -196,7 +183,7 @@ int pdti_attr_int(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
 
     if (rc != PDT_OK)
         return rc;
-    *p++ = TAG_AV_INT;
+    *p++ = PDTI_TAG_AV_INT;
     p = pdti_put_varint(p, u);
     b->len = (size_t)(p - b->data);
     return PDT_OK;
@@ -212,7 +199,7 @@ int pdti_attr_double(pdt_tracer *t, pdti_buf *b, uint8_t tag,
     if (rc != PDT_OK)
         return rc;
     memcpy(&bits, &v, sizeof(bits));
-    *p++ = TAG_AV_DOUBLE;
+    *p++ = PDTI_TAG_AV_DOUBLE;
     for (i = 0; i < 8; i++) {
         *p++ = (uint8_t)bits;
         bits >>= 8;
@@ -229,101 +216,17 @@ int pdti_attr_bool(pdt_tracer *t, pdti_buf *b, uint8_t tag, const char *key,
 
     if (rc != PDT_OK)
         return rc;
-    *p++ = TAG_AV_BOOL;
+    *p++ = PDTI_TAG_AV_BOOL;
     *p++ = v ? 1 : 0;
     b->len = (size_t)(p - b->data);
     return PDT_OK;
 }
 
-/* ---- the library's own keys ---------------------------------------------- */
+/* ---- the library's own keys (the fast paths are inline in attr.h) ---- */
 
-/* Framed KeyValue header for a known-valid key; returns the value area. */
-static uint8_t *kv_begin_lit(pdti_buf *b, uint8_t tag, const char *key,
-                             size_t klen, size_t av_len)
-{
-    size_t kv_len;
-    uint8_t *p;
-
-    if (klen < 120 && av_len < 120 && klen + av_len + 4 < 128) {
-        /* Every length fits one varint byte: the common case. */
-        kv_len = klen + av_len + 4;
-        if (pdti_buf_reserve(b, kv_len + 2) != 0)
-            return NULL;
-        p = b->data + b->len;
-        p[0] = tag;
-        p[1] = (uint8_t)kv_len;
-        p[2] = TAG_KV_KEY;
-        p[3] = (uint8_t)klen;
-        memcpy(p + 4, key, klen);
-        p += 4 + klen;
-        p[0] = TAG_KV_VALUE;
-        p[1] = (uint8_t)av_len;
-        return p + 2;
-    }
-    kv_len = 1 + pdti_varint_len(klen) + klen + 1 + pdti_varint_len(av_len) +
-             av_len;
-    if (pdti_buf_reserve(b, 1 + pdti_varint_len(kv_len) + kv_len) != 0)
-        return NULL;
-    p = b->data + b->len;
-    *p++ = tag;
-    p = pdti_put_varint(p, kv_len);
-    *p++ = TAG_KV_KEY;
-    p = pdti_put_varint(p, klen);
-    memcpy(p, key, klen);
-    p += klen;
-    *p++ = TAG_KV_VALUE;
-    return pdti_put_varint(p, av_len);
-}
-
-int pdti_attr_double_lit(pdti_buf *b, uint8_t tag, const char *key,
-                         size_t klen, double v)
-{
-    uint64_t bits;
-    uint8_t *p = kv_begin_lit(b, tag, key, klen, 9);
-    int i;
-
-    if (p == NULL)
-        return pdti_err(PDT_ENOMEM, "out of memory");
-    memcpy(&bits, &v, sizeof(bits));
-    *p++ = TAG_AV_DOUBLE;
-    for (i = 0; i < 8; i++) {
-        *p++ = (uint8_t)bits;
-        bits >>= 8;
-    }
-    b->len = (size_t)(p - b->data);
-    return PDT_OK;
-}
-
-int pdti_attr_int_lit(pdti_buf *b, uint8_t tag, const char *key, size_t klen,
-                      int64_t v)
-{
-    uint64_t u = (uint64_t)v;
-    uint8_t *p = kv_begin_lit(b, tag, key, klen, 1 + pdti_varint_len(u));
-
-    if (p == NULL)
-        return pdti_err(PDT_ENOMEM, "out of memory");
-    *p++ = TAG_AV_INT;
-    p = pdti_put_varint(p, u);
-    b->len = (size_t)(p - b->data);
-    return PDT_OK;
-}
-
-int pdti_attr_bool_lit(pdti_buf *b, uint8_t tag, const char *key,
-                       size_t klen, int v)
-{
-    uint8_t *p = kv_begin_lit(b, tag, key, klen, 2);
-
-    if (p == NULL)
-        return pdti_err(PDT_ENOMEM, "out of memory");
-    *p++ = TAG_AV_BOOL;
-    *p++ = v ? 1 : 0;
-    b->len = (size_t)(p - b->data);
-    return PDT_OK;
-}
-
-int pdti_attr_str_lit(pdt_tracer *t, pdti_buf *b, uint8_t tag,
-                      const char *key, size_t klen, const char *value,
-                      size_t vlen)
+int pdti_attr_str_lit_slow(pdt_tracer *t, pdti_buf *b, uint8_t tag,
+                           const char *key, size_t klen, const char *value,
+                           size_t vlen)
 {
     const uint8_t *v = (const uint8_t *)value;
     int64_t limit = t->cfg.attr_value_len_limit;
@@ -333,10 +236,11 @@ int pdti_attr_str_lit(pdt_tracer *t, pdti_buf *b, uint8_t tag,
     if (!pdti_ascii(v, vlen) && pdti_utf8_valid(v, vlen) != vlen)
         return pdti_attr_str(t, b, tag, key, value, vlen);
     vlen = trunc_len(v, vlen, limit, &cut);
-    p = kv_begin_lit(b, tag, key, klen, 1 + pdti_varint_len(vlen) + vlen);
+    p = pdti_kv_begin_lit(b, tag, key, klen,
+                          1 + pdti_varint_len(vlen) + vlen);
     if (p == NULL)
         return pdti_err(PDT_ENOMEM, "out of memory");
-    *p++ = TAG_AV_STRING;
+    *p++ = PDTI_TAG_AV_STRING;
     p = pdti_put_varint(p, vlen);
     memcpy(p, v, vlen);
     b->len = (size_t)(p + vlen - b->data);

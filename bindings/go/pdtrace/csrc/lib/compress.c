@@ -42,7 +42,42 @@ struct pdti_compressor {
     uint8_t *isal_buf; /* igzip's level buffer */
     uint32_t isal_buf_size;
 #endif
+    int avx;         /* the CPU has AVX: vzeroupper after each body */
 };
+
+/*
+ * igzip and zstd pick AVX code at run time and return with the upper
+ * halves of the YMM registers dirty. The SSE code that runs next on the
+ * exporter thread (libc's memcpy and the next batch's encode, curl) then
+ * pays a state transition on its vector instructions: about 0.9 us per
+ * traced request with gzip (docs/performance.md). A vzeroupper after each
+ * body clears that state. It is only issued where the CPU has AVX (it
+ * faults elsewhere); the library itself is not compiled for AVX, so an
+ * asm statement rather than the intrinsic.
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+static int cpu_has_avx(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx") != 0;
+}
+
+static void clear_avx_upper(const pdti_compressor *c)
+{
+    if (c->avx)
+        __asm__ __volatile__("vzeroupper" ::: "memory");
+}
+#else
+static int cpu_has_avx(void)
+{
+    return 0;
+}
+
+static void clear_avx_upper(const pdti_compressor *c)
+{
+    (void)c;
+}
+#endif
 
 int pdti_compress_level_range(int kind, int *min, int *max, int *def)
 {
@@ -100,6 +135,7 @@ int pdti_compressor_new(pdti_compressor **out, int kind, int level)
         return PDT_ENOMEM;
     c->kind = kind;
     c->level = level;
+    c->avx = cpu_has_avx();
     if (kind == PDT_COMPRESSION_ZSTD) {
         c->cctx = ZSTD_createCCtx();
         if (c->cctx == NULL ||
@@ -274,6 +310,7 @@ int pdti_compressor_run(pdti_compressor *c, const uint8_t *in, size_t n,
 #endif
     else
         st = compress_zlib(c, in, n, out);
+    clear_avx_upper(c);
     if (st != PDT_OK)
         out->len = start;
     return st;

@@ -323,28 +323,52 @@ static int deliver(pdt_tracer *t, exporter *x, size_t n)
 static size_t take_batch(pdt_tracer *t, exporter *x)
 {
     pdti_queue *q = &t->queue;
-    size_t n = 0, bytes = 0, limit = (size_t)t->cfg.max_export_batch_size;
+    size_t limit = (size_t)t->cfg.max_export_batch_size;
 
-    x->batch_charge = 0;
-    while (q->head != NULL && n < limit) {
-        size_t sz = pdti_span_body_size(q->head) + 16;
-        pdti_rec *r;
-        if (n > 0 && bytes + sz > PDTI_MAX_REQUEST_BYTES)
-            break;
-        r = pdti_queue_pop_locked(q);
-        if (sz > PDTI_MAX_SPAN_BYTES) {
+    for (;;) {
+        size_t n = 0, bytes = 0;
+        uint64_t qbytes = 0, charge = 0;
+        pdti_rec *r, *last = NULL, *big = NULL;
+
+        /* O(1) under the lock; the walk below runs without it, so that
+         * the calling threads' enqueues never wait for it. */
+        r = pdti_queue_detach_locked(q);
+        if (r == NULL) {
+            x->batch_charge = 0;
+            return 0;
+        }
+        pthread_mutex_unlock(&q->mu);
+        for (; r != NULL && n < limit; r = r->next) {
+            size_t sz = pdti_span_body_size(r) + 16;
+            if (sz > PDTI_MAX_SPAN_BYTES) {
+                if (n == 0)
+                    big = r; /* taken alone, and dropped below */
+                break;
+            }
+            if (n > 0 && bytes + sz > PDTI_MAX_REQUEST_BYTES)
+                break;
+            x->batch[n++] = r;
+            bytes += sz;
+            qbytes += pdti_rec_bytes(r);
+            charge += r->charge;
+            last = r;
+        }
+        if (big != NULL) {
             /* Too big for any collector to accept: drop it here. */
+            uint64_t big_bytes = pdti_rec_bytes(big), big_charge = big->charge;
+            pthread_mutex_lock(&q->mu);
+            pdti_queue_cut_locked(q, big, 1, big_bytes);
             q->processed_total++;
             PDTI_COUNT(t, dropped_export_failed, 1);
-            uncharge(t, r->charge);
-            pdti_rec_release(&t->pool, r); /* pool.mu nests in queue.mu */
+            uncharge(t, big_charge);
+            pdti_rec_release(&t->pool, big); /* pool.mu nests in queue.mu */
             continue;
         }
-        x->batch[n++] = r;
-        x->batch_charge += r->charge;
-        bytes += sz;
+        pthread_mutex_lock(&q->mu);
+        pdti_queue_cut_locked(q, last, n, qbytes);
+        x->batch_charge = charge;
+        return n;
     }
-    return n;
 }
 
 static void spool_open_in_thread(pdt_tracer *t, exporter *x)

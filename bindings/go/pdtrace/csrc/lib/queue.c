@@ -19,6 +19,7 @@ static void sync_init(pdti_queue *q)
 void pdti_queue_init(pdti_queue *q, uint64_t max_len, uint64_t max_mem)
 {
     q->head = q->tail = NULL;
+    q->own_head = q->own_tail = NULL;
     q->len = q->bytes = 0;
     q->mem = 0;
     q->max_mem = max_mem;
@@ -32,13 +33,14 @@ uint64_t pdti_queue_clear_locked(pdti_queue *q, pdti_pool *pool)
     uint64_t n = 0;
     pdti_rec *r;
 
-    while ((r = q->head) != NULL) {
-        q->head = r->next;
+    pdti_queue_detach_locked(q); /* no consumer runs: one list */
+    while ((r = q->own_head) != NULL) {
+        q->own_head = r->next;
         pdti_queue_uncharge(q, r->charge);
         pdti_rec_destroy(pool, r);
         n++;
     }
-    q->tail = NULL;
+    q->own_tail = NULL;
     q->len = q->bytes = 0;
     return n;
 }
@@ -54,8 +56,10 @@ void pdti_queue_destroy(pdti_queue *q, pdti_pool *pool)
 void pdti_queue_after_fork(pdti_queue *q, pdti_pool *pool)
 {
     sync_init(q);
+    pdti_rec_release_list(pool, q->own_head);
     pdti_rec_release_list(pool, q->head);
     q->head = q->tail = NULL;
+    q->own_head = q->own_tail = NULL;
     q->len = q->bytes = 0;
     /* The parent's exports in flight are not the child's either. */
     q->mem = 0;

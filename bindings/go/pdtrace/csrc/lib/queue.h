@@ -19,8 +19,19 @@
  * exited, the flush target; see tracer_data.h) is kept under the same lock,
  * since the exporter waits on it together with the queue.
  *
- * Records in the queue belong to the queue: only the holder of q->mu may
- * follow their ->next links.
+ * The queue is two linked lists. Producers append to the shared list
+ * (head..tail). The consumer moves the whole shared list to the end of its
+ * own list (own_head..own_tail) in O(1) under q->mu
+ * (pdti_queue_detach_locked()), walks its own list without the lock to
+ * make a batch, and cuts the batch off under the lock again
+ * (pdti_queue_cut_locked()). `len` and `bytes` count both lists, so a
+ * record counts as queued until the consumer takes it into a batch.
+ *
+ * Only the holder of q->mu may follow the ->next links of the shared
+ * list. The consumer's own list is the consumer thread's: it follows those
+ * links without the lock, and only it changes them (under the lock). Other
+ * threads touch the consumer's list only when no consumer runs (close,
+ * destroy, a forked child).
  */
 #ifndef PDTI_QUEUE_H
 #define PDTI_QUEUE_H
@@ -34,7 +45,8 @@ typedef struct pdti_queue {
     pthread_mutex_t mu;
     pthread_cond_t cv_work;   /* consumer: work or stop */
     pthread_cond_t cv_done;   /* flushers and close: progress */
-    pdti_rec *head, *tail;
+    pdti_rec *head, *tail;    /* shared list: producers append here */
+    pdti_rec *own_head, *own_tail; /* the consumer's list (see above) */
     uint64_t len;             /* records queued */
     uint64_t bytes;           /* their pdti_rec_bytes() */
     uint64_t max_len;         /* what pdti_queue_fits_locked() allows */
@@ -106,18 +118,33 @@ static inline void pdti_queue_push_locked(pdti_queue *q, pdti_rec *head,
     q->enqueued_total += n;
 }
 
-/* Takes the oldest record off (q->mu held, queue not empty). */
-static inline pdti_rec *pdti_queue_pop_locked(pdti_queue *q)
+/* The consumer: moves the shared list to the end of its own (q->mu held).
+ * O(1): no record is touched but the last of the consumer's list. Returns
+ * the first record of the consumer's list, NULL if nothing is queued. */
+static inline pdti_rec *pdti_queue_detach_locked(pdti_queue *q)
 {
-    pdti_rec *r = q->head;
+    if (q->head != NULL) {
+        if (q->own_tail != NULL)
+            q->own_tail->next = q->head;
+        else
+            q->own_head = q->head;
+        q->own_tail = q->tail;
+        q->head = q->tail = NULL;
+    }
+    return q->own_head;
+}
 
-    q->head = r->next;
-    if (q->head == NULL)
-        q->tail = NULL;
-    q->len--;
-    q->bytes -= pdti_rec_bytes(r);
-    r->next = NULL;
-    return r;
+/* The consumer: takes the first n records of its own list, the last of
+ * which is `last`, holding `bytes` of pdti_rec_bytes() (q->mu held). The
+ * records keep their ->next links; the taker does not follow them. */
+static inline void pdti_queue_cut_locked(pdti_queue *q, pdti_rec *last,
+                                         uint64_t n, uint64_t bytes)
+{
+    q->own_head = last->next;
+    if (q->own_head == NULL)
+        q->own_tail = NULL;
+    q->len -= n;
+    q->bytes -= bytes;
 }
 
 #endif
