@@ -17,6 +17,11 @@
  * to it instead of being dropped, and spooled batches are replayed oldest
  * first whenever the collector answers; see exporter_spool.c and
  * docs/spool.md.
+ *
+ * Why this file is a little over the 800 lines we aim for: it is the
+ * thread's loop and the batch it owns (take, encode, deliver, finish,
+ * split halves, stop, fork recovery), all over the private state in
+ * exporter_int.h; the spool side is already apart (exporter_spool.c).
  */
 #include <errno.h>
 #include <sched.h>

@@ -41,8 +41,9 @@
  * read and write its private fields; the parts that stand alone are already
  * apart (retry.c: backoff and Retry-After; response.c: partial success;
  * compress.c: the body's compression; transport_request.c: the request's
- * headers and body; transport_grpc.c: gRPC framing and status). Splitting the rest would move the
- * curl handles into a shared header for no reader's gain.
+ * headers and body; transport_grpc.c: gRPC framing and status).
+ * Splitting the rest would move the curl handles into a shared header for
+ * no reader's gain.
  */
 #include <limits.h>
 #include <pthread.h>
