@@ -128,7 +128,11 @@ void pdti_enqueue(pdt_tracer *t, pdti_rec *list, uint64_t n)
         } else {
             PDTI_COUNT(t, dropped_queue_full, n);
         }
-        if (over_mem)
+        if (stopping)
+            pdti_log(&t->log, PDT_LOG_WARN, "tracer closing: %llu spans "
+                     "ended after close began dropped",
+                     (unsigned long long)n);
+        else if (over_mem)
             pdti_log(&t->log, PDT_LOG_WARN, "export queue memory full (%lld "
                      "bytes): %llu spans of %llu bytes dropped",
                      (long long)t->cfg.max_queue_bytes, (unsigned long long)n,
