@@ -23,6 +23,17 @@
 #include "pdtrace.h"
 #include "metrics.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 #define MS 1000000ull
 #define SEC 1000000000ull
 
@@ -904,6 +915,13 @@ static void test_fork_while_recording(void **state)
     char res;
 
     (void)state;
+    if (UNDER_TSAN) {
+        /* ThreadSanitizer does not support fork in a multi-threaded
+         * process: its own allocator lock, held by the recording thread at
+         * the fork, hangs the child's first free() (seen about 1 run in
+         * 12). The fork repair is covered by every other build. */
+        skip();
+    }
     /* An exporting tracer: the library repairs its own locks in a child
      * only when export is enabled. */
     g_tracer = open_tracer(0, "/dev/null");
