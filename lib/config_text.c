@@ -79,7 +79,7 @@ char *pdti_text_dup(const char *s)
     return pdti_text_dup_n(s, strlen(s));
 }
 
-static int hex_value(char c)
+int pdti_text_hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -128,8 +128,8 @@ int pdti_percent_decode(const char *src, size_t len, char **out)
         if (c == '%') {
             if (len - i < 3)
                 goto bad;
-            hi = hex_value(src[i + 1]);
-            lo = hex_value(src[i + 2]);
+            hi = pdti_text_hex_value(src[i + 1]);
+            lo = pdti_text_hex_value(src[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 goto bad;
             c = (char)(unsigned char)(hi * 16 + lo);

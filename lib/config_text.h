@@ -11,6 +11,9 @@
 
 /* 1 for ' ', '\t', '\n', '\r', '\v' and '\f'. */
 int pdti_text_is_space(char c);
+
+/* The value 0..15 of one hex digit (either case), -1 if c is not one. */
+int pdti_text_hex_value(char c);
 /* Narrows [*s, *s + *len) to exclude leading and trailing whitespace. */
 void pdti_text_trim(const char **s, size_t *len);
 /* 1 if s[0..len) equals the NUL-terminated word, ignoring ASCII case. */

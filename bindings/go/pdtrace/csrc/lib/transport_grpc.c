@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config_text.h"
 #include "transport_grpc.h"
 
 #define RETRY_INFO_TYPE "type.googleapis.com/google.rpc.RetryInfo"
@@ -26,17 +27,6 @@ void pdti_grpc_reply_reset(pdti_grpc_reply *r)
 
 /* ---- header values ------------------------------------------------------ */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* grpc-message: percent-encoded UTF-8; control bytes become '?'. */
 static void percent_decode(char *dst, size_t cap, const char *v, size_t n)
 {
@@ -44,9 +34,14 @@ static void percent_decode(char *dst, size_t cap, const char *v, size_t n)
 
     while (i < n && o + 1 < cap) {
         unsigned char c = (unsigned char)v[i];
-        if (c == '%' && i + 2 < n && hexval(v[i + 1]) >= 0 &&
-            hexval(v[i + 2]) >= 0) {
-            c = (unsigned char)(hexval(v[i + 1]) * 16 + hexval(v[i + 2]));
+        int hi = -1, lo = -1;
+
+        if (c == '%' && i + 2 < n) {
+            hi = pdti_text_hex_value(v[i + 1]);
+            lo = pdti_text_hex_value(v[i + 2]);
+        }
+        if (hi >= 0 && lo >= 0) {
+            c = (unsigned char)(hi * 16 + lo);
             i += 3;
         } else {
             i++;
